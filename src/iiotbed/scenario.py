@@ -1,0 +1,842 @@
+"""Scenario files: YAML parsed into typed, validated, immutable models.
+
+A scenario describes one plant line: identity (ISA-95 path, epoch, time zone), calendar,
+products, stages of stations, material supply (manual carts or an AMR fleet), technicians,
+inspection, network links and labour. ``extends:`` names a base file; the extending file
+states only what differs. Durations are seconds or strings such as ``"45min"``, ``"8h"``.
+
+``load_scenario(path)`` raises :class:`iiotbed.errors.ScenarioError` whose issues say
+``file:line: where: what is wrong, what was expected``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from iiotbed._yaml import Located, load_located
+from iiotbed.errors import ScenarioError, ScenarioIssue
+from iiotbed.telemetry import asset_path
+
+__all__ = [
+    "AmrFleet",
+    "Battery",
+    "Break",
+    "Calendar",
+    "Dist",
+    "Failures",
+    "Inspection",
+    "Kits",
+    "Labour",
+    "Line",
+    "Link",
+    "MaintenanceWindow",
+    "ManualSupply",
+    "Network",
+    "Outages",
+    "Plant",
+    "Power",
+    "PredictiveMaintenance",
+    "Product",
+    "RunSettings",
+    "Scenario",
+    "Shift",
+    "Source",
+    "Stage",
+    "Supply",
+    "Technicians",
+    "load_scenario",
+    "parse_duration",
+]
+
+_UNITS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "min": 60.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+}
+_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]+)?\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a number or a string like ``"250ms"``, ``"45min"``, ``"8h"``, ``"7d"``.
+
+    Values that are neither are returned unchanged so the model reports the type error.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m is None:
+            raise ValueError(
+                f"expected a duration such as 30s, 45min, 8h or 7d (units: ms, s, min, h, d, w), "
+                f"got {value!r}"
+            )
+        number, unit = m.groups()
+        if unit is None:
+            return float(number)
+        if unit not in _UNITS:
+            raise ValueError(
+                f"unknown time unit {unit!r} in {value!r}; use one of ms, s, min, h, d, w"
+            )
+        return float(number) * _UNITS[unit]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+PosSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+NonNegSeconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- distributions
+
+DistKind = Literal[
+    "fixed", "exponential", "normal", "lognormal", "gamma", "weibull", "uniform", "triangular"
+]
+_DIST_PARAMS: dict[str, tuple[set[str], set[str]]] = {
+    # kind: (required, optional)
+    "fixed": ({"value"}, set()),
+    "exponential": ({"mean"}, set()),
+    "normal": ({"mean", "sd"}, {"min"}),
+    "lognormal": ({"mean", "cv"}, set()),
+    "gamma": ({"mean", "cv"}, set()),
+    "weibull": ({"shape", "scale"}, set()),
+    "uniform": ({"low", "high"}, set()),
+    "triangular": ({"low", "mode", "high"}, set()),
+}
+
+
+def _coerce_dist(value: Any) -> Any:
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return {"dist": "fixed", "value": parse_duration(value)}
+    if isinstance(value, dict):
+        return {k: (parse_duration(v) if k != "dist" else v) for k, v in value.items()}
+    return value
+
+
+class Dist(_Model):
+    """A random variable. A bare number or duration means a fixed value.
+
+    Kinds and parameters: fixed(value), exponential(mean), normal(mean, sd[, min]),
+    lognormal(mean, cv), gamma(mean, cv), weibull(shape, scale), uniform(low, high),
+    triangular(low, mode, high). Values are seconds for times, plain numbers otherwise.
+    """
+
+    dist: DistKind
+    value: float | None = None
+    mean: float | None = None
+    sd: float | None = Field(default=None, ge=0)
+    cv: float | None = Field(default=None, ge=0)
+    min: float | None = None
+    shape: float | None = Field(default=None, gt=0)
+    scale: float | None = Field(default=None, gt=0)
+    low: float | None = None
+    high: float | None = None
+    mode: float | None = None
+
+    @model_validator(mode="after")
+    def _check_params(self) -> Self:
+        required, optional = _DIST_PARAMS[self.dist]
+        given = {k for k in _DIST_PARAMS_ALL if getattr(self, k) is not None}
+        missing = required - given
+        extra = given - required - optional
+        if missing:
+            raise ValueError(
+                f"a {self.dist} distribution needs {', '.join(sorted(required))}; "
+                f"missing {', '.join(sorted(missing))}"
+            )
+        if extra:
+            raise ValueError(
+                f"a {self.dist} distribution takes {', '.join(sorted(required | optional))}; "
+                f"{', '.join(sorted(extra))} does not apply"
+            )
+        if self.dist in ("exponential", "lognormal", "gamma") and (self.mean or 0) <= 0:
+            raise ValueError(f"mean of a {self.dist} distribution must be > 0, got {self.mean}")
+        if self.dist == "uniform" and not (self.low is not None and self.high is not None and self.low <= self.high):
+            raise ValueError(f"uniform needs low <= high, got low={self.low}, high={self.high}")
+        if self.dist == "triangular" and not (
+            self.low is not None and self.mode is not None and self.high is not None
+            and self.low <= self.mode <= self.high and self.low < self.high
+        ):
+            raise ValueError(
+                f"triangular needs low <= mode <= high and low < high, "
+                f"got {self.low}, {self.mode}, {self.high}"
+            )
+        return self
+
+    @property
+    def expected(self) -> float:
+        """The distribution's mean (for a normal with ``min``, the untruncated mean)."""
+        if self.dist == "fixed":
+            return float(self.value or 0.0)
+        if self.dist in ("exponential", "normal", "lognormal", "gamma"):
+            return float(self.mean or 0.0)
+        if self.dist == "weibull":
+            assert self.shape is not None and self.scale is not None
+            return self.scale * math.gamma(1 + 1 / self.shape)
+        if self.dist == "uniform":
+            assert self.low is not None and self.high is not None
+            return (self.low + self.high) / 2
+        assert self.low is not None and self.mode is not None and self.high is not None
+        return (self.low + self.mode + self.high) / 3
+
+    def lower_bound(self) -> float:
+        """The smallest value the distribution can produce (``-inf`` if unbounded)."""
+        if self.dist == "fixed":
+            return float(self.value or 0.0)
+        if self.dist in ("exponential", "lognormal", "gamma", "weibull"):
+            return 0.0
+        if self.dist == "normal":
+            return self.min if self.min is not None else -math.inf
+        return float(self.low or 0.0)
+
+
+_DIST_PARAMS_ALL = ("value", "mean", "sd", "cv", "min", "shape", "scale", "low", "high", "mode")
+
+DistField = Annotated[Dist, BeforeValidator(_coerce_dist)]
+
+
+def _nonneg(d: Dist, what: str) -> Dist:
+    if d.lower_bound() < 0:
+        raise ValueError(
+            f"{what} must not be negative; give a {d.dist} distribution that stays >= 0 "
+            f"(for normal, set min: 0)"
+        )
+    return d
+
+
+# --------------------------------------------------------------------------- plant and calendar
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _clock(value: str) -> float:
+    m = _HHMM.match(value)
+    if m is None:
+        raise ValueError(f"expected a time of day HH:MM (00:00-23:59), got {value!r}")
+    return int(m.group(1)) * 3600.0 + int(m.group(2)) * 60.0
+
+
+class Plant(_Model):
+    """Identity of the plant and the line (ISA-95 levels), the epoch and the time zone."""
+
+    enterprise: Name
+    site: Name
+    area: Name
+    line: Name
+    epoch: dt.datetime = Field(description="sim time 0, ISO 8601 with a UTC offset")
+    timezone: str = "UTC"
+    id_prefix: str = Field(
+        default="88.999.1",
+        pattern=r"^[0-9]+(\.[0-9]+)*$",
+        description="identification prefix (Industrial Internet identifier style)",
+    )
+    manufacturer: str = "iiotbed"
+
+    @field_validator("epoch")
+    @classmethod
+    def _aware(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError(
+                f"epoch must carry a UTC offset, e.g. 2026-01-05T00:00:00+08:00; got {v.isoformat()}"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Asia/Shanghai") from None
+        return v
+
+    @property
+    def line_path(self) -> str:
+        return asset_path(self.enterprise, self.site, self.area, self.line)
+
+
+class Shift(_Model):
+    name: Name
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        _clock(v)
+        return v
+
+    @property
+    def start_s(self) -> float:
+        return _clock(self.start)
+
+    @property
+    def length_s(self) -> float:
+        """Length in seconds; a shift whose end is not after its start crosses midnight."""
+        s, e = _clock(self.start), _clock(self.end)
+        return e - s if e > s else e + 86400.0 - s
+
+
+class Break(_Model):
+    """A daily break at a local time of day (planned downtime)."""
+
+    start: str
+    duration: PosSeconds
+
+    @field_validator("start")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        _clock(v)
+        return v
+
+    @property
+    def start_s(self) -> float:
+        return _clock(self.start)
+
+
+class MaintenanceWindow(_Model):
+    """A weekly planned-maintenance window (planned downtime), the line stopped."""
+
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    start: str
+    duration: PosSeconds
+
+    @field_validator("start")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        _clock(v)
+        return v
+
+    @property
+    def weekday(self) -> int:
+        return _WEEKDAYS.index(self.day)
+
+    @property
+    def start_s(self) -> float:
+        return _clock(self.start)
+
+
+class Calendar(_Model):
+    """Shifts (planned operation time), daily breaks and weekly planned maintenance.
+
+    A shift runs on the listed workdays, by the day it starts on.
+    """
+
+    shifts: list[Shift] = Field(min_length=1)
+    breaks: list[Break] = Field(default_factory=list)
+    workdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(_WEEKDAYS), min_length=1
+    )
+    planned_maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Self:
+        spans = sorted((s.start_s, s.start_s + s.length_s, s.name) for s in self.shifts)
+        wrapped = [*spans, (spans[0][0] + 86400.0, spans[0][1] + 86400.0, spans[0][2])]
+        for (s0, e0, n0), (s1, _e1, n1) in zip(wrapped, wrapped[1:], strict=False):
+            if e0 > s1 + 1e-9 and n0 != n1:
+                raise ValueError(f"shifts {n0!r} and {n1!r} overlap; shifts must not overlap")
+        return self
+
+
+# --------------------------------------------------------------------------- products and line
+
+
+class Product(_Model):
+    """A product with its ideal cycle time at every stage (ISO 22400 PRU)."""
+
+    name: Name
+    mix: float = Field(default=1.0, gt=0, description="relative share of starts")
+    ideal_cycle_time: dict[str, PosSeconds] = Field(min_length=1)
+
+
+class Failures(_Model):
+    """Breakdowns: time to failure counted in operating time, and hands-on repair time."""
+
+    ttf: DistField = Field(description="operating time between failures (MTBF)")
+    repair: DistField = Field(description="hands-on repair time (before technician factors)")
+
+    @field_validator("ttf", "repair")
+    @classmethod
+    def _nonneg(cls, v: Dist) -> Dist:
+        if v.expected <= 0:
+            raise ValueError("must have a mean > 0")
+        return _nonneg(v, "a failure or repair time")
+
+
+class Degradation(_Model):
+    """A condition signal rising from ``baseline`` (new) to ``at_failure`` before a breakdown."""
+
+    signal: Name = "Vibration"
+    unit: str = Field(default="MMS", description="UNECE Rec. 20 code (MMS = mm/s)")
+    baseline: float = 1.0
+    at_failure: float = 7.0
+
+    @model_validator(mode="after")
+    def _rises(self) -> Self:
+        if self.at_failure <= self.baseline:
+            raise ValueError(
+                f"at_failure must exceed baseline, got baseline={self.baseline}, "
+                f"at_failure={self.at_failure}"
+            )
+        return self
+
+
+class Power(_Model):
+    """Electrical power draw by state, kW."""
+
+    executing: float = Field(default=0.0, ge=0)
+    idle: float = Field(default=0.0, ge=0)
+    down: float = Field(default=0.0, ge=0)
+    off: float = Field(default=0.0, ge=0)
+
+
+class Kits(_Model):
+    """Line-side component stock of a station, one kit consumed per unit."""
+
+    capacity: int = Field(gt=0)
+    reorder_point: int = Field(ge=0)
+    initial: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _levels(self) -> Self:
+        if self.reorder_point >= self.capacity:
+            raise ValueError(
+                f"reorder_point must be below capacity, got reorder_point={self.reorder_point}, "
+                f"capacity={self.capacity}"
+            )
+        if self.initial is not None and self.initial > self.capacity:
+            raise ValueError(f"initial ({self.initial}) must not exceed capacity ({self.capacity})")
+        return self
+
+
+class Inspection(_Model):
+    """How an inspection stage finds defects: a person, or MEC machine vision over a link."""
+
+    method: Literal["manual", "vision"]
+    time: DistField = Field(description="time per unit at the station (capture or look)")
+    detection_rate: Probability
+    false_reject_rate: Probability = 0.0
+    rework_fraction: Probability = Field(default=0.0, description="detected defects reworked, not scrapped")
+    rework_time: NonNegSeconds = 0.0
+    link: str | None = Field(default=None, description="network link to the MEC server (vision)")
+    inference_time: DistField = Field(default_factory=lambda: Dist(dist="fixed", value=0.0))
+    inspectors_per_station: int = Field(default=0, ge=0, description="people per station per shift")
+
+    @model_validator(mode="after")
+    def _link(self) -> Self:
+        _nonneg(self.time, "inspection time")
+        _nonneg(self.inference_time, "inference time")
+        if self.method == "vision" and self.link is None:
+            raise ValueError("vision inspection needs 'link': the network link to the MEC server")
+        return self
+
+
+class Stage(_Model):
+    """A cell of the line: one or more identical stations working in parallel."""
+
+    name: Name
+    kind: Literal["process", "inspection"] = "process"
+    stations: int | list[Name] = Field(default=1, description="a count, or the station names")
+    station_prefix: Name | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    cycle_time_factor: DistField = Field(
+        default_factory=lambda: Dist(dist="fixed", value=1.0),
+        description="actual/ideal cycle time; mean > 1 is a speed loss",
+    )
+    failures: Failures | None = None
+    degradation: Degradation | None = None
+    defect_probability: Probability = 0.0
+    power: Power = Field(default_factory=Power)
+    buffer_capacity: int = Field(default=10, ge=1, description="input buffer, units")
+    kits: Kits | None = None
+    position: tuple[float, float] = (0.0, 0.0)
+    inspection: Inspection | None = None
+    operators_per_station: int = Field(default=1, ge=0, description="people per station per shift")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if isinstance(self.stations, int) and self.stations < 1:
+            raise ValueError(f"stations must be >= 1, got {self.stations}")
+        if isinstance(self.stations, list):
+            if not self.stations:
+                raise ValueError("stations must name at least one station")
+            if len(set(self.stations)) != len(self.stations):
+                raise ValueError(f"station names must be unique, got {self.stations}")
+        if self.kind == "inspection" and self.inspection is None:
+            raise ValueError("an inspection stage needs an 'inspection' block (method, time, detection_rate)")
+        if self.kind == "process" and self.inspection is not None:
+            raise ValueError("'inspection' applies to stages with kind: inspection")
+        if self.cycle_time_factor.expected <= 0:
+            raise ValueError("cycle_time_factor must have a mean > 0")
+        _nonneg(self.cycle_time_factor, "cycle_time_factor")
+        return self
+
+    @property
+    def station_names(self) -> list[str]:
+        if isinstance(self.stations, list):
+            return list(self.stations)
+        prefix = self.station_prefix or self.name
+        return [f"{prefix}-{i + 1:02d}" for i in range(self.stations)]
+
+
+class Source(_Model):
+    """Where units enter the line: saturated (always a unit waiting) or random arrivals."""
+
+    interarrival: DistField | None = Field(default=None, description="omit for a saturated line")
+
+
+class Line(_Model):
+    source: Source = Field(default_factory=Source)
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        names = [s.name for s in self.stages]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stage names must be unique, repeated: {', '.join(dup)}")
+        stations = [n for s in self.stages for n in s.station_names]
+        dup = sorted({n for n in stations if stations.count(n) > 1})
+        if dup:
+            raise ValueError(f"station names must be unique across the line, repeated: {', '.join(dup)}")
+        return self
+
+
+# --------------------------------------------------------------------------- logistics, people, network
+
+
+class ManualSupply(_Model):
+    """Material handlers pushing carts from the warehouse to line-side stock."""
+
+    handlers: int = Field(gt=0)
+    speed: float = Field(gt=0, description="m/s walking with a cart")
+    capacity: int = Field(gt=0, description="kits per trip")
+    load_time: NonNegSeconds = 0.0
+    unload_time: NonNegSeconds = 0.0
+
+
+class Battery(_Model):
+    """AMR battery in percent of capacity."""
+
+    consumption_per_km: float = Field(gt=0, description="% per km driven")
+    idle_drain_per_h: float = Field(default=0.0, ge=0, description="% per hour not charging")
+    charge_threshold: float = Field(gt=0, lt=100, description="% at which the AMR goes to charge")
+    charge_to: float = Field(default=95.0, gt=0, le=100)
+    charge_rate_per_h: float = Field(gt=0, description="% per hour on a charger")
+    chargers: int = Field(default=1, gt=0)
+    charger_position: tuple[float, float] = (0.0, 0.0)
+    charger_power: float = Field(default=0.5, ge=0, description="kW drawn while charging")
+
+    @model_validator(mode="after")
+    def _levels(self) -> Self:
+        if self.charge_to <= self.charge_threshold:
+            raise ValueError(
+                f"charge_to ({self.charge_to}) must exceed charge_threshold ({self.charge_threshold})"
+            )
+        return self
+
+
+class AmrFleet(_Model):
+    """Autonomous mobile robots delivering kits, dispatched over a network link."""
+
+    count: int = Field(gt=0)
+    speed: float = Field(gt=0, description="m/s")
+    capacity: int = Field(gt=0, description="kits per trip")
+    load_time: NonNegSeconds = 0.0
+    unload_time: NonNegSeconds = 0.0
+    battery: Battery
+    link: str | None = Field(default=None, description="network link carrying dispatch orders")
+    manufacturer: str = "ForwardX"
+    model: str = "Max 300 Lift"
+    supervisors: int = Field(default=0, ge=0, description="people per shift overseeing the fleet")
+    dispatch: Literal["fifo", "nearest"] = "fifo"
+
+
+class Supply(_Model):
+    """Material supply from the warehouse to line-side kits: manual carts or an AMR fleet."""
+
+    mode: Literal["manual", "amr"]
+    warehouse_position: tuple[float, float] = (0.0, 0.0)
+    manual: ManualSupply | None = None
+    amr: AmrFleet | None = None
+
+    @model_validator(mode="after")
+    def _block(self) -> Self:
+        if self.mode == "manual" and self.manual is None:
+            raise ValueError("mode: manual needs a 'manual' block (handlers, speed, capacity)")
+        if self.mode == "amr" and self.amr is None:
+            raise ValueError("mode: amr needs an 'amr' block (count, speed, capacity, battery)")
+        return self
+
+
+class Technicians(_Model):
+    """The maintenance crew; every repair takes one technician."""
+
+    count: int = Field(gt=0)
+    response_time: DistField = Field(default_factory=lambda: Dist(dist="fixed", value=0.0))
+    repair_time_factor: float = Field(default=1.0, gt=0, description="x repair time, e.g. AR-guided < 1")
+    ar_guided: bool = False
+
+    @field_validator("response_time")
+    @classmethod
+    def _nonneg(cls, v: Dist) -> Dist:
+        return _nonneg(v, "response_time")
+
+
+class PredictiveMaintenance(_Model):
+    """Condition monitoring: catch a coming failure ``lead_time`` ahead and service it briefly."""
+
+    enabled: bool = False
+    detection_rate: Probability = 0.0
+    lead_time: NonNegSeconds = 0.0
+    duration: NonNegSeconds = 0.0
+
+
+class Maintenance(_Model):
+    predictive: PredictiveMaintenance = Field(default_factory=PredictiveMaintenance)
+
+
+class Outages(_Model):
+    """Link blackouts: time between outages and outage duration."""
+
+    interval: DistField
+    duration: DistField
+
+    @field_validator("interval", "duration")
+    @classmethod
+    def _pos(cls, v: Dist) -> Dist:
+        if v.expected <= 0:
+            raise ValueError("must have a mean > 0")
+        return _nonneg(v, "an outage time")
+
+
+class Link(_Model):
+    """A network link: one-way latency, loss (each loss costs a retransmission) and outages."""
+
+    kind: Literal["5g-urllc", "5g-embb", "wifi", "wired"]
+    latency: DistField
+    loss: Probability = 0.0
+    retransmit_timeout: NonNegSeconds = 0.2
+    outages: Outages | None = None
+
+    @field_validator("latency")
+    @classmethod
+    def _nonneg(cls, v: Dist) -> Dist:
+        return _nonneg(v, "latency")
+
+    @field_validator("loss")
+    @classmethod
+    def _not_one(cls, v: float) -> float:
+        if v >= 1:
+            raise ValueError("loss must be below 1 (a link that loses everything never delivers)")
+        return v
+
+
+class Network(_Model):
+    links: dict[Name, Link] = Field(default_factory=dict)
+
+
+_LABOUR_ROLES = ("operators", "inspectors", "handlers", "technicians", "amr_supervisors")
+
+
+class Labour(_Model):
+    """Who counts in labour hours (attendance over every shift, breaks included).
+
+    Roles: operators (per station), inspectors (per manual inspection station), handlers
+    (manual supply), technicians, amr_supervisors, plus ``other`` named roles per shift.
+    """
+
+    counted: list[Literal["operators", "inspectors", "handlers", "technicians", "amr_supervisors"]] = (
+        Field(default_factory=lambda: list(_LABOUR_ROLES))
+    )
+    other: dict[Name, int] = Field(default_factory=dict, description="extra people per shift by role")
+
+
+class RunSettings(_Model):
+    duration: PosSeconds = 7 * 86400.0
+    warmup: NonNegSeconds = 0.0
+    seed: int = Field(default=1, ge=0)
+    replications: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _warm(self) -> Self:
+        if self.warmup >= self.duration:
+            raise ValueError(f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)")
+        return self
+
+
+class Scenario(_Model):
+    """One plant line and everything that drives it. See the module docstring."""
+
+    name: str
+    description: str = ""
+    plant: Plant
+    run: RunSettings = Field(default_factory=RunSettings)
+    calendar: Calendar
+    products: list[Product] = Field(min_length=1)
+    line: Line
+    supply: Supply | None = None
+    technicians: Technicians
+    maintenance: Maintenance = Field(default_factory=Maintenance)
+    network: Network = Field(default_factory=Network)
+    labour: Labour = Field(default_factory=Labour)
+    # set by load_scenario, not by the file
+    source_path: Path | None = Field(default=None, exclude=True)
+    base_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        stages = {s.name for s in self.line.stages}
+        for p in self.products:
+            unknown = sorted(set(p.ideal_cycle_time) - stages)
+            missing = sorted(stages - set(p.ideal_cycle_time))
+            if unknown:
+                raise ValueError(
+                    f"product {p.name!r} ideal_cycle_time names unknown stage(s) {', '.join(unknown)}; "
+                    f"stages are {', '.join(sorted(stages))}"
+                )
+            if missing:
+                raise ValueError(
+                    f"product {p.name!r} ideal_cycle_time lacks stage(s) {', '.join(missing)}"
+                )
+        names = [p.name for p in self.products]
+        if len(set(names)) != len(names):
+            raise ValueError(f"product names must be unique, got {names}")
+        links = set(self.network.links)
+        refs: list[tuple[str, str | None]] = [
+            (f"stage {s.name!r} inspection.link", s.inspection.link if s.inspection else None)
+            for s in self.line.stages
+        ]
+        if self.supply is not None and self.supply.amr is not None and self.supply.mode == "amr":
+            refs.append(("supply.amr.link", self.supply.amr.link))
+        for what, ref in refs:
+            if ref is not None and ref not in links:
+                known = ", ".join(sorted(links)) or "none defined"
+                raise ValueError(f"{what} names link {ref!r}, which network.links lacks (known: {known})")
+        if any(s.kits is not None for s in self.line.stages) and self.supply is None:
+            raise ValueError("stages with kits need a 'supply' section (manual or amr)")
+        if self.maintenance.predictive.enabled and not any(
+            s.failures is not None and s.degradation is not None for s in self.line.stages
+        ):
+            raise ValueError(
+                "maintenance.predictive is enabled but no stage has both failures and degradation"
+            )
+        return self
+
+    @property
+    def line_path(self) -> str:
+        return self.plant.line_path
+
+    def stage_path(self, stage: Stage) -> str:
+        return f"{self.line_path}/{stage.name}"
+
+    def station_paths(self) -> list[tuple[Stage, str, str]]:
+        """(stage, station name, asset path) for every station, in line order."""
+        return [
+            (s, n, f"{self.line_path}/{s.name}/{n}") for s in self.line.stages for n in s.station_names
+        ]
+
+    def with_run(self, **changes: Any) -> Scenario:
+        """A copy with run settings changed (duration, seed, replications, warmup)."""
+        run = RunSettings.model_validate({**self.run.model_dump(), **changes})
+        return self.model_copy(update={"run": run})
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _loc_text(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    # pydantic inserts tags (e.g. "function-before[...]", "int", "list[str]") for unions and
+    # validators; drop what is not a key or index of the document.
+    return tuple(
+        p for p in loc
+        if isinstance(p, int) or ("[" not in str(p) and str(p) not in ("int", "float", "str", "bool"))
+    )
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _issues(doc: Located, exc: ValidationError, path: Path) -> list[ScenarioIssue]:
+    issues: list[ScenarioIssue] = []
+    seen: set[tuple[str, str]] = set()
+    for err in exc.errors(include_url=False):
+        loc = _clean_loc(tuple(err["loc"]))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against the scenario format in the README"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and not isinstance(err["input"], dict | list):
+            msg = f"{msg}, got {_describe(err['input'])}"
+        key = (_loc_text(loc), msg)
+        if key in seen:
+            continue
+        seen.add(key)
+        origin = doc.origin_of(loc)
+        # a missing key is reported at its parent mapping
+        ipath, line = origin if origin is not None else (path, None)
+        issues.append(ScenarioIssue(ipath, line, _loc_text(loc), msg))
+    return issues
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, merge (``extends``) and validate a scenario file."""
+    path = Path(path)
+    doc = load_located(path)
+    try:
+        scenario = Scenario.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ScenarioError(_issues(doc, exc, path)) from None
+    return scenario.model_copy(update={"source_path": path, "base_path": doc.base})
+
+
+def scenario_from_dict(data: dict[str, Any], path: Path | None = None) -> Scenario:
+    """Validate an in-memory scenario (tests, generated scenarios)."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        doc = Located(data, {})
+        raise ScenarioError(_issues(doc, exc, path or Path("<scenario>"))) from None
