@@ -1,0 +1,442 @@
+"""The ``iiotbed`` command line.
+
+Heavy modules (SimPy, numpy, scipy, the KPI engine) are imported inside the commands so
+that ``iiotbed --help`` stays instant. User mistakes exit with status 2 and a message
+that names the file, the line and the fix; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from iiotbed import __version__
+from iiotbed.errors import IiotbedError, ScenarioError
+
+if TYPE_CHECKING:
+    from iiotbed.experiment import ReplicationResult
+    from iiotbed.platform.stats import Comparison, Summary
+    from iiotbed.scenario import Scenario
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="iiotbed",
+    help="A simulated Industrial-IoT factory: scenarios, KPIs and the +20 % verdict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: KPIs shown in the tables, in this order (all of the engine's line KPIs go to --json)
+_SHOWN = (
+    "labour_productivity",
+    "throughput",
+    "oee",
+    "availability",
+    "performance",
+    "quality",
+    "mtbf",
+    "mttr",
+    "scrap_ratio",
+    "first_pass_yield",
+    "energy_per_good_unit",
+    "good_count",
+    "labour_hours",
+)
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn our errors into a message and an exit status: 2 for bad input, 1 otherwise."""
+    try:
+        yield
+    except ScenarioError as exc:
+        for issue in exc.issues:
+            _err(f"error: {issue}")
+        raise typer.Exit(2) from None
+    except IiotbedError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1) from None
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from iiotbed.scenario import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+        if isinstance(seconds, str):
+            raise ValueError(seconds)
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        raise typer.BadParameter(
+            f"{value!r} is not a duration; use a number of seconds or e.g. 8h, 45min, 7d"
+        ) from None
+    if not seconds > 0:
+        raise typer.BadParameter(f"duration must be > 0, got {value!r}")
+    return seconds
+
+
+def _load(
+    path: Path,
+    *,
+    duration: float | None = None,
+    seed: int | None = None,
+    replications: int | None = None,
+) -> Scenario:
+    from iiotbed.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    changes: dict[str, Any] = {}
+    if duration is not None:
+        changes["duration"] = duration
+        if scenario.run.warmup >= duration:
+            raise typer.BadParameter(
+                f"--duration {duration:g} s is not longer than the scenario's warmup "
+                f"({scenario.run.warmup:g} s)",
+                param_hint="--duration",
+            )
+    if seed is not None:
+        changes["seed"] = seed
+    if replications is not None:
+        changes["replications"] = replications
+    return scenario.with_run(**changes) if changes else scenario
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"iiotbed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """A simulated Industrial-IoT factory: scenarios, KPIs and the +20 % verdict."""
+
+
+FileArg = Annotated[
+    Path, typer.Argument(help="Scenario YAML file.", dir_okay=False, show_default=False)
+]
+Replications = Annotated[
+    int | None,
+    typer.Option(
+        "--replications", "-n", min=1, max=1000, help="Replications (default: the scenario's)."
+    ),
+]
+Duration = Annotated[
+    str | None,
+    typer.Option(
+        "--duration",
+        "-d",
+        help="Simulated time per replication, e.g. 8h, 7d (default: the scenario's).",
+    ),
+]
+Seed = Annotated[
+    int | None, typer.Option("--seed", min=0, help="Base seed (default: the scenario's).")
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        envvar="IIOTBED_WORKERS",
+        help="Worker processes (default: one per core).",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", show_default=False)],
+) -> None:
+    """Check scenario files; print every problem as file:line: what is wrong."""
+    from iiotbed.scenario import load_scenario
+
+    failed = False
+    for path in files:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            failed = True
+            for issue in exc.issues:
+                _err(f"error: {issue}")
+            continue
+        n = sum(len(s.station_names) for s in scenario.line.stages)
+        typer.echo(
+            f"{path}: ok - {scenario.name!r}: {len(scenario.line.stages)} stages, {n} stations, "
+            f"{len(scenario.products)} products"
+        )
+    if failed:
+        raise typer.Exit(2)
+
+
+def _progress(total: int, label: str) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _run_jobs(
+    jobs: list[tuple[Scenario, int]], workers: int | None, label: str
+) -> list[ReplicationResult]:
+    from iiotbed.experiment import run_replications
+
+    with _progress(len(jobs), label) as progress:
+        task = progress.add_task(label, total=len(jobs))
+        return run_replications(jobs, workers=workers, on_done=lambda _r: progress.advance(task))
+
+
+def _kpi_info() -> dict[str, Any]:
+    from iiotbed.platform.kpi import KPI_INFO
+
+    return dict(KPI_INFO)
+
+
+def _fmt(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3f}"
+
+
+def _summary_json(s: Summary) -> dict[str, Any]:
+    def clean(x: float) -> float | None:
+        return None if not math.isfinite(x) else x
+
+    return {
+        "mean": clean(s.mean),
+        "ci95": [clean(s.ci95[0]), clean(s.ci95[1])],
+        "sd": clean(s.sd),
+        "n": s.n,
+        "undefined": s.undefined,
+    }
+
+
+def _summaries(results: list[ReplicationResult]) -> dict[str, Summary]:
+    from iiotbed.platform.stats import summarize
+
+    names = list(results[0].line) if results else []
+    return {k: summarize([r.line.get(k, math.nan) for r in results]) for k in names}
+
+
+@app.command()
+def simulate(
+    file: FileArg,
+    replications: Replications = None,
+    duration: Duration = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events", help="Write replication 0's event log here (JSON Lines).", dir_okay=False
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run replications of a scenario; print each KPI's mean and 95 % confidence interval."""
+    with _user_errors():
+        scenario = _load(file, duration=_duration(duration), seed=seed, replications=replications)
+        n = scenario.run.replications
+        results: list[ReplicationResult] = []
+        jobs = [(scenario, i) for i in range(n)]
+        if events is not None:
+            from iiotbed.experiment import run_replication
+
+            try:
+                results.append(run_replication(scenario, 0, events=events))
+            except OSError as exc:
+                raise typer.BadParameter(
+                    f"cannot write {events}: {exc.strerror}", param_hint="--events"
+                ) from None
+            jobs = jobs[1:]
+        if jobs:
+            results += _run_jobs(jobs, workers, f"simulating {scenario.name}")
+        summaries = _summaries(results)
+        info = _kpi_info()
+        if as_json:
+            out = {
+                "scenario": scenario.name,
+                "file": str(file),
+                "seed": scenario.run.seed,
+                "replications": n,
+                "duration_s": scenario.run.duration,
+                "warmup_s": scenario.run.warmup,
+                "kpis": {
+                    k: {**_summary_json(s), "unit": getattr(info.get(k), "unit", None)}
+                    for k, s in summaries.items()
+                },
+                "per_replication": [_finite(r.line) for r in results],
+            }
+            typer.echo(json.dumps(out, indent=2, allow_nan=False))
+            return
+        _print_table(
+            f"{scenario.name} - {n} replications of {scenario.run.duration / 3600:g} h, "
+            f"seed {scenario.run.seed}",
+            {"": summaries},
+            info,
+        )
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: an undefined KPI (e.g. MTBF without failures) becomes null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
+
+
+def _print_table(title: str, columns: dict[str, dict[str, Summary]], info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("KPI")
+    table.add_column("unit")
+    for name in columns:
+        table.add_column(f"{name} mean".strip(), justify="right")
+        table.add_column(f"{name} 95 % CI".strip(), justify="right")
+    first = next(iter(columns.values()))
+    for k in _SHOWN:
+        if k not in first:
+            continue
+        row = [k, str(getattr(info.get(k), "unit", "") or "")]
+        for col in columns.values():
+            s = col[k]
+            row += [_fmt(s.mean), f"{_fmt(s.ci95[0])} .. {_fmt(s.ci95[1])}"]
+        table.add_row(*row)
+    Console(width=max(100, Console().width)).print(table)
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline scenario YAML.", dir_okay=False)],
+    upgrade: Annotated[Path, typer.Argument(help="Upgrade scenario YAML.", dir_okay=False)],
+    replications: Replications = None,
+    goal: Annotated[
+        float,
+        typer.Option(
+            "--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."
+        ),
+    ] = 0.20,
+    metric: Annotated[
+        str, typer.Option("--metric", help="KPI to compare (see the README's KPI list).")
+    ] = "labour_productivity",
+    duration: Duration = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    as_json: AsJson = False,
+) -> None:
+    """Paired comparison (common random numbers) of an upgrade against its baseline."""
+    from iiotbed.platform.stats import compare_paired
+
+    with _user_errors():
+        info = _kpi_info()
+        if metric not in info:
+            raise typer.BadParameter(
+                f"unknown KPI {metric!r}; choose one of {', '.join(sorted(info))}",
+                param_hint="--metric",
+            )
+        d = _duration(duration)
+        base = _load(baseline, duration=d, seed=seed, replications=replications)
+        # Both sides use the same seed, duration and count so that replication i of each
+        # shares its random streams: that pairing is what makes the interval tight.
+        upg = _load(
+            upgrade,
+            duration=d or base.run.duration,
+            seed=base.run.seed,
+            replications=base.run.replications,
+        )
+        n = base.run.replications
+        jobs = [(base, i) for i in range(n)] + [(upg, i) for i in range(n)]
+        results = _run_jobs(jobs, workers, "simulating baseline and upgrade")
+        b_res, u_res = results[:n], results[n:]
+        higher = bool(getattr(info[metric], "higher_is_better", True))
+        cmp = compare_paired(
+            metric,
+            [r.line.get(metric, math.nan) for r in b_res],
+            [r.line.get(metric, math.nan) for r in u_res],
+            goal,
+            higher_is_better=higher,
+        )
+        if as_json:
+            out = _comparison_json(cmp, base, upg, b_res, u_res, info)
+            typer.echo(json.dumps(out, indent=2, allow_nan=False))
+            return
+        _print_table(
+            f"{base.name} vs {upg.name} - {n} paired replications of "
+            f"{base.run.duration / 3600:g} h, seed {base.run.seed}",
+            {"baseline": _summaries(b_res), "upgrade": _summaries(u_res)},
+            info,
+        )
+        lo, hi = cmp.improvement.ci95
+        typer.echo(
+            f"\n{metric}: improvement {cmp.improvement.mean:+.1%} "
+            f"(95 % CI {lo:+.1%} .. {hi:+.1%}, n={cmp.improvement.n}) against a goal of {goal:+.0%}"
+        )
+        typer.echo(f"verdict: {cmp.verdict.value}")
+
+
+def _comparison_json(
+    cmp: Comparison,
+    base: Scenario,
+    upg: Scenario,
+    b_res: list[ReplicationResult],
+    u_res: list[ReplicationResult],
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "metric": cmp.metric,
+        "unit": getattr(info.get(cmp.metric), "unit", None),
+        "goal": cmp.goal,
+        "higher_is_better": cmp.higher_is_better,
+        "seed": base.run.seed,
+        "replications": base.run.replications,
+        "duration_s": base.run.duration,
+        "baseline": {"scenario": base.name, **_summary_json(cmp.baseline)},
+        "upgrade": {"scenario": upg.name, **_summary_json(cmp.upgrade)},
+        "improvement": {
+            **_summary_json(cmp.improvement),
+            "per_replication": [None if math.isnan(r) else r for r in cmp.ratios],
+        },
+        "verdict": cmp.verdict.value,
+        "kpis": {
+            "baseline": {k: _summary_json(s) for k, s in _summaries(b_res).items()},
+            "upgrade": {k: _summary_json(s) for k, s in _summaries(u_res).items()},
+        },
+    }
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
