@@ -160,6 +160,11 @@ class Dist(_Model):
     high: float | None = None
     mode: float | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        return _coerce_dist(value)
+
     @model_validator(mode="after")
     def _check_params(self) -> Self:
         required, optional = _DIST_PARAMS[self.dist]
@@ -666,7 +671,14 @@ class Network(_Model):
     links: dict[Name, Link] = Field(default_factory=dict)
 
 
-_LABOUR_ROLES = ("operators", "inspectors", "handlers", "technicians", "amr_supervisors")
+LabourRole = Literal["operators", "inspectors", "handlers", "technicians", "amr_supervisors"]
+_LABOUR_ROLES: tuple[LabourRole, ...] = (
+    "operators",
+    "inspectors",
+    "handlers",
+    "technicians",
+    "amr_supervisors",
+)
 
 
 class Labour(_Model):
@@ -676,9 +688,7 @@ class Labour(_Model):
     (manual supply), technicians, amr_supervisors, plus ``other`` named roles per shift.
     """
 
-    counted: list[Literal["operators", "inspectors", "handlers", "technicians", "amr_supervisors"]] = (
-        Field(default_factory=lambda: list(_LABOUR_ROLES))
-    )
+    counted: list[LabourRole] = Field(default_factory=lambda: list(_LABOUR_ROLES))
     other: dict[Name, int] = Field(default_factory=dict, description="extra people per shift by role")
 
 

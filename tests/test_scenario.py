@@ -1,0 +1,146 @@
+"""Scenario files: shipped ones load; bad ones give file:line: what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iiotbed.errors import ScenarioError
+from iiotbed.scenario import Dist, load_scenario, parse_duration, scenario_from_dict
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SCENARIOS.glob("*.yaml")))
+def test_shipped_scenarios_load(name: str) -> None:
+    sc = load_scenario(SCENARIOS / name)
+    assert sc.line.stages
+    paths = [p for _, _, p in sc.station_paths()]
+    assert len(paths) == len(set(paths))
+    assert all(p.startswith(sc.line_path + "/") for p in paths)
+
+
+def test_upgrade_extends_the_baseline_and_states_only_differences() -> None:
+    base = load_scenario(SCENARIOS / "tcl-huizhou-baseline.yaml")
+    upg = load_scenario(SCENARIOS / "tcl-huizhou-5g.yaml")
+    assert upg.base_path is not None and upg.base_path.name == "tcl-huizhou-baseline.yaml"
+    # inherited unchanged
+    assert upg.plant == base.plant and upg.calendar == base.calendar and upg.products == base.products
+    assert upg.run.seed == base.run.seed
+    # merged by stage name: the inspection stage changed, its neighbours did not
+    insp_b = {s.name: s for s in base.line.stages}["lighting-inspection"]
+    insp_u = {s.name: s for s in upg.line.stages}["lighting-inspection"]
+    assert insp_b.inspection is not None and insp_u.inspection is not None
+    assert (insp_b.inspection.method, insp_u.inspection.method) == ("manual", "vision")
+    assert insp_u.buffer_capacity == insp_b.buffer_capacity  # inherited inside the merged stage
+    assert [s.name for s in upg.line.stages] == [s.name for s in base.line.stages]
+    assert upg.supply is not None and upg.supply.mode == "amr"
+    assert upg.technicians.count == base.technicians.count
+    assert upg.technicians.repair_time_factor == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("45min", 2700), ("8h", 28800), ("7d", 604800), ("1w", 604800), (12, 12), ("1.5h", 5400)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_distribution_means() -> None:
+    assert Dist.model_validate({"dist": "exponential", "mean": "2h"}).expected == pytest.approx(7200)
+    g = Dist.model_validate({"dist": "gamma", "mean": 1.05, "cv": 0.05})
+    assert g.expected == pytest.approx(1.05)
+    assert Dist.model_validate("30s").expected == 30
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _single(tmp_path: Path, edit: str, new: str) -> Path:
+    text = (SCENARIOS / "single-machine.yaml").read_text(encoding="utf-8")
+    assert edit in text, edit
+    return _write(tmp_path, "bad.yaml", text.replace(edit, new))
+
+
+def _line_of(path: Path, needle: str) -> int:
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if needle in line:
+            return i
+    raise AssertionError(needle)
+
+
+def test_wrong_value_names_file_line_value_and_expectation(tmp_path: Path) -> None:
+    p = _single(tmp_path, "buffer_capacity: 5", "buffer_capacity: -3")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    (issue,) = info.value.issues
+    assert issue.path == p and issue.line == _line_of(p, "buffer_capacity: -3")
+    assert "buffer_capacity" in issue.location
+    assert "-3" in issue.message and "greater than or equal to 1" in issue.message
+    assert str(issue).startswith(f"{p}:{issue.line}:")
+
+
+def test_misspelt_key_is_reported_at_its_line(tmp_path: Path) -> None:
+    p = _single(tmp_path, "defect_probability: 0.01", "defect_probabilty: 0.01")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    (issue,) = info.value.issues
+    assert issue.line == _line_of(p, "defect_probabilty")
+    assert "unknown key" in issue.message
+
+
+def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    p = _single(tmp_path, "count: 1", "count: 0")
+    text = p.read_text(encoding="utf-8").replace("seed: 7", "seed: -7").replace('"08:00"', '"8 am"')
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    lines = {i.line for i in info.value.issues}
+    assert {_line_of(p, "count: 0"), _line_of(p, "seed: -7"), _line_of(p, '"8 am"')} <= lines
+
+
+def test_unknown_stage_in_cycle_times_is_explained(tmp_path: Path) -> None:
+    p = _single(tmp_path, "ideal_cycle_time: {bonding: 30s}", "ideal_cycle_time: {bondng: 30s}")
+    with pytest.raises(ScenarioError, match=r"unknown stage\(s\) bondng; stages are bonding"):
+        load_scenario(p)
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    p = _single(tmp_path, "seed: 7", "seed: [7")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    assert info.value.line is not None and "YAML syntax error" in str(info.value)
+
+
+def test_duplicate_key_is_refused(tmp_path: Path) -> None:
+    p = _single(tmp_path, "seed: 7", "seed: 7\n  seed: 8")
+    with pytest.raises(ScenarioError, match="duplicate"):
+        load_scenario(p)
+
+
+def test_missing_file_and_extends_cycle(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="file not found"):
+        load_scenario(tmp_path / "nope.yaml")
+    _write(tmp_path, "a.yaml", "extends: b.yaml\nname: a\n")
+    _write(tmp_path, "b.yaml", "extends: a.yaml\nname: b\n")
+    with pytest.raises(ScenarioError, match="cycle"):
+        load_scenario(tmp_path / "a.yaml")
+
+
+def test_error_in_a_base_file_points_into_the_base(tmp_path: Path) -> None:
+    base = _single(tmp_path, "count: 1", "count: 0")
+    child = _write(tmp_path, "child.yaml", f"extends: {base.name}\nname: child\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(child)
+    (issue,) = info.value.issues
+    assert issue.path == base and issue.line == _line_of(base, "count: 0")
+
+
+def test_scenario_from_dict_validates_too() -> None:
+    with pytest.raises(ScenarioError, match="required key is missing"):
+        scenario_from_dict({"name": "x"})
