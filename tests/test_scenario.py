@@ -26,7 +26,9 @@ def test_upgrade_extends_the_baseline_and_states_only_differences() -> None:
     upg = load_scenario(SCENARIOS / "tcl-huizhou-5g.yaml")
     assert upg.base_path is not None and upg.base_path.name == "tcl-huizhou-baseline.yaml"
     # inherited unchanged
-    assert upg.plant == base.plant and upg.calendar == base.calendar and upg.products == base.products
+    assert (
+        upg.plant == base.plant and upg.calendar == base.calendar and upg.products == base.products
+    )
     assert upg.run.seed == base.run.seed
     # merged by stage name: the inspection stage changed, its neighbours did not
     insp_b = {s.name: s for s in base.line.stages}["lighting-inspection"]
@@ -42,14 +44,24 @@ def test_upgrade_extends_the_baseline_and_states_only_differences() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("45min", 2700), ("8h", 28800), ("7d", 604800), ("1w", 604800), (12, 12), ("1.5h", 5400)],
+    [
+        ("250ms", 0.25),
+        ("45min", 2700),
+        ("8h", 28800),
+        ("7d", 604800),
+        ("1w", 604800),
+        (12, 12),
+        ("1.5h", 5400),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
 def test_distribution_means() -> None:
-    assert Dist.model_validate({"dist": "exponential", "mean": "2h"}).expected == pytest.approx(7200)
+    assert Dist.model_validate({"dist": "exponential", "mean": "2h"}).expected == pytest.approx(
+        7200
+    )
     g = Dist.model_validate({"dist": "gamma", "mean": 1.05, "cv": 0.05})
     assert g.expected == pytest.approx(1.05)
     assert Dist.model_validate("30s").expected == 30

@@ -49,7 +49,11 @@ class _Loader(yaml.SafeLoader):
 # Keep ISO timestamps as text: PyYAML would drop a +08:00 offset into a naive datetime.
 # Booleans are YAML 1.2's true/false only, so keys such as `off` or `no` stay names.
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")]
+    k: [
+        (tag, rx)
+        for tag, rx in v
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -92,7 +96,9 @@ def _load_one(path: Path) -> Located:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ScenarioError.single(path, None, "file not found; give the path of a YAML scenario") from None
+        raise ScenarioError.single(
+            path, None, "file not found; give the path of a YAML scenario"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError.single(path, None, f"cannot read file: {exc}") from exc
     loader = _Loader(text)
@@ -117,8 +123,14 @@ def _load_one(path: Path) -> Located:
 
 
 def _merge(
-    base: Any, over: Any, loc: Loc, bo: dict[Loc, Origin], oo: dict[Loc, Origin],
-    out: dict[Loc, Origin], base_loc: Loc, over_loc: Loc,
+    base: Any,
+    over: Any,
+    loc: Loc,
+    bo: dict[Loc, Origin],
+    oo: dict[Loc, Origin],
+    out: dict[Loc, Origin],
+    base_loc: Loc,
+    over_loc: Loc,
 ) -> Any:
     """Deep-merge ``over`` onto ``base``; record origins of the result under ``loc``."""
     if isinstance(base, dict) and isinstance(over, dict):
@@ -126,7 +138,9 @@ def _merge(
         result: dict[str, Any] = {}
         for k in base:
             if k in over:
-                result[k] = _merge(base[k], over[k], (*loc, k), bo, oo, out, (*base_loc, k), (*over_loc, k))
+                result[k] = _merge(
+                    base[k], over[k], (*loc, k), bo, oo, out, (*base_loc, k), (*over_loc, k)
+                )
             else:
                 result[k] = _copy(base[k], (*loc, k), bo, out, (*base_loc, k))
         for k in over:
@@ -148,7 +162,16 @@ def _merge(
                 oi = by_name[name]
                 used.add(name)
                 merged.append(
-                    _merge(item, over[oi], (*loc, len(merged)), bo, oo, out, (*base_loc, bi), (*over_loc, oi))
+                    _merge(
+                        item,
+                        over[oi],
+                        (*loc, len(merged)),
+                        bo,
+                        oo,
+                        out,
+                        (*base_loc, bi),
+                        (*over_loc, oi),
+                    )
                 )
             else:
                 merged.append(_copy(item, (*loc, len(merged)), bo, out, (*base_loc, bi)))
@@ -159,7 +182,9 @@ def _merge(
     return _copy(over, loc, oo, out, over_loc)
 
 
-def _copy(value: Any, loc: Loc, src: dict[Loc, Origin], out: dict[Loc, Origin], src_loc: Loc) -> Any:
+def _copy(
+    value: Any, loc: Loc, src: dict[Loc, Origin], out: dict[Loc, Origin], src_loc: Loc
+) -> Any:
     o = src.get(src_loc)
     if o is not None:
         out[loc] = o

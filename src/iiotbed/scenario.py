@@ -12,6 +12,7 @@ states only what differs. Durations are seconds or strings such as ``"45min"``, 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
 from pathlib import Path
@@ -183,11 +184,16 @@ class Dist(_Model):
             )
         if self.dist in ("exponential", "lognormal", "gamma") and (self.mean or 0) <= 0:
             raise ValueError(f"mean of a {self.dist} distribution must be > 0, got {self.mean}")
-        if self.dist == "uniform" and not (self.low is not None and self.high is not None and self.low <= self.high):
+        if self.dist == "uniform" and not (
+            self.low is not None and self.high is not None and self.low <= self.high
+        ):
             raise ValueError(f"uniform needs low <= high, got low={self.low}, high={self.high}")
         if self.dist == "triangular" and not (
-            self.low is not None and self.mode is not None and self.high is not None
-            and self.low <= self.mode <= self.high and self.low < self.high
+            self.low is not None
+            and self.mode is not None
+            and self.high is not None
+            and self.low <= self.mode <= self.high
+            and self.low < self.high
         ):
             raise ValueError(
                 f"triangular needs low <= mode <= high and low < high, "
@@ -238,7 +244,8 @@ def _nonneg(d: Dist, what: str) -> Dist:
 
 # --------------------------------------------------------------------------- plant and calendar
 
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 
 
@@ -280,7 +287,9 @@ class Plant(_Model):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as Asia/Shanghai") from None
+            raise ValueError(
+                f"unknown time zone {v!r}; use an IANA name such as Asia/Shanghai"
+            ) from None
         return v
 
     @property
@@ -330,7 +339,7 @@ class Break(_Model):
 class MaintenanceWindow(_Model):
     """A weekly planned-maintenance window (planned downtime), the line stopped."""
 
-    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    day: Weekday
     start: str
     duration: PosSeconds
 
@@ -357,16 +366,14 @@ class Calendar(_Model):
 
     shifts: list[Shift] = Field(min_length=1)
     breaks: list[Break] = Field(default_factory=list)
-    workdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(_WEEKDAYS), min_length=1
-    )
+    workdays: list[Weekday] = Field(default_factory=lambda: list(_WEEKDAYS), min_length=1)
     planned_maintenance: list[MaintenanceWindow] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Self:
         spans = sorted((s.start_s, s.start_s + s.length_s, s.name) for s in self.shifts)
         wrapped = [*spans, (spans[0][0] + 86400.0, spans[0][1] + 86400.0, spans[0][2])]
-        for (s0, e0, n0), (s1, _e1, n1) in zip(wrapped, wrapped[1:], strict=False):
+        for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(wrapped):
             if e0 > s1 + 1e-9 and n0 != n1:
                 raise ValueError(f"shifts {n0!r} and {n1!r} overlap; shifts must not overlap")
         return self
@@ -450,7 +457,9 @@ class Inspection(_Model):
     time: DistField = Field(description="time per unit at the station (capture or look)")
     detection_rate: Probability
     false_reject_rate: Probability = 0.0
-    rework_fraction: Probability = Field(default=0.0, description="detected defects reworked, not scrapped")
+    rework_fraction: Probability = Field(
+        default=0.0, description="detected defects reworked, not scrapped"
+    )
     rework_time: NonNegSeconds = 0.0
     link: str | None = Field(default=None, description="network link to the MEC server (vision)")
     inference_time: DistField = Field(default_factory=lambda: Dist(dist="fixed", value=0.0))
@@ -498,7 +507,9 @@ class Stage(_Model):
             if len(set(self.stations)) != len(self.stations):
                 raise ValueError(f"station names must be unique, got {self.stations}")
         if self.kind == "inspection" and self.inspection is None:
-            raise ValueError("an inspection stage needs an 'inspection' block (method, time, detection_rate)")
+            raise ValueError(
+                "an inspection stage needs an 'inspection' block (method, time, detection_rate)"
+            )
         if self.kind == "process" and self.inspection is not None:
             raise ValueError("'inspection' applies to stages with kind: inspection")
         if self.cycle_time_factor.expected <= 0:
@@ -533,7 +544,9 @@ class Line(_Model):
         stations = [n for s in self.stages for n in s.station_names]
         dup = sorted({n for n in stations if stations.count(n) > 1})
         if dup:
-            raise ValueError(f"station names must be unique across the line, repeated: {', '.join(dup)}")
+            raise ValueError(
+                f"station names must be unique across the line, repeated: {', '.join(dup)}"
+            )
         return self
 
 
@@ -609,7 +622,9 @@ class Technicians(_Model):
 
     count: int = Field(gt=0)
     response_time: DistField = Field(default_factory=lambda: Dist(dist="fixed", value=0.0))
-    repair_time_factor: float = Field(default=1.0, gt=0, description="x repair time, e.g. AR-guided < 1")
+    repair_time_factor: float = Field(
+        default=1.0, gt=0, description="x repair time, e.g. AR-guided < 1"
+    )
     ar_guided: bool = False
 
     @field_validator("response_time")
@@ -689,7 +704,9 @@ class Labour(_Model):
     """
 
     counted: list[LabourRole] = Field(default_factory=lambda: list(_LABOUR_ROLES))
-    other: dict[Name, int] = Field(default_factory=dict, description="extra people per shift by role")
+    other: dict[Name, int] = Field(
+        default_factory=dict, description="extra people per shift by role"
+    )
 
 
 class RunSettings(_Model):
@@ -701,7 +718,9 @@ class RunSettings(_Model):
     @model_validator(mode="after")
     def _warm(self) -> Self:
         if self.warmup >= self.duration:
-            raise ValueError(f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)")
+            raise ValueError(
+                f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)"
+            )
         return self
 
 
@@ -752,7 +771,9 @@ class Scenario(_Model):
         for what, ref in refs:
             if ref is not None and ref not in links:
                 known = ", ".join(sorted(links)) or "none defined"
-                raise ValueError(f"{what} names link {ref!r}, which network.links lacks (known: {known})")
+                raise ValueError(
+                    f"{what} names link {ref!r}, which network.links lacks (known: {known})"
+                )
         if any(s.kits is not None for s in self.line.stages) and self.supply is None:
             raise ValueError("stages with kits need a 'supply' section (manual or amr)")
         if self.maintenance.predictive.enabled and not any(
@@ -773,7 +794,9 @@ class Scenario(_Model):
     def station_paths(self) -> list[tuple[Stage, str, str]]:
         """(stage, station name, asset path) for every station, in line order."""
         return [
-            (s, n, f"{self.line_path}/{s.name}/{n}") for s in self.line.stages for n in s.station_names
+            (s, n, f"{self.line_path}/{s.name}/{n}")
+            for s in self.line.stages
+            for n in s.station_names
         ]
 
     def with_run(self, **changes: Any) -> Scenario:
@@ -799,8 +822,10 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     # pydantic inserts tags (e.g. "function-before[...]", "int", "list[str]") for unions and
     # validators; drop what is not a key or index of the document.
     return tuple(
-        p for p in loc
-        if isinstance(p, int) or ("[" not in str(p) and str(p) not in ("int", "float", "str", "bool"))
+        p
+        for p in loc
+        if isinstance(p, int)
+        or ("[" not in str(p) and str(p) not in ("int", "float", "str", "bool"))
     )
 
 
