@@ -1,0 +1,362 @@
+"""A small asyncio face on paho-mqtt 2.x, shared by the Sparkplug and VDA 5050 adapters.
+
+One :class:`MqttConnection` owns one broker session at a time: it connects with a Will,
+re-subscribes and calls ``on_connect`` after every (re)connect, hands received messages to
+the asyncio loop, and after a lost connection reconnects with bounded exponential backoff
+plus jitter. paho errors leave this module as :class:`~iiotbed.errors.ConnectorError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iiotbed.errors import ConnectorError
+
+__all__ = [
+    "BrokerUrl",
+    "ConnectionStats",
+    "Message",
+    "MqttConnection",
+    "Will",
+    "parse_broker_url",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """Where the broker listens."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse ``mqtt://host[:port]`` (port defaults to 1883)."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConnectorError(
+            f"broker URL {url!r} is not supported: write it as mqtt://host:port, "
+            "e.g. mqtt://127.0.0.1:1883",
+            endpoint=url,
+        )
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ConnectorError(
+            f"broker URL {url!r} has an invalid port: use a number in 1-65535", endpoint=url
+        ) from exc
+    return BrokerUrl(parts.hostname, port)
+
+
+@dataclass(frozen=True)
+class Will:
+    """The message the broker publishes for us when the connection dies uncleanly."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    """One received message, delivered in the asyncio loop."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass
+class ConnectionStats:
+    """Counters of one :class:`MqttConnection` (all since construction)."""
+
+    connects: int = 0
+    connection_losses: int = 0
+    published: int = 0
+    dropped: int = 0
+    received: int = 0
+
+
+@dataclass
+class _Session:
+    """One paho client = one broker connection; a reconnect makes a new one."""
+
+    client: paho.Client
+    generation: int
+    connack: asyncio.Future[int] = field(repr=False)
+
+
+class MqttConnection:
+    """An MQTT 3.1.1 clean session that survives broker restarts.
+
+    ``will`` is called before every CONNECT so a caller can put fresh data in it
+    (Sparkplug's bdSeq). ``on_connect`` runs in the event loop after each CONNACK,
+    once the subscriptions are requested. ``on_message`` runs in the event loop too.
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        *,
+        client_id: str,
+        on_message: Callable[[Message], None],
+        subscriptions: Sequence[tuple[str, int]] = (),
+        will: Callable[[], Will | None] | None = None,
+        on_connect: Callable[[], None] | None = None,
+        on_connection_lost: Callable[[], None] | None = None,
+        keepalive: int = 30,
+        connect_timeout: float = 10.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.url = parse_broker_url(broker)
+        self.client_id = client_id
+        self.stats = ConnectionStats()
+        self._on_message = on_message
+        self._subscriptions = list(subscriptions)
+        self._will = will
+        self._on_connect = on_connect
+        self._on_connection_lost = on_connection_lost
+        self._keepalive = keepalive
+        self._connect_timeout = connect_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        # Jitter only spreads reconnect storms; it never touches simulated behaviour.
+        self._jitter = random.Random()
+        self._session: _Session | None = None
+        self._generation = 0
+        self._closing = False
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the loss or close of that connection."""
+        s = self._session
+        return s is not None and s.connack.done() and s.client.is_connected()
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        await self._connect_once()
+        self._supervisor = asyncio.create_task(
+            self._supervise(), name=f"mqtt-reconnect-{self.client_id}"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Queue a message; False (and counted as dropped) while not connected."""
+        s = self._session
+        if s is None or not self.connected:
+            self.stats.dropped += 1
+            return False
+        info = s.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            self.stats.dropped += 1
+            return False
+        self.stats.published += 1
+        return True
+
+    async def publish_and_wait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, ack_wait: float = 5.0
+    ) -> None:
+        """Publish and wait until the broker acknowledged it (QoS 1/2) or it was written."""
+        s = self._session
+        if s is None or not self.connected:
+            raise ConnectorError(
+                f"cannot publish to {topic!r}: not connected to {self.url}", endpoint=topic
+            )
+        info = s.client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            # wait_for_publish blocks on a threading.Condition: keep it off the event loop.
+            await asyncio.to_thread(info.wait_for_publish, ack_wait)
+        except (RuntimeError, ValueError) as exc:
+            raise ConnectorError(
+                f"publishing to {topic!r} on {self.url} failed: {exc}", endpoint=topic
+            ) from exc
+        if not info.is_published():
+            raise ConnectorError(
+                f"publishing to {topic!r} on {self.url} was not acknowledged within {ack_wait} s",
+                endpoint=topic,
+            )
+        self.stats.published += 1
+
+    def abort(self) -> None:
+        """Drop the TCP link without DISCONNECT, as a network outage would.
+
+        The broker then publishes the Will, and the connection reconnects with backoff.
+        """
+        s = self._session
+        if s is None:
+            return
+        sock = s.client.socket()
+        if isinstance(sock, socket.socket):
+            # shutdown, not close: it wakes paho's select() in its thread with EOF.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def close(self) -> None:
+        """Send DISCONNECT (so the broker drops the Will) and stop the network thread."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        s, self._session = self._session, None
+        if s is not None:
+            s.client.disconnect()
+            # loop_stop joins paho's thread: a blocking call, so it runs in a worker thread.
+            await asyncio.to_thread(s.client.loop_stop)
+
+    async def _connect_once(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._generation += 1
+        gen = self._generation
+        # reconnect_on_failure=False: paho's thread ends when the link dies and we
+        # reconnect ourselves, because every CONNECT needs a freshly computed Will.
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=True,
+            protocol=paho.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        session = _Session(client, gen, loop.create_future())
+        will = self._will() if self._will is not None else None
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        client.on_connect = self._paho_on_connect(session)
+        client.on_disconnect = self._paho_on_disconnect(session)
+        client.on_message = self._paho_on_message(session)
+        try:
+            # connect() does the blocking TCP handshake; the network loop then runs in
+            # paho's own thread (loop_start) so a busy event loop never starves keepalives.
+            await asyncio.to_thread(client.connect, self.url.host, self.url.port, self._keepalive)
+            client.loop_start()
+            rc = await asyncio.wait_for(session.connack, self._connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            await asyncio.to_thread(client.loop_stop)
+            raise ConnectorError(
+                f"cannot connect to MQTT broker {self.url} as {self.client_id!r}: {exc!r}; "
+                "is the broker running and reachable?",
+                endpoint=str(self.url),
+            ) from exc
+        if rc != 0:
+            await asyncio.to_thread(client.loop_stop)
+            raise ConnectorError(
+                f"MQTT broker {self.url} refused {self.client_id!r} (CONNACK reason {rc})",
+                endpoint=str(self.url),
+            )
+        self._session = session
+        self.stats.connects += 1
+        for topic, qos in self._subscriptions:
+            client.subscribe(topic, qos)
+        if self._on_connect is not None:
+            self._on_connect()
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._lost.wait()
+            self._lost.clear()
+            if self._on_connection_lost is not None:
+                self._on_connection_lost()
+            delay = self._backoff_initial
+            while not self._closing:
+                # Full jitter in [delay/2, delay]: reconnecting devices do not stampede.
+                await asyncio.sleep(delay * (0.5 + 0.5 * self._jitter.random()))
+                try:
+                    await self._connect_once()
+                    log.info("reconnected to %s as %s", self.url, self.client_id)
+                    break
+                except ConnectorError as exc:
+                    log.warning("%s; retrying in up to %.1f s", exc, delay)
+                    delay = min(delay * 2, self._backoff_max)
+
+    # paho callbacks run in paho's network thread: they only hand over to the event loop.
+
+    def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _paho_on_connect(self, session: _Session) -> Callable[..., None]:
+        def on_connect(
+            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+        ) -> None:
+            value = int(reason.value) if hasattr(reason, "value") else int(reason)
+            self._call_in_loop(_resolve, session.connack, value)
+
+        return on_connect
+
+    def _paho_on_disconnect(self, session: _Session) -> Callable[..., None]:
+        def on_disconnect(
+            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+        ) -> None:
+            self._call_in_loop(self._handle_disconnect, session)
+
+        return on_disconnect
+
+    def _paho_on_message(self, session: _Session) -> Callable[..., None]:
+        def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+            m = Message(msg.topic, bytes(msg.payload), int(msg.qos), bool(msg.retain))
+            self._call_in_loop(self._deliver, m)
+
+        return on_message
+
+    def _handle_disconnect(self, session: _Session) -> None:
+        if self._closing or session.generation != self._generation:
+            return
+        if not session.connack.done():
+            return  # a failed first CONNECT is reported by _connect_once
+        self.stats.connection_losses += 1
+        log.warning("lost connection to %s (%s)", self.url, self.client_id)
+        self._lost.set()
+
+    def _deliver(self, msg: Message) -> None:
+        if self._closing:
+            return
+        self.stats.received += 1
+        try:
+            self._on_message(msg)
+        except Exception:
+            # A handler bug must not kill the connection; it is logged with its traceback.
+            log.exception("handler for %s failed on topic %s", self.client_id, msg.topic)
+
+
+def _resolve(fut: asyncio.Future[int], value: int) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
