@@ -1,0 +1,364 @@
+"""A station: takes units from its stage's buffer, works them, passes them on.
+
+Breakdowns use operating time to failure without SimPy ``Interrupt``: before each stretch
+of work the station knows its remaining time to failure and the end of the production
+window, so it sleeps until the nearest of cycle end, failure and window end. That is the
+machine-shop model with one timeout per stretch instead of a failure process per station
+and an interrupt per failure. ``Interrupt`` is used only for Stop/Hold from
+:class:`StationControl`, which arrive from outside the model. A cycle cut by the end of a
+production window pauses and resumes where it stopped in the next window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from iiotbed.devices.sim import states as S
+from iiotbed.devices.sim._signals import Context, Counter, Signal
+from iiotbed.devices.sim.calendar import EPS
+from iiotbed.devices.sim.network import LinkUser
+from iiotbed.devices.sim.units import Buffer, Crew, Unit
+from iiotbed.scenario import Dist, Stage
+from iiotbed.telemetry import Event, PlannedState, Tag
+
+if TYPE_CHECKING:
+    from iiotbed.devices.sim.line import LineModel
+    from iiotbed.devices.sim.supply import KitStock
+
+__all__ = ["Station", "StationControl"]
+
+_Proc = Generator[simpy.Event, Any, None]
+_A = S.Activity
+
+
+class Station:
+    """One machine of a stage (process or inspection); see the module docstring."""
+
+    def __init__(
+        self, ctx: Context, line: LineModel, stage: Stage, stage_index: int, name: str, path: str,
+        inbuf: Buffer, outbuf: Buffer | None, crew: Crew, kits: KitStock | None,
+        link: LinkUser | None,
+    ) -> None:
+        sc = ctx.scenario
+        self.ctx, self.env, self.line, self.stage = ctx, ctx.env, line, stage
+        self.index, self.name, self.path = stage_index, name, path
+        self.inbuf, self.outbuf, self.crew, self.kits, self.link = inbuf, outbuf, crew, kits, link
+        self.speed = 1.0
+        self.stopped = self.held = False
+        self._resume: simpy.Event | None = None
+        self._interruptible = False
+        self.unit: Unit | None = None
+        self.ideal = [p.ideal_cycle_time[stage.name] for p in sc.products]
+        self.product_names = [p.name for p in sc.products]
+        self._factor = ctx.sampler(f"{path}/cycle_time_factor", stage.cycle_time_factor)
+        self._quality = ctx.uniforms(f"{path}/quality")
+        p = stage.power
+        self._powers = (p.executing, p.idle, p.down, p.off)
+        # state and energy
+        self.planned = ctx.calendar.segment_at(0.0)[2]
+        self.activity = _A.WAITING
+        self.state = self._display()
+        self._t_state = 0.0
+        self._energy = 0.0
+        self.sig_item = Signal(ctx, path, Tag.ITEM_STATE, int(self.state.item))
+        self.sig_mode = Signal(ctx, path, Tag.OPERATION_MODE, int(self.state.mode))
+        self.sig_packml = Signal(ctx, path, Tag.PACKML_STATE, int(self.state.packml))
+        self.sig_fault = Signal(ctx, path, Tag.FAULT, 0)
+        self.sig_energy = Signal(ctx, path, Tag.ENERGY, 0.0, "KWH")
+        # counters
+        self.processed = Counter(ctx, path, Tag.PROCESSED)
+        self.processed_by = [Counter(ctx, path, f"{Tag.PROCESSED}/{n}") for n in self.product_names]
+        self.defective = Counter(ctx, path, Tag.DEFECTIVE)
+        self.rework = Counter(ctx, path, Tag.REWORK)
+        self.consumed = Counter(ctx, path, Tag.CONSUMED) if kits is not None else None
+        # failures, degradation, predictive maintenance
+        f = stage.failures
+        self.failure_count: Counter | None = None
+        self.ttf_left = self.ttf_total = float("inf")
+        if f is not None:
+            self.failure_count = Counter(ctx, path, Tag.FAILURES)
+            self._ttf = ctx.sampler(f"{path}/ttf", f.ttf)
+            self._repair = ctx.sampler(f"{path}/repair", f.repair)
+            self._response = ctx.sampler(f"{path}/response", sc.technicians.response_time)
+            self.ttf_left = self.ttf_total = self._ttf()
+        self._degr: Signal | None = None
+        deg = stage.degradation
+        if deg is not None and f is not None:
+            self._degr = Signal(ctx, path, deg.signal, deg.baseline, deg.unit)
+            noise = (deg.at_failure - deg.baseline) * 0.02
+            self._noise = ctx.sampler(f"{path}/degradation", Dist(dist="normal", mean=0.0, sd=noise),
+                                      floor=None)
+        pdm = sc.maintenance.predictive
+        self._pdm = pdm if (pdm.enabled and self._degr is not None) else None
+        self._pdm_tried = False
+        self._pdm_draw = ctx.uniforms(f"{path}/predictive")
+        # inspection
+        insp = stage.inspection
+        self.inspected: Counter | None = None
+        self.first_pass: Counter | None = None
+        if insp is not None:
+            self.inspected = Counter(ctx, path, Tag.INSPECTED)
+            self.first_pass = Counter(ctx, path, Tag.PASSED_FIRST)
+            self._insp_time = ctx.sampler(f"{path}/inspection_time", insp.time)
+            self._inference = ctx.sampler(f"{path}/inference_time", insp.inference_time)
+        self.process = self.env.process(self._run())
+
+    # ------------------------------------------------------------------ state
+
+    def _display(self) -> S.State:
+        a, planned = self.activity, self.planned
+        if a is _A.BREAKDOWN:
+            return S.BREAKDOWN
+        if a is _A.PREDICTIVE:
+            return S.PREDICTIVE
+        if planned is not PlannedState.Production:
+            if planned is PlannedState.PlannedMaintenance:
+                return S.PLANNED_MAINTENANCE
+            return S.BREAK if planned is PlannedState.Break else S.OFF_SHIFT
+        if self.held:
+            return S.HELD
+        if self.stopped:
+            return S.STOPPED
+        return S.EXECUTING if a is _A.EXECUTING else S.SUSPENDED
+
+    def refresh(self) -> None:
+        """Re-derive the state after activity, calendar or control changed; emit on change."""
+        st = self._display()
+        if st is self.state:
+            return
+        now = self.env.now
+        self._energy += self._powers[self.state.power] * (now - self._t_state) / 3600.0
+        self._t_state = now
+        self.state = st
+        self.sig_item.set(int(st.item))
+        self.sig_mode.set(int(st.mode))
+        self.sig_packml.set(int(st.packml))
+        self.sig_fault.set(1 if st is S.BREAKDOWN else 0)
+        self.sig_energy.set(round(self._energy, 6))
+
+    def flush_energy(self) -> None:
+        """Emit the energy integrated up to now (end of a run)."""
+        now = self.env.now
+        self._energy += self._powers[self.state.power] * (now - self._t_state) / 3600.0
+        self._t_state = now
+        self.sig_energy.set(round(self._energy, 6))
+
+    def _act(self, a: S.Activity) -> None:
+        if a is not self.activity:
+            self.activity = a
+            self.refresh()
+
+    def set_planned(self, planned: PlannedState) -> None:
+        self.planned = planned
+        self.refresh()
+
+    # ------------------------------------------------------------------ control
+
+    def control(self, *, stopped: bool | None = None, held: bool | None = None) -> None:
+        if stopped is not None:
+            self.stopped = stopped
+        if held is not None:
+            self.held = held
+        if self.stopped or self.held:
+            if self._interruptible:
+                self._interruptible = False
+                self.process.interrupt("control")
+        elif self._resume is not None and not self._resume.triggered:
+            self._resume.succeed()
+        self.refresh()
+
+    # ------------------------------------------------------------------ process
+
+    def _run(self) -> _Proc:
+        env, inbuf, quality = self.env, self.inbuf, self._quality
+        insp = self.stage.inspection
+        p_defect = self.stage.defect_probability
+        while True:
+            req = inbuf.store.get()
+            if not req.triggered:
+                self._act(_A.WAITING)
+            unit: Unit = yield req
+            now = env.now
+            inbuf.level.set(len(inbuf.items))
+            unit.waits.append(now - unit.t_in)
+            unit.stations.append(self.name)
+            self.unit = unit
+            if self.kits is not None and self.consumed is not None:
+                while self.kits.stock <= 0:
+                    self._act(_A.WAITING)
+                    yield self.kits.wait()
+                self.kits.take()
+                self.consumed.inc()
+            if insp is None:
+                work = self.ideal[unit.product] * self._factor() / self.speed
+                yield from self._work(work)
+                if p_defect > 0.0 and quality() < p_defect and not unit.defective:
+                    unit.defective, unit.origin = True, self
+                    self.ctx.sink(Event(env.now, self.path, "DefectIntroduced", {"unit": unit.id}))
+                scrap = unit.defective and self.outbuf is None and not self.line.has_inspection
+            else:
+                scrap = yield from self._inspect(unit)
+            self.processed.inc()
+            self.processed_by[unit.product].inc()
+            if self._degr is not None:
+                self._condition()
+            if scrap:
+                self._scrap(unit)
+            elif self.outbuf is None:
+                self.line.produced(unit)
+            else:
+                out = self.outbuf
+                unit.t_in = env.now
+                put = out.store.put(unit)
+                if not put.triggered:
+                    self._act(_A.WAITING)
+                yield put
+                unit.t_in = env.now
+                out.level.set(len(out.items))
+            self.unit = None
+            if self._pdm is not None and not self._pdm_tried and self.ttf_left < self._pdm.lead_time:
+                self._pdm_tried = True
+                if self._pdm_draw() < self._pdm.detection_rate:
+                    yield from self._predictive()
+
+    def _inspect(self, unit: Unit) -> Generator[simpy.Event, Any, bool]:
+        insp = self.stage.inspection
+        assert insp is not None and self.inspected is not None and self.first_pass is not None
+        work = self._insp_time() / self.speed
+        if self.link is not None:
+            work += self.link.round_trip(self.env.now) + self._inference()
+        yield from self._work(work)
+        self.inspected.inc()
+        q = self._quality
+        rate = insp.detection_rate if unit.defective else insp.false_reject_rate
+        if not (rate > 0.0 and q() < rate):
+            self.first_pass.inc()
+            return False
+        origin: Station = unit.origin if unit.defective else self
+        if insp.rework_fraction > 0.0 and q() < insp.rework_fraction:
+            yield from self._work(insp.rework_time / self.speed)
+            origin.rework.inc()
+            unit.defective, unit.origin = False, None
+            self.ctx.sink(Event(self.env.now, self.path, "UnitReworked",
+                                {"unit": unit.id, "origin": origin.name}))
+            return False
+        return True
+
+    def _scrap(self, unit: Unit) -> None:
+        origin: Station = unit.origin if unit.defective else self
+        origin.defective.inc()
+        self.line.scrapped(unit, self, origin)
+
+    def _work(self, work: float) -> _Proc:
+        """Spend ``work`` seconds executing, through window ends, stops and breakdowns."""
+        env, cal = self.env, self.ctx.calendar
+        while work > EPS:
+            now = env.now
+            end = cal.production_end(now)
+            if end is None or self.stopped or self.held:
+                yield from self._pause()
+                continue
+            self._act(_A.EXECUTING)
+            h = min(work, end - now, self.ttf_left)
+            self._interruptible = True
+            # a Stop/Hold interrupts: account for the work done, then pause
+            with contextlib.suppress(simpy.Interrupt):
+                yield env.timeout(h)
+            self._interruptible = False
+            done = env.now - now
+            work -= done
+            self.ttf_left -= done
+            if self.ttf_left <= EPS:
+                yield from self._breakdown()
+
+    def _pause(self) -> _Proc:
+        env = self.env
+        self._act(_A.PAUSED)
+        while True:
+            if self.stopped or self.held:
+                self._resume = env.event()
+                yield self._resume
+                continue
+            start = self.ctx.calendar.next_production(env.now)
+            if start <= env.now + EPS:
+                return
+            yield env.timeout(start - env.now)
+
+    def _breakdown(self) -> _Proc:
+        assert self.failure_count is not None
+        env = self.env
+        t0 = env.now
+        self.failure_count.inc()
+        self._act(_A.BREAKDOWN)
+        self.ctx.sink(Event(t0, self.path, "FailureStart", {"failure": self.failure_count.value}))
+        tech_cfg = self.ctx.scenario.technicians
+        duration = self._response() + self._repair() * tech_cfg.repair_time_factor
+        tech, waited = yield from self.crew.work(self.path, duration, "repair")
+        self.ctx.sink(Event(env.now, self.path, "RepairEnd", {
+            "technician": tech, "downtime": round(env.now - t0, 6), "waited": round(waited, 6)}))
+        self.ttf_left = self.ttf_total = self._ttf()
+        self._pdm_tried = False
+        self._act(_A.PAUSED)
+
+    def _predictive(self) -> _Proc:
+        assert self._pdm is not None
+        env = self.env
+        t0 = env.now
+        self._act(_A.PREDICTIVE)
+        self.ctx.sink(Event(t0, self.path, "PredictiveMaintenanceStart",
+                            {"remaining_ttf": round(self.ttf_left, 3)}))
+        tech, _ = yield from self.crew.work(self.path, self._pdm.duration, "predictive")
+        self.ctx.sink(Event(env.now, self.path, "PredictiveMaintenanceEnd",
+                            {"technician": tech, "downtime": round(env.now - t0, 6)}))
+        self.ttf_left = self.ttf_total = self._ttf()
+        self._pdm_tried = False
+        self._act(_A.PAUSED)
+
+    def _condition(self) -> None:
+        deg = self.stage.degradation
+        assert deg is not None and self._degr is not None
+        used = 1.0 - self.ttf_left / self.ttf_total if self.ttf_total > 0 else 1.0
+        v = deg.baseline + (deg.at_failure - deg.baseline) * min(max(used, 0.0), 1.0)
+        self._degr.set(round(v + self._noise(), 3))
+
+
+class StationControl:
+    """Live control of one station (what OPC UA methods and setpoints call)."""
+
+    def __init__(self, station: Station) -> None:
+        self._s = station
+        self.path = station.path
+
+    @property
+    def speed(self) -> float:
+        return self._s.speed
+
+    @property
+    def state(self) -> str:
+        """Name of the current state (``executing``, ``stopped``, ``breakdown``...)."""
+        return self._s.state.name
+
+    def start(self) -> None:
+        self._s.control(stopped=False)
+
+    def stop(self) -> None:
+        self._s.control(stopped=True)
+
+    def hold(self) -> None:
+        self._s.control(held=True)
+
+    def unhold(self) -> None:
+        self._s.control(held=False)
+
+    def reset(self) -> None:
+        self._s.control(stopped=False, held=False)
+
+    def set_speed(self, factor: float) -> None:
+        """Speed setpoint: 1.0 nominal, cycle time divided by ``factor`` (0 < factor <= 2)."""
+        if not 0.0 < factor <= 2.0:
+            raise ValueError(f"speed factor must be in (0, 2], got {factor}")
+        self._s.speed = float(factor)

@@ -1,0 +1,139 @@
+"""Event logs: records as JSON Lines, one record per line, compact and deterministic.
+
+A Sample line: ``{"t":..,"asset":..,"tag":..,"value":..[,"unit":..][,"quality":..]
+[,"gateway_ts":..][,"seq":..][,"run_id":..]}``; an Event line:
+``{"t":..,"asset":..,"event":..,"fields":{..}}`` with field keys sorted. Optional keys are
+left out when they hold their default. See ``docs/event-log.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from iiotbed.errors import StorageError
+from iiotbed.telemetry import Event, Quality, Record, Sample
+
+__all__ = ["EventLogError", "dump_records", "load_records", "record_to_json", "write_event_log"]
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=False,
+                            allow_nan=False)
+_FIELDS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                                   allow_nan=False)
+
+
+class EventLogError(StorageError):
+    """A line of an event log is not a record; ``path`` and ``line`` say where."""
+
+    def __init__(self, message: str, *, path: Path, line: int) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(f"{path}:{line}: {message}", url=str(path))
+
+
+def record_to_json(r: Record) -> str:
+    """One record as a compact JSON object, keys in a fixed order."""
+    if isinstance(r, Sample):
+        d: dict[str, Any] = {"t": r.t, "asset": r.asset, "tag": r.tag, "value": r.value}
+        if r.unit is not None:
+            d["unit"] = r.unit
+        if r.quality is not Quality.Good:
+            d["quality"] = int(r.quality)
+        if r.gateway_ts is not None:
+            d["gateway_ts"] = r.gateway_ts
+        if r.seq is not None:
+            d["seq"] = r.seq
+        if r.run_id is not None:
+            d["run_id"] = r.run_id
+        return _ENCODER.encode(d)
+    head = _ENCODER.encode({"t": r.t, "asset": r.asset, "event": r.name})
+    return f'{head[:-1]},"fields":{_FIELDS_ENCODER.encode(r.fields)}}}'
+
+
+def dump_records(records: Iterable[Record], fp: TextIO) -> int:
+    """Write records as JSON Lines to ``fp``; returns the number of lines written."""
+    n = 0
+    buf: list[str] = []
+    for r in records:
+        buf.append(record_to_json(r))
+        n += 1
+        if len(buf) >= 4096:
+            fp.write("\n".join(buf) + "\n")
+            buf.clear()
+    if buf:
+        fp.write("\n".join(buf) + "\n")
+    return n
+
+
+def write_event_log(records: Iterable[Record], path: Path) -> int:
+    """Write records to the file ``path`` (UTF-8, ``\\n`` line ends); returns lines written."""
+    path = Path(path)
+    try:
+        with path.open("w", encoding="utf-8", newline="\n") as fp:
+            return dump_records(records, fp)
+    except OSError as exc:
+        raise StorageError(f"cannot write event log {path}: {exc.strerror}; check the directory",
+                           url=str(path)) from exc
+
+
+def _num(d: dict[str, Any], key: str) -> float:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"{key!r} must be a number, got {v!r}")
+    return float(v)
+
+
+def _str(d: dict[str, Any], key: str) -> str:
+    v = d[key]
+    if not isinstance(v, str):
+        raise ValueError(f"{key!r} must be a string, got {v!r}")
+    return v
+
+
+def _parse(text: str) -> Record:
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    if "tag" in d:
+        extra = set(d) - {"t", "asset", "tag", "value", "unit", "quality", "gateway_ts", "seq",
+                          "run_id"}
+        if extra:
+            raise ValueError(f"unknown key(s) {', '.join(sorted(extra))} in a sample")
+        value = d.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float | str)):
+            raise ValueError(f"'value' must be a number, a string or null, got {value!r}")
+        return Sample(
+            t=_num(d, "t"), asset=_str(d, "asset"), tag=_str(d, "tag"), value=value,
+            unit=d.get("unit"), quality=Quality(d.get("quality", 0)),
+            gateway_ts=d.get("gateway_ts"), seq=d.get("seq"), run_id=d.get("run_id"),
+        )
+    if "event" in d:
+        fields = d.get("fields", {})
+        if not isinstance(fields, dict):
+            raise ValueError(f"'fields' must be an object, got {fields!r}")
+        return Event(t=_num(d, "t"), asset=_str(d, "asset"), name=_str(d, "event"), fields=fields)
+    raise ValueError("a record needs 'tag' (a sample) or 'event' (an event)")
+
+
+def load_records(path: Path) -> list[Record]:
+    """Read an event log; a bad line raises :class:`EventLogError` naming ``file:line``."""
+    path = Path(path)
+    out: list[Record] = []
+    try:
+        fp = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(f"cannot read event log {path}: {exc.strerror}", url=str(path)) from exc
+    with fp:
+        for i, line in enumerate(fp, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(_parse(line))
+            except KeyError as exc:
+                raise EventLogError(f"missing key {exc.args[0]!r}; each record needs t and asset",
+                                    path=path, line=i) from None
+            except (ValueError, TypeError) as exc:
+                raise EventLogError(f"not an event-log record: {exc}", path=path, line=i) from None
+    return out
