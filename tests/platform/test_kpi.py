@@ -253,9 +253,24 @@ def test_duplicates_and_lost_intermediate_counter_samples_change_nothing() -> No
     # a resent older counter value with a tie time arriving after a newer one
     resent = [*records]
     resent.insert(resent.index(s(1000, B1, Tag.PROCESSED, 40)) + 1, s(1000, B1, Tag.PROCESSED, 39))
+    for tag, new, old in ((Tag.PROCESSED, 100, 99), (f"{Tag.PROCESSED}/panel", 100, 99)):
+        resent.insert(resent.index(s(3500, B1, tag, new)) + 1, s(3500, B1, tag, old))
     check_one_hour(compute_kpis(resent, layout(), start=0, end=3600).stations[B1])
     lost = [r for r in records if not (r.t == 1000 and isinstance(r, Sample))]
     check_one_hour(compute_kpis(lost, layout(), start=0, end=3600).stations[B1])
+
+
+def test_a_late_state_record_takes_effect_at_the_last_change() -> None:
+    records = [
+        s(0, LINE, Tag.PLANNED_STATE, PROD),
+        s(0, B1, Tag.ITEM_STATE, EXE),
+        s(1800, B1, Tag.ITEM_STATE, IDLE),
+        s(1000, B1, Tag.ITEM_STATE, EXE),  # out of order: applied at 1800 s, no time rewound
+    ]
+    st = compute_kpis(records, layout(), start=0, end=3600).stations[B1]
+    # PBT stays 3600 s; APT = 1800 (before the idle sample) + 1800 (after the late one)
+    assert st["pbt_h"] == pytest.approx(1.0)
+    assert st["availability"] == pytest.approx(1.0)
 
 
 def test_bad_quality_samples() -> None:
