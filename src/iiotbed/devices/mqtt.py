@@ -222,6 +222,19 @@ class MqttConnection:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    async def reconnect(self) -> None:
+        """Disconnect cleanly and connect again (a new CONNECT, so a fresh Will)."""
+        s, self._session = self._session, None
+        self._generation += 1  # the old session's on_disconnect is now stale
+        if s is not None:
+            s.client.disconnect()
+            await asyncio.to_thread(s.client.loop_stop)
+        try:
+            await self._connect_once()
+        except ConnectorError as exc:
+            log.warning("%s; the reconnect loop takes over", exc)
+            self._lost.set()
+
     async def close(self) -> None:
         """Send DISCONNECT (so the broker drops the Will) and stop the network thread."""
         if self._closing:
@@ -283,7 +296,10 @@ class MqttConnection:
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
         if self._on_connect is not None:
-            self._on_connect()
+            try:
+                self._on_connect()
+            except Exception:
+                log.exception("on_connect handler of %s failed", self.client_id)
 
     async def _supervise(self) -> None:
         while not self._closing:
@@ -293,7 +309,7 @@ class MqttConnection:
                 self._on_connection_lost()
             delay = self._backoff_initial
             while not self._closing:
-                # Full jitter in [delay/2, delay]: reconnecting devices do not stampede.
+                # Jitter in [delay/2, delay]: devices that lost the broker together do not stampede.
                 await asyncio.sleep(delay * (0.5 + 0.5 * self._jitter.random()))
                 try:
                     await self._connect_once()

@@ -1,0 +1,558 @@
+"""A Sparkplug B 3.0 edge node: births, data by exception, deaths, commands.
+
+Topics are ``spBv1.0/<group>/<type>/<edge>[/<device>]``. The node registers NDEATH
+(with ``bdSeq``) as the MQTT Will before every CONNECT, publishes NBIRTH and one DBIRTH
+per device (optionally after the Primary Host's ``STATE`` says online), reports changed
+values in NDATA/DDATA, rebirths on ``Node Control/Rebirth`` and hands writes arriving
+in NCMD/DCMD to a callback. Payloads use the specification's protobuf schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self
+
+from google.protobuf.message import DecodeError
+
+from iiotbed.devices import _sparkplug_b_pb2 as pb
+from iiotbed.devices.mqtt import Message, MqttConnection, Will
+
+__all__ = [
+    "DATATYPES",
+    "NAMESPACE",
+    "REBIRTH_METRIC",
+    "CommandHandler",
+    "MetricDef",
+    "SparkplugEdgeNode",
+    "SparkplugStats",
+    "command_payload",
+    "decode_payload",
+    "metric_value",
+]
+
+log = logging.getLogger(__name__)
+
+NAMESPACE: Final = "spBv1.0"
+REBIRTH_METRIC: Final = "Node Control/Rebirth"
+BDSEQ_METRIC: Final = "bdSeq"
+UNIT_PROPERTY: Final = "engUnit"  # a convention (Ignition's), the specification names none
+
+#: Supported scalar datatypes: name -> (Sparkplug DataType number, payload field).
+DATATYPES: Final[Mapping[str, tuple[int, str]]] = {
+    "Int8": (pb.Int8, "int_value"),
+    "Int16": (pb.Int16, "int_value"),
+    "Int32": (pb.Int32, "int_value"),
+    "Int64": (pb.Int64, "long_value"),
+    "UInt8": (pb.UInt8, "int_value"),
+    "UInt16": (pb.UInt16, "int_value"),
+    "UInt32": (pb.UInt32, "int_value"),
+    "UInt64": (pb.UInt64, "long_value"),
+    "Float": (pb.Float, "float_value"),
+    "Double": (pb.Double, "double_value"),
+    "Boolean": (pb.Boolean, "boolean_value"),
+    "String": (pb.String, "string_value"),
+    "Text": (pb.Text, "string_value"),
+    "UUID": (pb.UUID, "string_value"),
+    "DateTime": (pb.DateTime, "long_value"),
+    "Bytes": (pb.Bytes, "bytes_value"),
+}
+_NAME_OF: Final = {code: name for name, (code, _) in DATATYPES.items()}
+# Integer datatypes: (bits, signed). Signed values travel sign-extended (two's complement)
+# in the unsigned protobuf field, as the Tahu reference implementation does.
+_INTS: Final = {
+    "Int8": (8, True), "Int16": (16, True), "Int32": (32, True), "Int64": (64, True),
+    "UInt8": (8, False), "UInt16": (16, False), "UInt32": (32, False), "UInt64": (64, False),
+    "DateTime": (64, False),
+}  # fmt: skip
+
+#: ``on_command(device or None for the node, metric, value) -> accepted``.
+CommandHandler = Callable[[str | None, str, object], bool]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric of the node or a device; ``unit`` is a UNECE Rec. 20 code."""
+
+    name: str
+    datatype: str
+    writable: bool = False
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.datatype not in DATATYPES:
+            raise ValueError(
+                f"metric {self.name!r}: datatype {self.datatype!r} is not supported; "
+                f"use one of {', '.join(DATATYPES)}"
+            )
+
+
+@dataclass
+class SparkplugStats:
+    """Counters of one edge node (since construction)."""
+
+    published: int = 0
+    births: int = 0
+    commands_accepted: int = 0
+    commands_refused: int = 0
+    malformed: int = 0
+
+
+class _Metric:
+    __slots__ = ("alias", "defn", "timestamp_ms", "value")
+
+    def __init__(self, defn: MetricDef, alias: int) -> None:
+        self.defn = defn
+        self.alias = alias
+        self.value: object = None
+        self.timestamp_ms: int | None = None
+
+
+# ---- payload codec --------------------------------------------------------------------
+
+
+def _check(datatype: str, value: object) -> object:
+    """Return ``value`` normalised for ``datatype`` or raise TypeError/ValueError."""
+    if datatype in _INTS:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{datatype} needs an int, got {type(value).__name__} {value!r}")
+        bits, signed = _INTS[datatype]
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        if not lo <= value <= hi:
+            raise ValueError(f"{datatype} value {value} is outside [{lo}, {hi}]")
+        return value
+    if datatype in ("Float", "Double"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise TypeError(f"{datatype} needs a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if datatype == "Boolean":
+        if not isinstance(value, bool):
+            raise TypeError(f"Boolean needs a bool, got {type(value).__name__} {value!r}")
+        return value
+    if datatype == "Bytes":
+        if not isinstance(value, bytes):
+            raise TypeError(f"Bytes needs bytes, got {type(value).__name__}")
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{datatype} needs a str, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _encode_value(metric: pb.Payload.Metric, datatype: str, value: object) -> None:
+    if value is None:
+        metric.is_null = True
+        return
+    field = DATATYPES[datatype][1]
+    if datatype in _INTS:
+        assert isinstance(value, int)
+        width = 32 if field == "int_value" else 64
+        setattr(metric, field, value & ((1 << width) - 1))
+    else:
+        setattr(metric, field, value)
+
+
+def metric_value(metric: pb.Payload.Metric, datatype: str | None = None) -> object:
+    """Decode a metric's value by its datatype (``metric.datatype`` unless given).
+
+    Raises ValueError when the value field does not fit the datatype.
+    """
+    name = datatype or _NAME_OF.get(metric.datatype)
+    if name is None:
+        raise ValueError(f"metric {metric.name!r}: unsupported datatype number {metric.datatype}")
+    if metric.is_null:
+        return None
+    field = metric.WhichOneof("value")
+    if field is None:
+        raise ValueError(f"metric {metric.name!r} carries no value")
+    expected = DATATYPES[name][1]
+    # UInt32 went to long_value before Sparkplug 3.0 pinned it to int_value: accept both.
+    if field != expected and not (name == "UInt32" and field == "long_value"):
+        raise ValueError(f"metric {metric.name!r}: a {name} value cannot be in {field}")
+    raw: object = getattr(metric, field)
+    if name in _INTS:
+        assert isinstance(raw, int)
+        bits, signed = _INTS[name]
+        raw &= (1 << bits) - 1
+        if signed and raw >= 1 << (bits - 1):
+            raw -= 1 << bits
+    return raw
+
+
+def decode_payload(data: bytes) -> pb.Payload:
+    """Parse a Sparkplug B payload; raises ValueError on bytes that are not one."""
+    try:
+        return pb.Payload.FromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"not a Sparkplug B payload: {exc}") from exc
+
+
+def command_payload(
+    metrics: Sequence[tuple[str, str, object]], timestamp_ms: int
+) -> bytes:
+    """Encode an NCMD/DCMD payload from ``(name, datatype, value)`` triples."""
+    payload = pb.Payload(timestamp=timestamp_ms)
+    for name, datatype, value in metrics:
+        m = payload.metrics.add(name=name, timestamp=timestamp_ms, datatype=DATATYPES[datatype][0])
+        _encode_value(m, datatype, _check(datatype, value))
+    return payload.SerializeToString()
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not value or any(c in value for c in "/+#"):
+        raise ValueError(f"Sparkplug {kind} {value!r} must be non-empty without '/', '+' or '#'")
+
+
+# ---- the edge node --------------------------------------------------------------------
+
+
+class SparkplugEdgeNode:
+    """One Sparkplug edge node with its devices, over one MQTT connection.
+
+    ``clock`` gives the source time in epoch ms for births and deaths (default: wall
+    clock); data timestamps come with each :meth:`set`. Writes arrive at ``on_command``,
+    which returns whether it accepted them; the caller reports applied values with
+    :meth:`set` like any other change.
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        group_id: str,
+        edge_node_id: str,
+        *,
+        node_metrics: Sequence[MetricDef] = (),
+        devices: Mapping[str, Sequence[MetricDef]] | None = None,
+        primary_host_id: str | None = None,
+        on_command: CommandHandler | None = None,
+        client_id: str | None = None,
+        clock: Callable[[], int] | None = None,
+        use_aliases: bool = True,
+    ) -> None:
+        _check_id("group_id", group_id)
+        _check_id("edge_node_id", edge_node_id)
+        self.group_id = group_id
+        self.edge_node_id = edge_node_id
+        self.primary_host_id = primary_host_id
+        self.stats = SparkplugStats()
+        self._on_command = on_command
+        self._clock = clock or _wall_ms
+        self._use_aliases = use_aliases
+        self._metrics: dict[str | None, dict[str, _Metric]] = {}
+        self._by_alias: dict[int, tuple[str | None, str]] = {}
+        alias = 0
+        for device, defs in [(None, node_metrics), *sorted((devices or {}).items())]:
+            if device is not None:
+                _check_id("device_id", device)
+            table: dict[str, _Metric] = {}
+            for d in defs:
+                if d.name in table or (device is None and d.name in (BDSEQ_METRIC, REBIRTH_METRIC)):
+                    raise ValueError(
+                        f"metric {d.name!r} of {device or edge_node_id!r} is defined twice or "
+                        "reuses a name Sparkplug reserves"
+                    )
+                alias += 1
+                table[d.name] = _Metric(d, alias)
+                self._by_alias[alias] = (device, d.name)
+            self._metrics[device] = table
+        self._pending: dict[str | None, dict[str, tuple[object, int]]] = {}
+        self._bd_seq = -1
+        self._seq = 0
+        self._born = False
+        self._host_online = primary_host_id is None
+        self._host_ts = -1
+        self._tasks: set[asyncio.Task[None]] = set()
+        base = f"{NAMESPACE}/{group_id}"
+        self._topic_ncmd = f"{base}/NCMD/{edge_node_id}"
+        self._topic_dcmd = f"{base}/DCMD/{edge_node_id}/"
+        self._topic_state = f"{NAMESPACE}/STATE/{primary_host_id}" if primary_host_id else None
+        subs = [(self._topic_ncmd, 0), (self._topic_dcmd + "+", 0)]
+        if self._topic_state:
+            subs.append((self._topic_state, 1))
+        self._conn = MqttConnection(
+            broker,
+            client_id=client_id or f"spb-{group_id}-{edge_node_id}",
+            on_message=self._on_message,
+            subscriptions=subs,
+            will=self._next_will,
+            on_connect=self._on_connected,
+            on_connection_lost=self._on_lost,
+        )
+
+    # -- public API --
+
+    @property
+    def bd_seq(self) -> int:
+        """The bdSeq of the current (or last) connection."""
+        return self._bd_seq
+
+    @property
+    def born(self) -> bool:
+        """True once NBIRTH went out on the current connection."""
+        return self._born
+
+    @property
+    def connection(self) -> MqttConnection:
+        """The underlying MQTT connection (for its stats, or :meth:`MqttConnection.abort`)."""
+        return self._conn
+
+    def topic(self, message_type: str, device: str | None = None) -> str:
+        """The topic of a message type, e.g. ``topic("DDATA", "press-01")``."""
+        t = f"{NAMESPACE}/{self.group_id}/{message_type}/{self.edge_node_id}"
+        return t if device is None else f"{t}/{device}"
+
+    async def __aenter__(self) -> Self:
+        await self._conn.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def set(self, device: str | None, metric: str, value: object, timestamp_ms: int) -> None:
+        """Buffer a new value (None = node metric); unchanged values are not reported."""
+        table = self._metrics.get(device)
+        if table is None:
+            raise ValueError(f"edge node {self.edge_node_id!r} has no device {device!r}")
+        m = table.get(metric)
+        if m is None:
+            raise ValueError(
+                f"{device or self.edge_node_id!r} has no metric {metric!r}; "
+                f"known: {', '.join(table) or 'none'}"
+            )
+        if value is not None:
+            value = _check(m.defn.datatype, value)
+        pending = self._pending.setdefault(device, {})
+        if m.timestamp_ms is not None and value == m.value and type(value) is type(m.value):
+            pending.pop(metric, None)
+        else:
+            pending[metric] = (value, timestamp_ms)
+
+    async def flush(self) -> None:
+        """Publish one NDATA/DDATA per node/device with the changes since the last flush."""
+        pending, self._pending = self._pending, {}
+        for device, changes in pending.items():
+            if not changes:
+                continue
+            payload = pb.Payload()
+            table = self._metrics[device]
+            newest = 0
+            for name, (value, ts) in changes.items():
+                m = table[name]
+                m.value, m.timestamp_ms = value, ts
+                newest = max(newest, ts)
+                if not self._born:
+                    continue  # the next birth carries it
+                pm = payload.metrics.add(timestamp=ts)
+                if self._use_aliases:
+                    pm.alias = m.alias
+                else:
+                    pm.name = name
+                    pm.datatype = DATATYPES[m.defn.datatype][0]
+                _encode_value(pm, m.defn.datatype, value)
+            if self._born:
+                payload.timestamp = newest
+                payload.seq = self._next_seq()
+                kind = "NDATA" if device is None else "DDATA"
+                self._publish(self.topic(kind, device), payload)
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Publish NDEATH (QoS 1), then disconnect; the broker then drops the Will."""
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._conn.connected:
+            try:
+                await self._conn.publish_and_wait(
+                    self.topic("NDEATH"), self._death_payload(self._bd_seq), qos=1
+                )
+                self.stats.published += 1
+            except Exception as exc:  # the link may die while closing; the Will covers it
+                log.warning("NDEATH of %s not confirmed: %s", self.edge_node_id, exc)
+        self._born = False
+        await self._conn.close()
+
+    # -- connection life cycle --
+
+    def _next_will(self) -> Will:
+        self._bd_seq = (self._bd_seq + 1) % 256
+        return Will(self.topic("NDEATH"), self._death_payload(self._bd_seq), qos=1, retain=False)
+
+    def _death_payload(self, bd_seq: int) -> bytes:
+        payload = pb.Payload(timestamp=self._clock())
+        payload.metrics.add(name=BDSEQ_METRIC, datatype=pb.Int64, long_value=bd_seq)
+        return payload.SerializeToString()
+
+    def _on_connected(self) -> None:
+        self._born = False
+        self._host_online = self.primary_host_id is None
+        if self._host_online:
+            self._publish_births()
+
+    def _on_lost(self) -> None:
+        self._born = False
+
+    def _next_seq(self) -> int:
+        s = self._seq
+        self._seq = (s + 1) % 256
+        return s
+
+    def _publish(self, topic: str, payload: pb.Payload) -> None:
+        if self._conn.publish(topic, payload.SerializeToString(), qos=0, retain=False):
+            self.stats.published += 1
+
+    def _publish_births(self) -> None:
+        # Births carry every value, including changes not flushed yet.
+        for device, changes in self._pending.items():
+            for name, (value, ts) in changes.items():
+                m = self._metrics[device][name]
+                m.value, m.timestamp_ms = value, ts
+        self._pending = {}
+        now = self._clock()
+        self._seq = 0
+        nbirth = pb.Payload(timestamp=now, seq=self._next_seq())
+        nbirth.metrics.add(name=BDSEQ_METRIC, timestamp=now, datatype=pb.Int64, long_value=self._bd_seq)
+        nbirth.metrics.add(name=REBIRTH_METRIC, timestamp=now, datatype=pb.Boolean, boolean_value=False)
+        self._add_birth_metrics(nbirth, None, now)
+        self._publish(self.topic("NBIRTH"), nbirth)
+        for device in self._metrics:
+            if device is None:
+                continue
+            dbirth = pb.Payload(timestamp=now, seq=self._next_seq())
+            self._add_birth_metrics(dbirth, device, now)
+            self._publish(self.topic("DBIRTH", device), dbirth)
+        self._born = True
+        self.stats.births += 1
+
+    def _add_birth_metrics(self, payload: pb.Payload, device: str | None, now: int) -> None:
+        for name, m in self._metrics[device].items():
+            pm = payload.metrics.add(
+                name=name,
+                timestamp=m.timestamp_ms if m.timestamp_ms is not None else now,
+                datatype=DATATYPES[m.defn.datatype][0],
+            )
+            if self._use_aliases:
+                pm.alias = m.alias
+            if m.defn.unit is not None:
+                pm.properties.keys.append(UNIT_PROPERTY)
+                pm.properties.values.add(type=pb.String, string_value=m.defn.unit)
+            _encode_value(pm, m.defn.datatype, m.value)
+
+    # -- incoming messages --
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.topic == self._topic_state:
+            self._on_state(msg.payload)
+        elif msg.topic == self._topic_ncmd:
+            self._on_command_message(msg.topic, None, msg.payload)
+        elif msg.topic.startswith(self._topic_dcmd):
+            self._on_command_message(msg.topic, msg.topic[len(self._topic_dcmd):], msg.payload)
+
+    def _on_state(self, data: bytes) -> None:
+        try:
+            state = json.loads(data)
+            online, ts = state["online"], state["timestamp"]
+            if not isinstance(online, bool) or not isinstance(ts, int):
+                raise TypeError("online must be a bool and timestamp an int")
+        except (ValueError, TypeError, KeyError) as exc:
+            self.stats.malformed += 1
+            log.warning("malformed STATE from %s: %r (%s)", self.primary_host_id, data[:200], exc)
+            return
+        if ts < self._host_ts:
+            return  # Sparkplug 3.0: a STATE older than the last one seen is ignored
+        self._host_ts = ts
+        self._host_online = online
+        if online and not self._born:
+            self._publish_births()
+        elif not online and self._born:
+            # The Primary Host went away: end this session (explicit NDEATH) and start a
+            # new one, whose births wait for the host to come back online.
+            task = asyncio.create_task(self._restart_session(), name=f"spb-restart-{self.edge_node_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _restart_session(self) -> None:
+        self._born = False
+        with contextlib.suppress(Exception):
+            await self._conn.publish_and_wait(
+                self.topic("NDEATH"), self._death_payload(self._bd_seq), qos=1
+            )
+            self.stats.published += 1
+        await self._conn.reconnect()
+
+    def _refuse(self, topic: str, metric: str, reason: str) -> None:
+        self.stats.commands_refused += 1
+        log.warning("refused command on %s, metric %r: %s", topic, metric, reason)
+
+    def _on_command_message(self, topic: str, device: str | None, data: bytes) -> None:
+        try:
+            payload = decode_payload(data)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            log.warning("malformed command on %s (%d bytes): %s", topic, len(data), exc)
+            return
+        if not payload.metrics:
+            self.stats.malformed += 1
+            log.warning("command on %s carries no metrics", topic)
+            return
+        table = self._metrics.get(device)
+        for pm in payload.metrics:
+            name = pm.name
+            if not pm.HasField("name") and pm.HasField("alias"):
+                owner, name = self._by_alias.get(pm.alias, (device, f"<alias {pm.alias}>"))
+                if owner != device:
+                    name = f"<alias {pm.alias}>"
+            if device is None and name == REBIRTH_METRIC:
+                if pm.WhichOneof("value") != "boolean_value":
+                    self._refuse(topic, name, "Rebirth needs a Boolean value")
+                    continue
+                self.stats.commands_accepted += 1
+                if pm.boolean_value and self._born:
+                    log.info("rebirth requested for %s", self.edge_node_id)
+                    self._publish_births()
+                continue
+            m = table.get(name) if table is not None else None
+            if m is None:
+                self._refuse(topic, name, "unknown metric" if table is not None else "unknown device")
+                continue
+            if not m.defn.writable:
+                self._refuse(topic, name, "metric is not writable")
+                continue
+            want = DATATYPES[m.defn.datatype][0]
+            if pm.HasField("datatype") and pm.datatype != want:
+                self._refuse(
+                    topic, name, f"datatype {pm.datatype} given, the metric is {m.defn.datatype}"
+                )
+                continue
+            try:
+                value = metric_value(pm, m.defn.datatype)
+            except ValueError as exc:
+                self._refuse(topic, name, str(exc))
+                continue
+            if value is None or self._on_command is None:
+                self._refuse(topic, name, "null value" if value is None else "no command handler")
+                continue
+            try:
+                ok = self._on_command(device, name, value)
+            except Exception:
+                log.exception("command handler failed on %s, metric %r", topic, name)
+                ok = False
+            if ok:
+                self.stats.commands_accepted += 1
+            else:
+                self._refuse(topic, name, f"handler declined value {value!r}")

@@ -1,0 +1,302 @@
+"""Sparkplug B edge node against a real Mosquitto at 127.0.0.1:1883, seen by a paho peer."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import queue
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iiotbed.devices import _sparkplug_b_pb2 as pb
+from iiotbed.devices.sparkplug import (
+    MetricDef,
+    SparkplugEdgeNode,
+    command_payload,
+    decode_payload,
+    metric_value,
+)
+
+BROKER = "mqtt://127.0.0.1:1883"
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms: the "sim epoch" of these tests
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
+
+
+class Peer:
+    """A plain paho client: subscribes, collects, publishes."""
+
+    def __init__(self, *topics: str) -> None:
+        self.q: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex}")
+        subscribed = queue.Queue[int]()
+        self.client.on_message = lambda c, u, m: self.q.put(m)
+        self.client.on_subscribe = lambda c, u, mid, rc, p: subscribed.put(mid)
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+        for t in topics:
+            self.client.subscribe(t, qos=1)
+            subscribed.get(timeout=5)
+
+    async def next(self, wait: float = 5.0) -> paho.MQTTMessage:
+        return await asyncio.to_thread(self.q.get, True, wait)
+
+    async def next_on(self, kind: str, wait: float = 5.0) -> tuple[paho.MQTTMessage, Any]:
+        while True:
+            m = await self.next(wait)
+            if f"/{kind}/" in m.topic:
+                return m, decode_payload(m.payload)
+
+    def nothing_for(self, seconds: float) -> bool:
+        time.sleep(seconds)
+        return self.q.empty()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def group() -> str:
+    return f"it-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def peer(group: str) -> Iterator[Peer]:
+    p = Peer(f"spBv1.0/{group}/#")
+    yield p
+    p.close()
+
+
+NODE = [MetricDef("Energy", "Double", unit="KWH"), MetricDef("Uptime", "Int64")]
+DEVICES = {
+    "press-01": [
+        MetricDef("Speed", "Double", writable=True, unit="RPM"),
+        MetricDef("Running", "Boolean"),
+        MetricDef("Offset", "Int16", writable=True),
+        MetricDef("Recipe", "String", writable=True),
+    ],
+    "oven-01": [MetricDef("Temperature", "Float", unit="CEL")],
+}
+
+
+def by_name(payload: Any) -> dict[str, Any]:
+    return {m.name: m for m in payload.metrics}
+
+
+def make_node(group: str, **kw: Any) -> SparkplugEdgeNode:
+    return SparkplugEdgeNode(
+        BROKER, group, "edge-1", node_metrics=NODE, devices=DEVICES, clock=lambda: T0, **kw
+    )
+
+
+def test_codec_round_trips_signed_and_rejects_mismatches() -> None:
+    data = command_payload(
+        [("a", "Int8", -128), ("b", "Int16", -87), ("c", "Int64", -(1 << 63)), ("d", "UInt32", 4_000_000_000)],
+        T0,
+    )
+    p = decode_payload(data)
+    assert [metric_value(m) for m in p.metrics] == [-128, -87, -(1 << 63), 4_000_000_000]
+    assert p.metrics[1].int_value == 0xFFFFFFA9  # sign-extended into the uint32 field
+    with pytest.raises(ValueError):
+        metric_value(p.metrics[0], "Double")
+    with pytest.raises(ValueError):
+        command_payload([("a", "Int8", 128)], T0)
+    with pytest.raises(TypeError):
+        command_payload([("a", "Boolean", 1)], T0)
+    with pytest.raises(ValueError):
+        decode_payload(b"\xff\xff\xff")
+
+
+def test_births_carry_every_metric_and_data_only_changes(group: str, peer: Peer) -> None:
+    async def main() -> None:
+        node = make_node(group)
+        node.set("press-01", "Speed", 12.5, T0 - 1000)  # before birth: the birth carries it
+        async with node:
+            _, nbirth = await peer.next_on("NBIRTH")
+            assert nbirth.seq == 0 and nbirth.timestamp == T0
+            ms = by_name(nbirth)
+            assert ms["bdSeq"].datatype == pb.Int64 and ms["bdSeq"].long_value == node.bd_seq == 0
+            assert ms["Node Control/Rebirth"].datatype == pb.Boolean
+            assert ms["Node Control/Rebirth"].boolean_value is False
+            assert ms["Energy"].datatype == pb.Double and ms["Energy"].is_null
+            assert ms["Energy"].properties.keys[0] == "engUnit"
+            assert ms["Energy"].properties.values[0].string_value == "KWH"
+            assert ms["Uptime"].datatype == pb.Int64
+            births = {}
+            for _ in DEVICES:
+                msg, p = await peer.next_on("DBIRTH")
+                births[msg.topic.rsplit("/", 1)[1]] = p
+            assert set(births) == set(DEVICES)
+            assert sorted(p.seq for p in births.values()) == [1, 2]
+            for dev, defs in DEVICES.items():
+                got = by_name(births[dev])
+                assert set(got) == {d.name for d in defs}
+                for d in defs:
+                    assert got[d.name].datatype == getattr(pb, d.datatype)
+            speed = by_name(births["press-01"])["Speed"]
+            assert metric_value(speed) == 12.5 and speed.timestamp == T0 - 1000
+            alias = {m.alias: m.name for p in births.values() for m in p.metrics}
+
+            node.set("press-01", "Speed", 12.5, T0 + 10)  # unchanged: not reported
+            node.set("press-01", "Running", True, T0 + 20)
+            node.set("press-01", "Offset", -3, T0 + 30)
+            node.set(None, "Energy", 1.5, T0 + 40)
+            await node.flush()
+            seen = {}
+            for _ in range(2):
+                msg = await peer.next()
+                seen[msg.topic.split("/")[2]] = (msg.topic, decode_payload(msg.payload))
+            topic, ddata = seen["DDATA"]
+            assert topic == f"spBv1.0/{group}/DDATA/edge-1/press-01"
+            assert sorted(alias[m.alias] for m in ddata.metrics) == ["Offset", "Running"]
+            vals = {alias[m.alias]: (metric_value(m, "Int16" if alias[m.alias] == "Offset" else "Boolean"), m.timestamp) for m in ddata.metrics}
+            assert vals == {"Running": (True, T0 + 20), "Offset": (-3, T0 + 30)}
+            assert ddata.timestamp == T0 + 30
+            _, ndata = seen["NDATA"]
+            assert [m.double_value for m in ndata.metrics] == [1.5]
+            assert sorted([ddata.seq, ndata.seq]) == [3, 4]
+
+            await node.flush()  # nothing changed since: nothing sent
+            assert peer.nothing_for(0.3)
+            with pytest.raises(ValueError):
+                node.set("press-01", "Nope", 1.0, T0)
+            with pytest.raises(TypeError):
+                node.set("press-01", "Speed", "fast", T0)
+        _, ndeath = await peer.next_on("NDEATH")  # graceful close: explicit NDEATH
+        assert by_name(ndeath)["bdSeq"].long_value == 0
+
+    asyncio.run(main())
+
+
+def test_seq_increments_by_one_and_wraps(group: str, peer: Peer) -> None:
+    async def main() -> None:
+        async with make_node(group) as node:
+            for i in range(300):
+                node.set("oven-01", "Temperature", 20.0 + i, T0 + i)
+                node.set(None, "Uptime", i, T0 + i)
+                await node.flush()
+            seqs = []
+            for _ in range(1 + len(DEVICES) + 600):
+                seqs.append(decode_payload((await peer.next()).payload).seq)
+        assert seqs[0] == 0
+        assert all(b == (a + 1) % 256 for a, b in itertools.pairwise(seqs))
+        assert seqs.count(0) >= 3  # wrapped past 255 twice
+
+    asyncio.run(main())
+
+
+def test_will_is_ndeath_with_the_birth_bdseq(group: str, peer: Peer) -> None:
+    async def main() -> None:
+        async with make_node(group) as node:
+            _, nbirth = await peer.next_on("NBIRTH")
+            first = by_name(nbirth)["bdSeq"].long_value
+            node.connection.abort()  # the link dies without DISCONNECT
+            msg, will = await peer.next_on("NDEATH")
+            assert by_name(will)["bdSeq"].long_value == first
+            assert msg.qos == 1 and not msg.retain
+            _, reborn = await peer.next_on("NBIRTH", wait=10)
+            assert by_name(reborn)["bdSeq"].long_value == (first + 1) % 256 == node.bd_seq
+            assert reborn.seq == 0
+            assert node.connection.stats.connection_losses == 1
+
+    asyncio.run(main())
+
+
+def test_rebirth_on_ncmd(group: str, peer: Peer) -> None:
+    async def main() -> None:
+        async with make_node(group) as node:
+            _, first = await peer.next_on("NBIRTH")
+            node.set(None, "Uptime", 7, T0)
+            await node.flush()
+            await peer.next_on("NDATA")
+            peer.publish(node.topic("NCMD"), command_payload([("Node Control/Rebirth", "Boolean", True)], T0))
+            _, again = await peer.next_on("NBIRTH")
+            assert again.seq == 0
+            assert by_name(again)["bdSeq"].long_value == by_name(first)["bdSeq"].long_value
+            assert metric_value(by_name(again)["Uptime"]) == 7
+            dseqs = [(await peer.next_on("DBIRTH"))[1].seq for _ in DEVICES]
+            assert sorted(dseqs) == [1, 2]
+            assert node.stats.commands_accepted == 1 and node.stats.births == 2
+
+    asyncio.run(main())
+
+
+def test_dcmd_writes_go_to_the_callback_and_bad_ones_are_refused(group: str, peer: Peer) -> None:
+    calls: list[tuple[str | None, str, object]] = []
+
+    def on_command(device: str | None, metric: str, value: object) -> bool:
+        calls.append((device, metric, value))
+        return metric != "Recipe" or value != "forbidden"
+
+    async def main() -> None:
+        async with make_node(group, on_command=on_command) as node:
+            await peer.next_on("NBIRTH")
+            dcmd = node.topic("DCMD", "press-01")
+            peer.publish(dcmd, command_payload([("Speed", "Double", 42.0), ("Offset", "Int16", -5)], T0))
+            peer.publish(dcmd, command_payload([("Nope", "Double", 1.0)], T0))  # unknown
+            peer.publish(dcmd, command_payload([("Speed", "String", "fast")], T0))  # wrong type
+            peer.publish(dcmd, command_payload([("Running", "Boolean", True)], T0))  # read-only
+            peer.publish(dcmd, command_payload([("Recipe", "String", "forbidden")], T0))  # declined
+            peer.publish(node.topic("DCMD", "ghost"), command_payload([("Speed", "Double", 1.0)], T0))
+            peer.publish(dcmd, b"\x08\x96\x01garbage\xff\xff")  # malformed protobuf
+            peer.publish(node.topic("NCMD"), b"")  # no metrics at all
+            for _ in range(100):  # commands are handled asynchronously: wait for the last
+                if node.stats.malformed >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert calls == [
+                ("press-01", "Speed", 42.0),
+                ("press-01", "Offset", -5),
+                ("press-01", "Recipe", "forbidden"),
+            ]
+            assert node.stats.commands_accepted == 2
+            assert node.stats.commands_refused == 5
+            assert node.stats.malformed == 2
+            node.set("press-01", "Speed", 42.0, T0 + 1)  # the node keeps working
+            await node.flush()
+            _, ddata = await peer.next_on("DDATA")
+            assert [metric_value(m, "Double") for m in ddata.metrics] == [42.0]
+
+    asyncio.run(main())
+
+
+def test_births_wait_for_the_primary_host_state(group: str, peer: Peer) -> None:
+    host = f"host-{group}"
+    state_topic = f"spBv1.0/STATE/{host}"
+
+    def state(online: bool, ts: int) -> bytes:
+        return json.dumps({"online": online, "timestamp": ts}).encode()
+
+    async def main() -> None:
+        async with make_node(group, primary_host_id=host) as node:
+            assert await asyncio.to_thread(peer.nothing_for, 0.5)
+            assert not node.born
+            peer.publish(state_topic, b"{not json", retain=False)
+            peer.publish(state_topic, state(True, T0), retain=True)
+            _, nbirth = await peer.next_on("NBIRTH")
+            bd = by_name(nbirth)["bdSeq"].long_value
+            peer.publish(state_topic, state(False, T0 + 5), retain=True)
+            _, ndeath = await peer.next_on("NDEATH")
+            assert by_name(ndeath)["bdSeq"].long_value == bd
+            await asyncio.sleep(0.3)
+            assert not node.born
+            peer.publish(state_topic, state(True, T0 + 1), retain=True)  # stale: ignored
+            assert await asyncio.to_thread(peer.nothing_for, 0.5)
+            peer.publish(state_topic, state(True, T0 + 10), retain=True)
+            _, again = await peer.next_on("NBIRTH")
+            assert by_name(again)["bdSeq"].long_value == (bd + 1) % 256
+            assert node.stats.malformed == 1
+        peer.publish(state_topic, b"", retain=True)  # clear the retained STATE
+
+    asyncio.run(main())
