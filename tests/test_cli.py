@@ -120,9 +120,17 @@ def test_compare_json_has_the_verdict_and_its_interval() -> None:
 
 
 def test_compare_table_and_unknown_metric() -> None:
-    res = runner.invoke(app, ["compare", str(SINGLE), str(SINGLE), "-n", "2", "-d", "8h", "--goal", "0"])
+    res = runner.invoke(app, ["compare", str(SINGLE), str(SINGLE), "-n", "2", "-d", "1d", "--goal", "0"])
     assert res.exit_code == 0, res.output
     # the same scenario against itself: every pair is identical, the improvement exactly 0
     assert "improvement +0.0%" in res.stdout and "verdict: met" in res.stdout
     bad = runner.invoke(app, ["compare", str(SINGLE), str(SINGLE), "--metric", "happiness"])
     assert bad.exit_code == 2 and "unknown KPI 'happiness'" in bad.stderr
+
+
+def test_compare_without_production_is_inconclusive_and_says_why() -> None:
+    # the single machine's shift starts at 08:00: the first 8 h after the epoch are off shift
+    res = runner.invoke(app, ["compare", str(SINGLE), str(SINGLE), "-n", "2", "-d", "8h"])
+    assert res.exit_code == 0, res.output
+    assert "improvement undefined" in res.stdout and "verdict: inconclusive" in res.stdout
+    assert "2 of 2 pairs have no defined labour_productivity" in res.stdout

@@ -230,6 +230,10 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
+def _pct(x: float) -> str:
+    return "undefined" if not math.isfinite(x) else f"{x:+.1%}"
+
+
 def _summary_json(s: Summary) -> dict[str, Any]:
     def clean(x: float) -> float | None:
         return None if not math.isfinite(x) else x
@@ -321,7 +325,7 @@ def _print_table(title: str, columns: dict[str, dict[str, Summary]], info: dict[
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    table.add_column("KPI")
+    table.add_column("KPI", no_wrap=True)
     table.add_column("unit")
     for name in columns:
         table.add_column(f"{name} mean".strip(), justify="right")
@@ -399,11 +403,16 @@ def compare(
             {"baseline": _summaries(b_res), "upgrade": _summaries(u_res)},
             info,
         )
-        lo, hi = cmp.improvement.ci95
         typer.echo(
-            f"\n{metric}: improvement {cmp.improvement.mean:+.1%} "
-            f"(95 % CI {lo:+.1%} .. {hi:+.1%}, n={cmp.improvement.n}) against a goal of {goal:+.0%}"
+            f"\n{metric}: improvement {_pct(cmp.improvement.mean)} "
+            f"(95 % CI {_pct(cmp.improvement.ci95[0])} .. {_pct(cmp.improvement.ci95[1])}, "
+            f"n={cmp.improvement.n}) against a goal of {goal:+.0%}"
         )
+        if cmp.improvement.undefined:
+            typer.echo(
+                f"note: {cmp.improvement.undefined} of {n} pairs have no defined {metric} "
+                "(e.g. no production in the window); lengthen --duration"
+            )
         typer.echo(f"verdict: {cmp.verdict.value}")
 
 
