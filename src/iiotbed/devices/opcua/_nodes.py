@@ -1,0 +1,408 @@
+"""Build one machine's nodes in an asyncua address space (OPC 40001-1 shaped).
+
+The Machinery and DI companion nodesets are not loaded (they are not shipped with
+asyncua, and importing them costs seconds per server): the browse names and structure
+follow OPC 40001-1, the type definitions are core types (BaseObjectType, FolderType,
+FiniteStateMachineType, AnalogUnitRangeType). All nodes of a machine are added in one
+AddNodes call because per-node calls dominate start-up time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from asyncua import Server, ua
+
+from iiotbed.devices.opcua.spec import UNIT_NAMES, MachineSpec, unit_id
+from iiotbed.telemetry import ItemState, OperationMode, PackMLState, Tag
+
+__all__ = [
+    "FaultBinding",
+    "MachineNodes",
+    "StateBinding",
+    "ValueBinding",
+    "add_machines_folder",
+    "build_machine",
+    "node_id",
+]
+
+UNECE_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
+METHODS: tuple[str, ...] = ("Start", "Stop", "Reset", "Hold", "Unhold")
+SPEED_SETPOINT = "SpeedSetpoint"
+
+# (browse name of the state machine object, tag, enum)
+STATE_MACHINES: tuple[tuple[str, str, type[IntEnum]], ...] = (
+    ("MachineryItemState", Tag.ITEM_STATE, ItemState),
+    ("MachineryOperationMode", Tag.OPERATION_MODE, OperationMode),
+    ("State", Tag.PACKML_STATE, PackMLState),
+)
+
+_HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
+_HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
+_ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
+_HAS_ADD_IN = ua.NodeId(ua.ObjectIds.HasAddIn)
+_READ = ua.AccessLevel.CurrentRead.mask
+_READ_WRITE = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.CurrentWrite.mask
+
+
+def node_id(ns: int, station: str, *path: str) -> ua.NodeId:
+    """String NodeId ``ns=<ns>;s=<station>/<path...>`` of a machine's node."""
+    return ua.NodeId("/".join((station, *path)), ns)
+
+
+@dataclass(slots=True)
+class ValueBinding:
+    """A tag written to one variable."""
+
+    nodeid: ua.NodeId
+    vtype: ua.VariantType
+
+
+@dataclass(slots=True)
+class StateBinding:
+    """A state tag written to CurrentState (text) with its Id and Number properties."""
+
+    text: ua.NodeId
+    id: ua.NodeId
+    number: ua.NodeId
+    names: Mapping[int, str]
+    ns: int
+    machine: str
+
+
+@dataclass(slots=True)
+class FaultBinding:
+    """The Fault tag: a Boolean variable plus an alarm event on each change."""
+
+    nodeid: ua.NodeId
+    active: bool = False
+
+
+@dataclass(slots=True)
+class MachineNodes:
+    """A machine's node ids and how each tag maps onto them."""
+
+    spec: MachineSpec
+    nodeid: ua.NodeId
+    speed: ua.NodeId
+    bindings: dict[str, ValueBinding | StateBinding | FaultBinding] = field(default_factory=dict)
+
+
+def _name(text: str) -> ua.LocalizedText:
+    return ua.LocalizedText(text)
+
+
+def _object(
+    nodeid: ua.NodeId,
+    parent: ua.NodeId,
+    name: ua.QualifiedName,
+    *,
+    ref: ua.NodeId = _HAS_COMPONENT,
+    typedef: int = ua.ObjectIds.BaseObjectType,
+    notifier: int = 0,
+) -> ua.AddNodesItem:
+    attrs = ua.ObjectAttributes()
+    attrs.DisplayName = _name(name.Name)
+    attrs.Description = _name(name.Name)
+    attrs.EventNotifier = notifier
+    item = ua.AddNodesItem()
+    item.RequestedNewNodeId = nodeid
+    item.BrowseName = name
+    item.NodeClass = ua.NodeClass.Object
+    item.ParentNodeId = parent
+    item.ReferenceTypeId = ref
+    item.TypeDefinition = ua.NodeId(typedef)
+    item.NodeAttributes = attrs
+    return item
+
+
+def _variable(
+    nodeid: ua.NodeId,
+    parent: ua.NodeId,
+    name: ua.QualifiedName,
+    value: ua.Variant,
+    datatype: int,
+    *,
+    prop: bool = False,
+    typedef: int | None = None,
+    writable: bool = False,
+    description: str | None = None,
+) -> ua.AddNodesItem:
+    attrs = ua.VariableAttributes()
+    attrs.DisplayName = _name(name.Name)
+    attrs.Description = _name(description or name.Name)
+    attrs.DataType = ua.NodeId(datatype)
+    attrs.Value = value
+    attrs.ValueRank = ua.ValueRank.Scalar
+    attrs.ArrayDimensions = None
+    attrs.AccessLevel = _READ_WRITE if writable else _READ
+    attrs.UserAccessLevel = _READ_WRITE if writable else _READ
+    attrs.WriteMask = 0
+    attrs.UserWriteMask = 0
+    attrs.Historizing = False
+    item = ua.AddNodesItem()
+    item.RequestedNewNodeId = nodeid
+    item.BrowseName = name
+    item.NodeClass = ua.NodeClass.Variable
+    item.ParentNodeId = parent
+    item.ReferenceTypeId = _HAS_PROPERTY if prop else _HAS_COMPONENT
+    if typedef is None:
+        typedef = ua.ObjectIds.PropertyType if prop else ua.ObjectIds.BaseDataVariableType
+    item.TypeDefinition = ua.NodeId(typedef)
+    item.NodeAttributes = attrs
+    return item
+
+
+def eu_information(code: str) -> ua.EUInformation:
+    """EUInformation for a UNECE Rec. 20 common code."""
+    display = UNIT_NAMES.get(code.upper(), code)
+    return ua.EUInformation(
+        NamespaceUri=UNECE_URI,
+        UnitId=unit_id(code),
+        DisplayName=_name(display),
+        Description=_name(code.upper()),
+    )
+
+
+def _text(value: str) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.String)
+
+
+def _localized(value: str) -> ua.Variant:
+    return ua.Variant(_name(value), ua.VariantType.LocalizedText)
+
+
+async def add_machines_folder(server: Server, ns: int) -> ua.NodeId:
+    """``Objects/Machines`` (FolderType), the OPC 40001-1 entry point."""
+    folder = ua.NodeId("Machines", ns)
+    item = _object(
+        folder,
+        ua.NodeId(ua.ObjectIds.ObjectsFolder),
+        ua.QualifiedName("Machines", ns),
+        ref=_ORGANIZES,
+        typedef=ua.ObjectIds.FolderType,
+    )
+    await _add(server, [item])
+    return folder
+
+
+async def _add(server: Server, items: list[ua.AddNodesItem]) -> None:
+    for result in await server.iserver.isession.add_nodes(items):
+        result.StatusCode.check()
+
+
+async def build_machine(
+    server: Server,
+    ns: int,
+    folder: ua.NodeId,
+    spec: MachineSpec,
+    speed: float,
+    method: Callable[[str], Callable[..., object]],
+) -> MachineNodes:
+    """Add one machine under ``folder``; ``method(name)`` gives each method's callback."""
+    st = spec.name
+
+    def nid(*path: str) -> ua.NodeId:
+        return node_id(ns, st, *path)
+
+    def qn(name: str, idx: int = ns) -> ua.QualifiedName:
+        return ua.QualifiedName(name, idx)
+
+    machine = nid()
+    nodes = MachineNodes(spec=spec, nodeid=machine, speed=nid(SPEED_SETPOINT))
+    items = [
+        _object(
+            machine,
+            folder,
+            qn(st),
+            ref=_ORGANIZES,
+            notifier=ua.EventNotifier.SubscribeToEvents.mask,
+        )
+    ]
+
+    # Identification AddIn (MachineIdentificationType's mandatory and some optional members)
+    ident = nid("Identification")
+    items.append(_object(ident, machine, qn("Identification"), ref=_HAS_ADD_IN))
+    idprops: list[tuple[str, ua.Variant, int]] = [
+        ("Manufacturer", _localized(spec.manufacturer), ua.ObjectIds.LocalizedText),
+        ("SerialNumber", _text(spec.serial_number), ua.ObjectIds.String),
+        ("ProductInstanceUri", _text(spec.product_instance_uri), ua.ObjectIds.String),
+        ("AssetPath", _text(spec.path), ua.ObjectIds.String),
+    ]
+    if spec.model is not None:
+        idprops.append(("Model", _localized(spec.model), ua.ObjectIds.LocalizedText))
+    if spec.year_of_construction is not None:
+        year = ua.Variant(spec.year_of_construction, ua.VariantType.UInt16)
+        idprops.append(("YearOfConstruction", year, ua.ObjectIds.UInt16))
+    for name, value, dtype in idprops:
+        items.append(
+            _variable(nid("Identification", name), ident, qn(name), value, dtype, prop=True)
+        )
+
+    # State machines: CurrentState (LocalizedText) with Id (NodeId) and Number (UInt32)
+    for obj_name, tag, enum in STATE_MACHINES:
+        obj = nid(obj_name)
+        items.append(
+            _object(obj, machine, qn(obj_name), typedef=ua.ObjectIds.FiniteStateMachineType)
+        )
+        first = min(enum, key=int)
+        cur = nid(obj_name, "CurrentState")
+        items.append(
+            _variable(
+                cur,
+                obj,
+                qn("CurrentState", 0),
+                _localized(_state_text(first)),
+                ua.ObjectIds.LocalizedText,
+                typedef=ua.ObjectIds.FiniteStateVariableType,
+            )
+        )
+        items.append(
+            _variable(
+                nid(obj_name, "CurrentState", "Id"),
+                cur,
+                qn("Id", 0),
+                ua.Variant(_state_id(ns, obj_name, first), ua.VariantType.NodeId),
+                ua.ObjectIds.NodeId,
+                prop=True,
+            )
+        )
+        items.append(
+            _variable(
+                nid(obj_name, "CurrentState", "Number"),
+                cur,
+                qn("Number", 0),
+                ua.Variant(int(first), ua.VariantType.UInt32),
+                ua.ObjectIds.UInt32,
+                prop=True,
+            )
+        )
+        nodes.bindings[tag] = StateBinding(
+            text=cur,
+            id=nid(obj_name, "CurrentState", "Id"),
+            number=nid(obj_name, "CurrentState", "Number"),
+            names={int(m): _state_text(m) for m in enum},
+            ns=ns,
+            machine=obj_name,
+        )
+
+    # Never-reset counters
+    counters = nid("OperationCounters")
+    items.append(_object(counters, machine, qn("OperationCounters")))
+    for tag in spec.counters:
+        cid = nid("OperationCounters", tag)
+        zero = ua.Variant(0, ua.VariantType.UInt64)
+        items.append(_variable(cid, counters, qn(tag), zero, ua.ObjectIds.UInt64))
+        nodes.bindings[tag] = ValueBinding(cid, ua.VariantType.UInt64)
+    energy = nid("OperationCounters", Tag.ENERGY)
+    items.append(
+        _variable(
+            energy,
+            counters,
+            qn(Tag.ENERGY),
+            ua.Variant(0.0, ua.VariantType.Double),
+            ua.ObjectIds.Double,
+            typedef=ua.ObjectIds.AnalogUnitType,
+            description="energy used since commissioning",
+        )
+    )
+    items.append(_eu_property(energy, "KWH"))
+    nodes.bindings[Tag.ENERGY] = ValueBinding(energy, ua.VariantType.Double)
+
+    # Process values with engineering units and ranges, plus the fault flag
+    monitoring = nid("Monitoring")
+    items.append(_object(monitoring, machine, qn("Monitoring")))
+    for pv in spec.process_values:
+        pid = nid("Monitoring", pv.tag)
+        items.append(
+            _variable(
+                pid,
+                monitoring,
+                qn(pv.tag),
+                ua.Variant(0.0, ua.VariantType.Double),
+                ua.ObjectIds.Double,
+                typedef=ua.ObjectIds.AnalogUnitRangeType,
+                description=pv.description,
+            )
+        )
+        items.append(_eu_property(pid, pv.unit))
+        items.append(_range_property(pid, pv.low, pv.high))
+        nodes.bindings[pv.tag] = ValueBinding(pid, ua.VariantType.Double)
+    fault = nid("Monitoring", Tag.FAULT)
+    items.append(
+        _variable(
+            fault,
+            monitoring,
+            qn(Tag.FAULT),
+            ua.Variant(False, ua.VariantType.Boolean),
+            ua.ObjectIds.Boolean,
+            description="true while a breakdown is active",
+        )
+    )
+    nodes.bindings[Tag.FAULT] = FaultBinding(fault)
+
+    # Writable speed setpoint, factor of nominal speed in (0, 2]
+    items.append(
+        _variable(
+            nodes.speed,
+            machine,
+            qn(SPEED_SETPOINT),
+            ua.Variant(float(speed), ua.VariantType.Double),
+            ua.ObjectIds.Double,
+            typedef=ua.ObjectIds.AnalogUnitRangeType,
+            writable=True,
+            description="speed factor of nominal, 0 < factor <= 2",
+        )
+    )
+    items.append(_eu_property(nodes.speed, "C62"))
+    items.append(_range_property(nodes.speed, 0.0, 2.0))
+    await _add(server, items)
+
+    message = ua.Argument(
+        Name="Message",
+        DataType=ua.NodeId(ua.ObjectIds.String),
+        ValueRank=ua.ValueRank.Scalar,
+        Description=_name("outcome of the command"),
+    )
+    parent = server.get_node(machine)
+    for name in METHODS:
+        await parent.add_method(nid(name), qn(name), method(name), [], [message])
+    return nodes
+
+
+def _eu_property(parent: ua.NodeId, code: str) -> ua.AddNodesItem:
+    return _variable(
+        ua.NodeId(f"{parent.Identifier}/EngineeringUnits", parent.NamespaceIndex),
+        parent,
+        ua.QualifiedName("EngineeringUnits", 0),
+        ua.Variant(eu_information(code), ua.VariantType.ExtensionObject),
+        ua.ObjectIds.EUInformation,
+        prop=True,
+    )
+
+
+def _range_property(parent: ua.NodeId, low: float, high: float) -> ua.AddNodesItem:
+    return _variable(
+        ua.NodeId(f"{parent.Identifier}/EURange", parent.NamespaceIndex),
+        parent,
+        ua.QualifiedName("EURange", 0),
+        ua.Variant(ua.Range(Low=low, High=high), ua.VariantType.ExtensionObject),
+        ua.ObjectIds.Range,
+        prop=True,
+    )
+
+
+def _state_text(member: IntEnum) -> str:
+    # OperationMode.NONE spells the OPC 40001-1 state "None"
+    return "None" if member.name == "NONE" else member.name
+
+
+def _state_id(ns: int, machine: str, member: IntEnum) -> ua.NodeId:
+    return ua.NodeId(f"{machine}/{_state_text(member)}", ns)
+
+
+def state_id(binding: StateBinding, number: int) -> ua.NodeId:
+    """NodeId naming a state (``<StateMachine>/<State>``): the value of CurrentState/Id."""
+    return ua.NodeId(f"{binding.machine}/{binding.names[number]}", binding.ns)
