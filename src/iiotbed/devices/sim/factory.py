@@ -37,7 +37,9 @@ class Factory:
     ) -> None:
         self.scenario = scenario
         self.replication = replication
-        self.env = env if env is not None else simpy.Environment()
+        self.env = env if env is not None else simpy.Environment(0.0)
+        if self.env.now != 0:
+            raise SimulationError(f"the environment must start at 0 (the epoch), it is at {self.env.now}")
         self.records: list[Record] = []
         self.calendar = ProductionCalendar(scenario)
         ctx = Context(self.env, sink if sink is not None else self.records.append, scenario,
