@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import LINE, events, make, series
+from simkit import LINE, events, make, series
 
 from iiotbed.devices.sim import Factory, simulate
 from iiotbed.errors import SimulationError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from conftest import LINE, durations, events, make, series, time_average
+from simkit import LINE, durations, events, make, series, time_average
 
 from iiotbed.devices.sim import Factory
 from iiotbed.telemetry import ItemState, Tag
