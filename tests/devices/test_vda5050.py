@@ -1,0 +1,306 @@
+"""VDA 5050 AMR agent and master control against a real Mosquitto at 127.0.0.1:1883."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from jsonschema import Draft202012Validator
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iiotbed.devices.vda5050 import AmrAgent
+from iiotbed.devices.vda5050_master import MasterControl
+from iiotbed.devices.vda5050_messages import (
+    Order,
+    edge,
+    instant_action,
+    iso_timestamp,
+    node,
+)
+
+BROKER = "mqtt://127.0.0.1:1883"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "vda5050"
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC).timestamp()
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
+
+
+def validator(topic: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / f"{topic}.schema").read_text()))
+
+
+VALIDATORS = {t: validator(t) for t in ("state", "visualization", "connection", "order", "instantActions")}
+
+
+class Peer:
+    """A plain paho client that records every message under a topic filter."""
+
+    def __init__(self, topic: str) -> None:
+        self.q: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.seen: list[tuple[str, dict[str, Any], bool]] = []
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex}")
+        subscribed = queue.Queue[int]()
+        self.client.on_message = lambda c, u, m: self.q.put(m)
+        self.client.on_subscribe = lambda c, u, mid, rc, p: subscribed.put(mid)
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+        self.client.subscribe(topic, qos=1)
+        subscribed.get(timeout=5)
+
+    async def next_on(self, leaf: str, wait: float = 5.0) -> tuple[dict[str, Any], bool]:
+        while True:
+            m = await asyncio.to_thread(self.q.get, True, wait)
+            kind = m.topic.rsplit("/", 1)[1]
+            if not m.payload or kind in ("order", "instantActions"):
+                continue  # only what the AMR publishes is recorded
+            doc = json.loads(m.payload)
+            self.seen.append((kind, doc, bool(m.retain)))
+            if kind == leaf:
+                return doc, bool(m.retain)
+
+    async def state_where(self, pred: Any, wait: float = 5.0) -> dict[str, Any]:
+        while True:
+            doc, _ = await self.next_on("state", wait)
+            if pred(doc):
+                return doc
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def assert_all_valid(self) -> None:
+        assert self.seen
+        for kind, doc, _ in self.seen:
+            errors = [e.message for e in VALIDATORS[kind].iter_errors(doc)]
+            assert not errors, (kind, doc, errors)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def mfr() -> str:
+    return f"it{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def peer(mfr: str) -> Iterator[Peer]:
+    p = Peer(f"uagv/v2/{mfr}/#")
+    yield p
+    p.close()
+
+
+def clear_retained(mfr: str, serial: str) -> None:
+    p = Peer(f"uagv/v2/{mfr}/{serial}/connection")
+    p.publish(f"uagv/v2/{mfr}/{serial}/connection", b"", retain=True)
+    p.close()
+
+
+def route(prefix: str, n: int, first_seq: int = 0, released: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A straight route of n nodes, nodes[i] at (i, 0); the first ``released`` nodes are base."""
+    released = n if released is None else released
+    nodes = [node(f"{prefix}{i}", first_seq + 2 * i, x=float(i), y=0.0, released=i < released,
+                  actions=[instant_action("pick", f"{prefix}-pick{i}", blocking_type="HARD")] if i == n - 1 else [])
+             for i in range(n)]  # fmt: skip
+    edges = [edge(f"{prefix}{i}-{i + 1}", first_seq + 2 * i + 1, f"{prefix}{i}", f"{prefix}{i + 1}",
+                  released=i + 1 < released) for i in range(n - 1)]  # fmt: skip
+    return nodes, edges
+
+
+def test_connection_is_retained_and_the_will_says_connectionbroken(mfr: str, peer: Peer) -> None:
+    async def main() -> None:
+        async with AmrAgent(BROKER, mfr, "amr-01", clock=lambda: T0) as amr:
+            online, _ = await peer.next_on("connection")
+            assert online["connectionState"] == "ONLINE"
+            assert online["timestamp"] == "2026-01-01T08:00:00.000Z"
+            late = Peer(f"uagv/v2/{mfr}/amr-01/connection")  # a late subscriber gets it retained
+            doc, retained = await late.next_on("connection")
+            assert (doc["connectionState"], retained) == ("ONLINE", True)
+            amr.connection.abort()
+            broken, _ = await peer.next_on("connection")
+            assert broken["connectionState"] == "CONNECTIONBROKEN"
+            # The Will is fixed at CONNECT, before ONLINE: it holds the headerId just before it.
+            assert broken["headerId"] == online["headerId"] - 1
+            again, _ = await peer.next_on("connection", wait=10)
+            assert again["connectionState"] == "ONLINE"
+            late.close()
+        offline, _ = await peer.next_on("connection")
+        assert offline["connectionState"] == "OFFLINE"
+        late = Peer(f"uagv/v2/{mfr}/amr-01/connection")
+        doc, retained = await late.next_on("connection")
+        assert (doc["connectionState"], retained) == ("OFFLINE", True)
+        late.close()
+        peer.assert_all_valid()
+
+    try:
+        asyncio.run(main())
+    finally:
+        clear_retained(mfr, "amr-01")
+
+
+def test_state_goes_out_on_change_and_at_least_every_30_s(mfr: str, peer: Peer) -> None:
+    async def main() -> None:
+        async with AmrAgent(BROKER, mfr, "amr-02", clock=lambda: T0) as amr:
+            first, _ = await peer.next_on("state")  # the state after connecting
+            assert amr.update(T0 + 1.0, position=(1.0, 2.0), theta=0.5, battery=80.0) is False
+            assert amr.update(T0 + 29.9, position=(1.5, 2.0)) is False
+            assert amr.update(T0 + 30.5, battery=79.0) is True  # 30 s since the first state
+            assert amr.update(T0 + 31.0, driving=True) is True  # a change
+            assert amr.update(T0 + 32.0, driving=True) is False
+            s1, _ = await peer.next_on("state")
+            s2, _ = await peer.next_on("state")
+            assert [first["headerId"], s1["headerId"], s2["headerId"]] == [0, 1, 2]
+            assert s1["timestamp"] == iso_timestamp(T0 + 30.5) == "2026-01-01T08:00:30.500Z"
+            assert s1["batteryState"]["batteryCharge"] == 79.0 and s1["driving"] is False
+            assert s1["agvPosition"]["x"] == 1.5 and s1["agvPosition"]["theta"] == 0.5
+            assert s2["driving"] is True
+            viz = [d for k, d, _ in peer.seen if k == "visualization"]
+            assert [v["headerId"] for v in viz] == [0, 1]
+            assert viz[0]["agvPosition"]["y"] == 2.0
+        peer.assert_all_valid()
+
+    try:
+        asyncio.run(main())
+    finally:
+        clear_retained(mfr, "amr-02")
+
+
+def test_orders_are_accepted_updated_and_stale_updates_refused(mfr: str, peer: Peer) -> None:
+    orders: list[Order] = []
+    states: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async with AmrAgent(BROKER, mfr, "amr-03", on_order=orders.append, clock=lambda: T0) as amr, \
+                MasterControl(BROKER, mfr, on_state=lambda s, d: states.append(d), clock=lambda: T0,
+                              client_id=f"mc-{mfr}") as mc:  # fmt: skip
+            nodes, edges = route("n", 4, released=2)
+            sent = mc.send_order("amr-03", "o-1", 0, nodes, edges)
+            assert not list(VALIDATORS["order"].iter_errors(sent))
+            st = await peer.state_where(lambda d: d["orderId"] == "o-1")
+            assert [n["sequenceId"] for n in st["nodeStates"]] == [0, 2, 4, 6]
+            assert [e["released"] for e in st["edgeStates"]] == [True, False, False]
+            assert st["actionStates"] == [{"actionId": "n-pick3", "actionType": "pick", "actionStatus": "WAITING"}]
+            assert len(orders) == 1 and orders[0].nodes[1].position == (1.0, 0.0)
+            assert orders[0].nodes[3].actions[0].action_type == "pick"
+
+            amr.update(T0 + 5, node_reached=("n0", 0), driving=True)
+            st = await peer.state_where(lambda d: d["lastNodeId"] == "n0")
+            assert [n["nodeId"] for n in st["nodeStates"]] == ["n1", "n2", "n3"]
+            assert [e["edgeId"] for e in st["edgeStates"]] == ["n0-1", "n1-2", "n2-3"]
+
+            upd_nodes, upd_edges = route("n", 4)  # release the horizon: starts at base end n1/2
+            mc.send_order("amr-03", "o-1", 1, upd_nodes[1:], upd_edges[1:])
+            st = await peer.state_where(lambda d: d["orderUpdateId"] == 1)
+            assert all(n["released"] for n in st["nodeStates"])
+            mc.send_order("amr-03", "o-1", 0, nodes, edges)  # stale update
+            st = await peer.state_where(lambda d: d["errors"])
+            (err,) = st["errors"]
+            assert (err["errorType"], err["errorLevel"]) == ("orderUpdateError", "WARNING")
+            refs = {r["referenceKey"]: r["referenceValue"] for r in err["errorReferences"]}
+            assert refs["topic"] == "order" and refs["headerId"] == "2" and refs["orderUpdateId"] == "0"
+            mc.send_order("amr-03", "o-2", 0, *route("m", 2))  # busy with o-1
+            st = await peer.state_where(lambda d: len(d["errors"]) == 2)
+            assert st["errors"][1]["errorType"] == "orderError"
+            assert len(orders) == 2 and amr.order_id == "o-1"
+            amr.update(T0 + 9, action_status={"n-pick3": "FINISHED"})
+            st = await peer.state_where(lambda d: d["actionStates"][0]["actionStatus"] == "FINISHED")
+            for _ in range(50):
+                if states and states[-1]["headerId"] == st["headerId"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert states[-1] == st  # the master control follows the same states
+            assert mc.stats.invalid_received == 0
+        peer.assert_all_valid()
+
+    try:
+        asyncio.run(main())
+    finally:
+        clear_retained(mfr, "amr-03")
+
+
+def test_instant_actions_pause_resume_and_cancel(mfr: str, peer: Peer) -> None:
+    seen: list[str] = []
+
+    def on_action(a: Any) -> bool:
+        seen.append(a.action_type)
+        return a.action_type == "factsheetRequest"
+
+    async def main() -> None:
+        async with AmrAgent(BROKER, mfr, "amr-04", on_instant_action=on_action) as amr, \
+                MasterControl(BROKER, mfr, client_id=f"mc-{mfr}") as mc:  # fmt: skip
+            mc.send_order("amr-04", "o-9", 0, *route("p", 3))
+            await peer.state_where(lambda d: d["orderId"] == "o-9")
+            sent = mc.send_instant_actions("amr-04", [instant_action("startPause", "ia-1")])
+            assert not list(VALIDATORS["instantActions"].iter_errors(sent))
+            st = await peer.state_where(lambda d: d["paused"])
+            assert {"actionId": "ia-1", "actionType": "startPause", "actionStatus": "FINISHED"} in st["actionStates"]
+            mc.send_instant_actions("amr-04", [instant_action("stopPause", "ia-2")])
+            st = await peer.state_where(lambda d: not d["paused"])
+            mc.send_instant_actions("amr-04", [instant_action("cancelOrder", "ia-3")])
+            st = await peer.state_where(lambda d: not d["nodeStates"])
+            status = {a["actionId"]: a["actionStatus"] for a in st["actionStates"]}
+            assert status["p-pick2"] == "FAILED" and status["ia-3"] == "FINISHED"
+            assert st["edgeStates"] == [] and st["orderId"] == "o-9"
+            mc.send_instant_actions("amr-04", [instant_action("cancelOrder", "ia-4"),
+                                               instant_action("factsheetRequest", "ia-5"),
+                                               instant_action("teleport", "ia-6")])  # fmt: skip
+            st = await peer.state_where(lambda d: len(d["errors"]) == 2)
+            assert [e["errorType"] for e in st["errors"]] == ["noOrderToCancel", "actionNotSupported"]
+            status = {a["actionId"]: a["actionStatus"] for a in st["actionStates"]}
+            assert (status["ia-4"], status["ia-5"], status["ia-6"]) == ("FAILED", "FINISHED", "FAILED")
+            assert seen == ["startPause", "stopPause", "cancelOrder", "cancelOrder", "factsheetRequest", "teleport"]
+            assert amr.stats.instant_actions == 6
+        peer.assert_all_valid()
+
+    try:
+        asyncio.run(main())
+    finally:
+        clear_retained(mfr, "amr-04")
+
+
+def test_invalid_input_becomes_errors_and_the_agent_keeps_working(mfr: str, peer: Peer) -> None:
+    orders: list[Order] = []
+
+    async def main() -> None:
+        async with AmrAgent(BROKER, mfr, "amr-05", on_order=orders.append) as amr, \
+                MasterControl(BROKER, mfr, client_id=f"mc-{mfr}") as mc:  # fmt: skip
+            topic = f"uagv/v2/{mfr}/amr-05/order"
+            good = mc.send_order("amr-05", "o-1", 0, *route("q", 2))  # builds a valid message...
+            await peer.state_where(lambda d: d["orderId"] == "o-1")
+            bad = {k: v for k, v in good.items() if k != "nodes"}  # ...missing nodes
+            bad["headerId"] = 77
+            peer.publish(topic, json.dumps(bad).encode())
+            odd = json.loads(json.dumps(good))
+            odd.update(orderId="o-odd", headerId=78)
+            odd["nodes"][1]["sequenceId"] = 3
+            peer.publish(topic, json.dumps(odd).encode())
+            other = dict(good, serialNumber="amr-99", headerId=79)
+            peer.publish(topic, json.dumps(other).encode())
+            peer.publish(topic, b"{not json")
+            peer.publish(f"uagv/v2/{mfr}/amr-05/instantActions", b"\xff\xfe")
+            st = await peer.state_where(lambda d: len(d["errors"]) == 5)
+            assert [e["errorType"] for e in st["errors"]] == ["validationError"] * 5
+            refs = [{r["referenceKey"]: r["referenceValue"] for r in e["errorReferences"]} for e in st["errors"]]
+            assert [r.get("headerId") for r in refs] == ["77", "78", "79", None, None]
+            assert [r["topic"] for r in refs] == ["order"] * 4 + ["instantActions"]
+            assert "nodes" in st["errors"][0]["errorDescription"]
+            assert "sequenceId" in st["errors"][1]["errorDescription"]
+            assert amr.stats.invalid_messages == 4 and amr.stats.orders_rejected == 4
+            amr.update(0, node_reached=("q1", 2))  # finish o-1, then a new order is accepted
+            mc.send_order("amr-05", "o-2", 0, *route("r", 3))
+            st = await peer.state_where(lambda d: d["orderId"] == "o-2")
+            assert st["errors"] == [] and [o.order_id for o in orders] == ["o-1", "o-2"]
+        peer.assert_all_valid()
+
+    try:
+        asyncio.run(main())
+    finally:
+        clear_retained(mfr, "amr-05")
