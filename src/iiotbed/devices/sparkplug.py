@@ -368,7 +368,6 @@ class SparkplugEdgeNode:
                 payload.seq = self._next_seq()
                 kind = "NDATA" if device is None else "DDATA"
                 self._publish(self.topic(kind, device), payload)
-        await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Publish NDEATH (QoS 1), then disconnect; the broker then drops the Will."""

@@ -270,10 +270,10 @@ class AmrAgent:
 
     def state_message(self) -> dict[str, Any]:
         """The state as it would be published now (without consuming a headerId)."""
-        msg = self._state_body()
-        msg.update(headerId=self._headers.get("state", 0), timestamp=iso_timestamp(self._t),
-                   version=VERSION, manufacturer=self.manufacturer, serialNumber=self.serial_number)  # fmt: skip
-        return msg
+        header = {"headerId": self._headers.get("state", 0), "timestamp": iso_timestamp(self._t),
+                  "version": VERSION, "manufacturer": self.manufacturer,
+                  "serialNumber": self.serial_number}  # fmt: skip
+        return {**header, **self._state_body()}
 
     def _state_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
