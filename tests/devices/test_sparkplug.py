@@ -16,6 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices import _sparkplug_b_pb2 as pb
+from iiotbed.devices.mqtt import BrokerUrl, parse_broker_url
 from iiotbed.devices.sparkplug import (
     MetricDef,
     SparkplugEdgeNode,
@@ -23,6 +24,7 @@ from iiotbed.devices.sparkplug import (
     decode_payload,
     metric_value,
 )
+from iiotbed.errors import ConnectorError
 
 BROKER = "mqtt://127.0.0.1:1883"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms: the "sim epoch" of these tests
@@ -98,6 +100,22 @@ def make_node(group: str, **kw: Any) -> SparkplugEdgeNode:
     return SparkplugEdgeNode(
         BROKER, group, "edge-1", node_metrics=NODE, devices=DEVICES, clock=lambda: T0, **kw
     )
+
+
+def test_broker_urls_and_an_unreachable_broker() -> None:
+    assert parse_broker_url("mqtt://broker.local") == BrokerUrl("broker.local", 1883)
+    assert parse_broker_url("mqtt://10.0.0.5:11883") == BrokerUrl("10.0.0.5", 11883)
+    for bad in ("tcp://h:1883", "broker:1883", "mqtt://h:99999"):
+        with pytest.raises(ConnectorError, match="mqtt://"):
+            parse_broker_url(bad)
+
+    async def main() -> None:
+        node = SparkplugEdgeNode("mqtt://127.0.0.1:1", "g", "e", node_metrics=NODE)
+        with pytest.raises(ConnectorError) as err:
+            await node.__aenter__()
+        assert err.value.endpoint == "mqtt://127.0.0.1:1"
+
+    asyncio.run(main())
 
 
 def test_codec_round_trips_signed_and_rejects_mismatches() -> None:

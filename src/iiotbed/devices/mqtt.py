@@ -278,6 +278,12 @@ class MqttConnection:
             await asyncio.to_thread(client.connect, self.url.host, self.url.port, self._keepalive)
             client.loop_start()
             rc = await asyncio.wait_for(session.connack, self._connect_timeout)
+        except asyncio.CancelledError:
+            # Closing mid-connect: stop this client now so no orphan session (and its Will)
+            # outlives us. A short blocking join, only on this path.
+            client.disconnect()
+            client.loop_stop()
+            raise
         except (OSError, TimeoutError) as exc:
             await asyncio.to_thread(client.loop_stop)
             raise ConnectorError(
