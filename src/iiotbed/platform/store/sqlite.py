@@ -1,0 +1,375 @@
+"""The embedded store: one SQLite file, zero set-up (``sqlite:///path/to/file.db``).
+
+WAL journal, one transaction and one ``executemany`` per batch. sqlite3 calls block, so
+every call runs on one dedicated thread: the event loop never waits on the disk, and one
+thread owning the connection serialises writes without a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import orjson
+
+from iiotbed.errors import StorageError
+from iiotbed.platform.layout import Layout
+from iiotbed.platform.store import _sql
+from iiotbed.platform.store.base import (
+    Agg,
+    AssetInfo,
+    Counts,
+    KpiTotals,
+    Point,
+    RunInfo,
+    Store,
+    check_query,
+    epoch_seconds,
+)
+from iiotbed.telemetry import Event, Sample
+from iiotbed.uns import event_id, sample_id
+
+__all__ = ["DEFAULT_PATH", "SqliteStore"]
+
+DEFAULT_PATH: Final = Path("iiotbed.db")
+_PAGE: Final = 10_000
+_T = TypeVar("_T")
+_D = _sql.SQLITE
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL, asset TEXT NOT NULL, tag TEXT NOT NULL, t REAL NOT NULL,
+    value_num REAL, value_text TEXT, unit TEXT, quality INTEGER NOT NULL,
+    source_ts REAL NOT NULL, gateway_ts REAL, seq INTEGER, id TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS samples_series ON samples (run_id, asset, tag, t);
+CREATE INDEX IF NOT EXISTS samples_time ON samples (run_id, t);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL, asset TEXT NOT NULL, name TEXT NOT NULL, t REAL NOT NULL,
+    fields TEXT NOT NULL, id TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (run_id, t);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, scenario TEXT NOT NULL, scenario_file TEXT, scenario_hash TEXT,
+    epoch TEXT, seed INTEGER, replication INTEGER NOT NULL, speed REAL,
+    started TEXT, ended TEXT, status TEXT NOT NULL, baseline_run_id TEXT, goal REAL,
+    answer_key TEXT
+);
+CREATE TABLE IF NOT EXISTS assets (
+    path TEXT PRIMARY KEY, kind TEXT NOT NULL, stage TEXT, identification TEXT NOT NULL
+);
+"""
+
+_RUN_COLS: Final = (
+    "run_id, scenario, scenario_file, scenario_hash, epoch, seed, replication, speed, "
+    "started, ended, status, baseline_run_id, goal, answer_key"
+)
+
+
+def sqlite_path(url: str | None) -> Path:
+    """The file of ``sqlite:///relative.db``, ``sqlite:////abs.db``, a bare path, or default."""
+    if url is None or url in ("sqlite://", "sqlite:///"):
+        return DEFAULT_PATH
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    if "://" in url:
+        raise StorageError(
+            f"not a SQLite URL: {url!r}; write sqlite:///relative/path.db or sqlite:////abs/path.db",
+            url=url,
+        )
+    return Path(url)
+
+
+class SqliteStore(Store):
+    """Samples, events, runs and assets in one SQLite file."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.path = sqlite_path(url)
+        self.url = url if url is not None and "://" in url else f"sqlite:///{self.path}"
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._epochs: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._thread is None:
+            raise StorageError(f"store {self.url} is not open; use `async with`", url=self.url)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, fn, *args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite store {self.path}: {exc}", url=self.url) from exc
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iiotbed-sqlite")
+        try:
+            await self._call(self._open)
+        except StorageError as exc:
+            await self.close()
+            raise StorageError(
+                f"cannot open SQLite store {self.path}: {exc.__cause__ or exc}; "
+                f"check that the directory exists and is writable",
+                url=self.url,
+            ) from exc.__cause__
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # with WAL, NORMAL keeps the file consistent; a power cut may lose the last commits
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            try:
+                conn.execute("SELECT floor(1.5)")
+            except sqlite3.OperationalError:  # built without math functions
+                conn.create_function("floor", 1, _floor, deterministic=True)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(thread, self._close)
+        thread.shutdown(wait=False)  # its last job has run: the thread ends on its own
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
+
+    # ----------------------------------------------------------------------- writes
+
+    async def write_samples(self, samples: Sequence[Sample], run_id: str) -> int:
+        if not samples:
+            return 0
+        epoch = await self._epoch(run_id)
+        return await self._call(self._write_samples, samples, run_id, epoch)
+
+    def _write_samples(self, samples: Sequence[Sample], run_id: str, epoch: float) -> int:
+        split = _sql.split_value
+        rows = []
+        for s in samples:
+            num, text = split(s.value)
+            rows.append(
+                (
+                    run_id, s.asset, s.tag, s.t, num, text, s.unit, int(s.quality),
+                    epoch + s.t, s.gateway_ts, s.seq,
+                    sample_id(run_id, s.asset, s.tag, s.t, s.value, s.quality),
+                )
+            )  # fmt: skip
+        db = self._db
+        before = db.total_changes
+        with _transaction(db):
+            db.executemany(
+                "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+                rows,
+            )
+        return db.total_changes - before
+
+    async def write_events(self, events: Sequence[Event], run_id: str) -> int:
+        if not events:
+            return 0
+        rows = [
+            (run_id, e.asset, e.name, e.t, orjson.dumps(e.fields).decode(),
+             event_id(run_id, e.asset, e.name, e.t, e.fields))
+            for e in events
+        ]  # fmt: skip
+        return await self._call(self._write_events, rows)
+
+    def _write_events(self, rows: list[tuple[Any, ...]]) -> int:
+        db = self._db
+        before = db.total_changes
+        with _transaction(db):
+            db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING", rows)
+        return db.total_changes - before
+
+    async def upsert_run(self, run: RunInfo) -> None:
+        row = (
+            run.run_id, run.scenario, run.scenario_file, run.scenario_hash, run.epoch, run.seed,
+            run.replication, run.speed, _iso(run.started), _iso(run.ended), run.status,
+            run.baseline_run_id, run.goal,
+            None if run.answer_key is None else orjson.dumps(run.answer_key).decode(),
+        )  # fmt: skip
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLS.split(", ")[1:])
+        sql = (
+            f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * 14)}) "
+            f"ON CONFLICT (run_id) DO UPDATE SET {updates}"
+        )
+        await self._call(self._execute, sql, row)
+        self._epochs[run.run_id] = epoch_seconds(run.epoch)
+
+    async def upsert_assets(self, assets: Sequence[AssetInfo]) -> None:
+        rows = [
+            (a.path, a.kind, a.stage, orjson.dumps(dict(a.identification)).decode())
+            for a in assets
+        ]
+        sql = (
+            "INSERT INTO assets VALUES (?,?,?,?) ON CONFLICT (path) DO UPDATE SET "
+            "kind = excluded.kind, stage = excluded.stage, identification = excluded.identification"
+        )
+        await self._call(self._executemany, sql, rows)
+
+    def _execute(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with _transaction(self._db):
+            self._db.executemany(sql, rows)
+
+    async def _epoch(self, run_id: str) -> float:
+        epoch = self._epochs.get(run_id)
+        if epoch is None:
+            run = await self.get_run(run_id)
+            epoch = self._epochs[run_id] = epoch_seconds(run.epoch if run else None)
+        return epoch
+
+    # ----------------------------------------------------------------------- reads
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        rows = await self._call(
+            self._execute, f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
+        )
+        return _run(rows[0]) if rows else None
+
+    async def list_runs(self) -> list[RunInfo]:
+        rows = await self._call(
+            self._execute, f"SELECT {_RUN_COLS} FROM runs ORDER BY started, run_id", ()
+        )
+        return [_run(r) for r in rows]
+
+    async def assets(self, prefix: str | None = None) -> list[AssetInfo]:
+        sql = "SELECT path, kind, stage, identification FROM assets"
+        params: tuple[Any, ...] = ()
+        if prefix is not None:
+            p = prefix.rstrip("/")
+            sql += " WHERE path = ? OR substr(path, 1, ?) = ?"
+            params = (p, len(p) + 1, p + "/")
+        rows = await self._call(self._execute, sql + " ORDER BY path", params)
+        return [AssetInfo(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
+
+    async def latest(self, run_id: str, asset_prefix: str | None = None) -> list[Sample]:
+        sql, params = _sql.latest_sql(asset_prefix)
+        rows = await self._call(self._execute, _D.sql(sql), {"run": run_id, **params})
+        return [_sql.row_to_sample(r, run_id) for r in rows]
+
+    async def query(
+        self,
+        run_id: str,
+        asset: str,
+        tag: str,
+        start: float | None = None,
+        end: float | None = None,
+        every: float | None = None,
+        agg: Agg = "last",
+    ) -> list[Point]:
+        check_query(every, agg)
+        sql, params = _sql.query_sql(start, end, every, agg)
+        params.update(run=run_id, asset=asset, tag=tag)
+        rows = await self._call(self._execute, _D.sql(sql), params)
+        return [Point(r[0], r[1] if r[1] is not None else r[2]) for r in rows]
+
+    async def iter_samples(
+        self, run_id: str, start: float | None = None, end: float | None = None
+    ) -> AsyncIterator[Sample]:
+        sql = _D.sql(_sql.iter_sql(end))
+        params: dict[str, Any] = {
+            "run": run_id,
+            "after_t": float("-inf") if start is None else float(start),
+            "after_ins": -(2**62),  # the first page includes rows at exactly ``start``
+            "limit": _PAGE,
+        }
+        if end is not None:
+            params["end"] = float(end)
+        while True:
+            rows = await self._call(self._execute, sql, params)
+            for r in rows:
+                yield _sql.row_to_sample(r, run_id)
+            if len(rows) < _PAGE:
+                return
+            params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
+
+    async def events(
+        self, run_id: str, start: float | None = None, end: float | None = None
+    ) -> list[Event]:
+        sql = "SELECT t, asset, name, fields FROM events WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if start is not None:
+            sql += " AND t >= ?"
+            params.append(start)
+        if end is not None:
+            sql += " AND t <= ?"
+            params.append(end)
+        rows = await self._call(self._execute, sql + " ORDER BY t, rowid", params)
+        return [Event(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
+
+    async def counts(self, run_id: str) -> Counts:
+        rows = await self._call(
+            self._execute,
+            "SELECT (SELECT count(*) FROM samples WHERE run_id = :r),"
+            " (SELECT count(*) FROM events WHERE run_id = :r),"
+            " (SELECT min(t) FROM samples WHERE run_id = :r),"
+            " (SELECT max(t) FROM samples WHERE run_id = :r)",
+            {"r": run_id},
+        )
+        n, e, lo, hi = rows[0]
+        return Counts(n, e, lo, hi)
+
+    async def _kpi_totals(
+        self, run_id: str, layout: Layout, start: float, end: float
+    ) -> KpiTotals | None:
+        window = {"run": run_id, "start": float(start), "end": float(end)}
+        state_sql, sp = _sql.kpi_state_sql(layout)
+        counter_sql, cp = _sql.kpi_counter_sql(layout)
+        states = await self._call(self._execute, _D.sql(state_sql), {**window, **sp})
+        counters = await self._call(self._execute, _D.sql(counter_sql), {**window, **cp})
+        return _sql.kpi_totals(layout, states, counters)
+
+
+class _transaction:
+    """BEGIN ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _floor(x: float | None) -> float | None:
+    return None if x is None else float(math.floor(x))
+
+
+def _iso(d: dt.datetime | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+def _run(r: Sequence[Any]) -> RunInfo:
+    return RunInfo(
+        run_id=r[0], scenario=r[1], scenario_file=r[2], scenario_hash=r[3], epoch=r[4],
+        seed=r[5], replication=r[6], speed=r[7],
+        started=None if r[8] is None else dt.datetime.fromisoformat(r[8]),
+        ended=None if r[9] is None else dt.datetime.fromisoformat(r[9]),
+        status=r[10], baseline_run_id=r[11], goal=r[12],
+        answer_key=None if r[13] is None else orjson.loads(r[13]),
+    )  # fmt: skip
