@@ -1,0 +1,410 @@
+"""UNS output over MQTT: samples → durable buffer → retained current values + batched stream.
+
+:meth:`UnsPublisher.submit` encodes samples and appends them to the
+:class:`~iiotbed.gateway.buffer.DurableBuffer`. A sender task reads the buffer oldest first
+and publishes each batch as one stream message plus the latest value of every tag in it
+as a retained current value, all QoS 1. A batch is acknowledged in the buffer only when
+the broker has PUBACKed every message of it; a lost connection discards the session and
+replays from the last acknowledged position, so nothing is lost. A PUBACK lost in flight
+can make the broker see a batch twice: consumers drop the resend by the sample ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iiotbed.devices.mqtt import parse_broker_url
+from iiotbed.errors import ConnectorError
+from iiotbed.gateway.buffer import BufferItem, DurableBuffer, PendingItem
+from iiotbed.telemetry import Sample
+from iiotbed.uns import DEFAULT_ROOT, UnsError, current_topic, join_batch, sample_dict, stream_topic
+
+__all__ = ["PublisherMetrics", "UnsPublisher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublisherMetrics:
+    """Counters of one publisher since it was created (samples unless noted)."""
+
+    received: int = 0  # handed to submit()
+    malformed: int = 0  # refused by the UNS encoder, not buffered
+    duplicates: int = 0  # ignored by the buffer's dedup
+    forwarded: int = 0  # PUBACKed in the stream
+    current_values: int = 0  # retained current-value messages PUBACKed
+    batches: int = 0  # stream messages PUBACKed
+    lag_s: float = 0.0  # receive → PUBACK of the newest sample of the last batch
+    connects: int = 0
+    connection_losses: int = 0
+    buffer: Any = field(default=None, repr=False)  # the buffer's stats, for buffered/dropped
+
+    @property
+    def buffered(self) -> int:
+        """Samples stored and not yet confirmed by the broker."""
+        return int(self.buffer.pending_rows) if self.buffer is not None else 0
+
+    @property
+    def dropped(self) -> int:
+        """Samples the buffer dropped on overflow."""
+        return int(self.buffer.dropped) if self.buffer is not None else 0
+
+
+class _Batch:
+    __slots__ = ("confirmed", "count", "current", "last_pos", "newest_ts", "remaining", "values")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rows: list[PendingItem]) -> None:
+        self.last_pos = rows[-1].pos
+        self.newest_ts = rows[-1].ts
+        self.count = len(rows)
+        self.remaining = 0
+        self.current = 0
+        self.values: dict[tuple[str, str], bytes] = {}
+        # True when every message was PUBACKed, False when the session died first
+        self.confirmed: asyncio.Future[bool] = loop.create_future()
+
+
+class _Session:
+    """One paho client = one connection; a reconnect makes a new one (fresh in-flight state)."""
+
+    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.connack: asyncio.Future[int] = loop.create_future()
+        self.lost = False
+        self.waiting: dict[int, _Batch] = {}
+        self.batches: list[_Batch] = []
+
+
+class UnsPublisher:
+    """Publishes buffered samples of one line to the UNS; use as ``async with``.
+
+    ``epoch`` is the scenario epoch (Unix seconds) for ``source_ts``; ``clock`` the
+    gateway's wall clock (Unix seconds) for ``gateway_ts`` and lag.
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        buffer: DurableBuffer,
+        *,
+        line: str,
+        epoch: float,
+        run_id: str,
+        root: str = DEFAULT_ROOT,
+        client_id: str | None = None,
+        current_values: bool = True,
+        only_changed: bool = False,
+        batch_size: int = 1000,
+        max_inflight_batches: int = 4,
+        ack_timeout: float = 10.0,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = parse_broker_url(broker)
+        self.buffer = buffer
+        self.line = line
+        self.epoch = epoch
+        self.run_id = run_id
+        self.root = root
+        self.stream_topic = stream_topic(line, root)
+        self.client_id = client_id or f"iiotbed-gw-{uuid.uuid4().hex[:12]}"
+        self.current_values = current_values
+        self.only_changed = only_changed
+        self.batch_size = batch_size
+        self.max_inflight_batches = max_inflight_batches
+        self.ack_timeout = ack_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.clock = clock
+        self.metrics = PublisherMetrics(buffer=buffer.stats)
+        # Jitter only spreads reconnect storms of many gateways; it never touches data.
+        self._jitter = random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session: _Session | None = None
+        self._published: dict[tuple[str, str], bytes] = {}  # confirmed current values
+        self._topics: dict[tuple[str, str], str] = {}
+
+    @property
+    def connected(self) -> bool:
+        s = self._session
+        return s is not None and s.connack.done() and not s.lost
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name=f"uns-publisher-{self.client_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop sending; un-acked samples stay in the buffer for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop_session()
+
+    # ------------------------------------------------------------------ input
+
+    async def submit(self, samples: Iterable[Sample]) -> int:
+        """Encode and buffer samples; returns how many were stored (new, well-formed)."""
+        batch = list(samples)
+        # Encoding plus the SQLite commit is blocking CPU and disk work: one worker-thread hop.
+        stored = await asyncio.to_thread(self._encode_and_append, batch)
+        self._wake.set()
+        return stored
+
+    def _encode_and_append(self, samples: list[Sample]) -> int:
+        now = self.clock()
+        items: list[BufferItem] = []
+        malformed = 0
+        for s in samples:
+            try:
+                obj = sample_dict(s, epoch=self.epoch, run_id=self.run_id, gateway_ts=now)
+            except UnsError as exc:
+                malformed += 1
+                if self.metrics.malformed + malformed <= 10:  # the first few, then only counted
+                    log.warning("dropping malformed sample %s/%s: %s", s.asset, s.tag, exc.reason)
+                continue
+            items.append(BufferItem(obj["id"], s.asset, s.tag, orjson.dumps(obj), now))
+        self.metrics.received += len(samples)
+        self.metrics.malformed += malformed
+        stored = self.buffer.append_sync(items)
+        self.metrics.duplicates += len(items) - stored
+        return stored
+
+    async def flush(self) -> None:
+        """Wait until the broker confirmed everything buffered so far (bound it with
+        ``asyncio.timeout``: while the broker is away this waits for its return)."""
+        while self.buffer.stats.pending_rows > 0:
+            self._wake.set()
+            await asyncio.sleep(0.005)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _run(self) -> None:
+        delay = self.backoff_initial
+        while True:
+            try:
+                session = await self._connect()
+            except ConnectorError as exc:
+                # Jitter in [delay/2, delay]: gateways that lost the broker together do not stampede.
+                wait = delay * (0.5 + 0.5 * self._jitter.random())
+                log.warning("%s; retrying in %.2f s", exc, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = self.backoff_initial
+            try:
+                await self._pump(session)
+            except ConnectorError as exc:
+                self.metrics.connection_losses += 1
+                log.warning("%s; replaying from buffer position %d", exc, self.buffer.acked_through)
+            finally:
+                await self._drop_session()
+
+    async def _pump(self, session: _Session) -> None:
+        loop = asyncio.get_running_loop()
+        inflight: deque[_Batch] = deque()
+        cursor = self.buffer.acked_through  # replay everything not yet acknowledged
+        self._published.clear()  # a new broker session may have lost retained values
+        while True:
+            if session.lost:
+                raise ConnectorError(f"lost the connection to {self.url}", endpoint=str(self.url))
+            while len(inflight) < self.max_inflight_batches:
+                rows = await self.buffer.read(self.batch_size, after=cursor)
+                if not rows or session.lost:
+                    break
+                inflight.append(self._publish(session, loop, rows))
+                cursor = rows[-1].pos
+            if not inflight:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                continue
+            head = inflight[0]
+            try:
+                ok = await asyncio.wait_for(asyncio.shield(head.confirmed), self.ack_timeout)
+            except TimeoutError:
+                raise ConnectorError(
+                    f"{self.url} did not PUBACK a batch within {self.ack_timeout} s",
+                    endpoint=str(self.url),
+                ) from None
+            if not ok:
+                raise ConnectorError(f"lost the connection to {self.url}", endpoint=str(self.url))
+            inflight.popleft()
+            await self.buffer.ack(head.last_pos)
+            m = self.metrics
+            m.forwarded += head.count
+            m.batches += 1
+            m.current_values += head.current
+            m.lag_s = self.clock() - head.newest_ts
+            self._published.update(head.values)
+
+    def _publish(
+        self, session: _Session, loop: asyncio.AbstractEventLoop, rows: list[PendingItem]
+    ) -> _Batch:
+        batch = _Batch(loop, rows)
+        messages = [(self.stream_topic, join_batch([r.payload for r in rows]), False)]
+        if self.current_values:
+            latest: dict[tuple[str, str], PendingItem] = {}
+            for r in rows:  # retained topics keep only the newest value: coalesce per batch
+                latest[(r.asset, r.tag)] = r
+            for key, r in latest.items():
+                if self.only_changed:
+                    vkey = _value_key(r.payload)
+                    if self._published.get(key) == vkey:
+                        continue
+                    batch.values[key] = vkey
+                topic = self._topics.get(key)
+                if topic is None:
+                    topic = self._topics[key] = current_topic(r.asset, r.tag, self.root)
+                messages.append((topic, r.payload, True))
+            batch.current = len(messages) - 1
+        for topic, payload, retain in messages:
+            info = session.client.publish(topic, payload, qos=1, retain=retain)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                session.lost = True
+                batch.confirmed.set_result(False)
+                return batch
+            batch.remaining += 1
+            session.waiting[info.mid] = batch
+        session.batches.append(batch)
+        return batch
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connect(self) -> _Session:
+        loop = asyncio.get_running_loop()
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=True,
+            protocol=paho.MQTTv311,
+            reconnect_on_failure=False,  # we reconnect ourselves, replaying from the buffer
+        )
+        # Several batches of up to batch_size current values each are in flight at once.
+        client.max_inflight_messages_set(max(20, self.max_inflight_batches * (self.batch_size + 1)))
+        session = _Session(client, loop)
+        client.on_connect = self._on_connect(session, loop)
+        client.on_disconnect = self._on_disconnect(session, loop)
+        client.on_publish = self._on_publish(session, loop)
+        try:
+            # connect() is a blocking TCP handshake; the network loop then runs in paho's thread.
+            await asyncio.to_thread(client.connect, self.url.host, self.url.port, 30)
+            client.loop_start()
+            self._session = session
+            rc = await asyncio.wait_for(session.connack, 10.0)
+        except (OSError, TimeoutError) as exc:
+            await self._drop_session()
+            raise ConnectorError(
+                f"cannot connect the UNS publisher to {self.url}: {exc!r}; is the broker running?",
+                endpoint=str(self.url),
+            ) from exc
+        if rc != 0:
+            await self._drop_session()
+            raise ConnectorError(
+                f"MQTT broker {self.url} refused {self.client_id!r} (CONNACK reason {rc})",
+                endpoint=str(self.url),
+            )
+        self.metrics.connects += 1
+        log.info("UNS publisher connected to %s as %s", self.url, self.client_id)
+        return session
+
+    async def _drop_session(self) -> None:
+        s, self._session = self._session, None
+        if s is None:
+            return
+        self._fail(s)
+        s.client.disconnect()
+        # loop_stop joins paho's network thread: blocking, so it runs in a worker thread.
+        await asyncio.to_thread(s.client.loop_stop)
+
+    @staticmethod
+    def _fail(session: _Session) -> None:
+        session.lost = True
+        for b in session.batches:
+            if not b.confirmed.done():
+                b.confirmed.set_result(False)
+        session.waiting.clear()
+
+    # paho callbacks run in paho's network thread: they only hand over to the event loop.
+
+    @staticmethod
+    def _on_connect(session: _Session, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
+        def on_connect(
+            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+        ) -> None:
+            value = int(reason.value) if hasattr(reason, "value") else int(reason)
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(_resolve, session.connack, value)
+
+        return on_connect
+
+    def _on_disconnect(
+        self, session: _Session, loop: asyncio.AbstractEventLoop
+    ) -> Callable[..., None]:
+        def lost() -> None:
+            self._fail(session)
+            self._wake.set()
+
+        def on_disconnect(
+            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+        ) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lost)
+
+        return on_disconnect
+
+    @staticmethod
+    def _on_publish(session: _Session, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
+        def acked(mid: int) -> None:
+            batch = session.waiting.pop(mid, None)
+            if batch is None:
+                return
+            batch.remaining -= 1
+            if batch.remaining == 0 and not batch.confirmed.done():
+                batch.confirmed.set_result(True)
+                session.batches.remove(batch)
+
+        def on_publish(
+            client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
+        ) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(acked, mid)
+
+        return on_publish
+
+
+def _value_key(payload: bytes) -> bytes:
+    obj = orjson.loads(payload)
+    return orjson.dumps((obj["value"], obj["quality"], obj["unit"]))
+
+
+def _resolve(fut: asyncio.Future[int], value: int) -> None:
+    if not fut.done():
+        fut.set_result(value)
