@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iiotbed.platform.layout import Layout
-from iiotbed.platform.store.base import KpiTotals
+from iiotbed.platform.store.base import KpiTotals, Point
 from iiotbed.telemetry import Quality, Sample, Tag
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
@@ -146,6 +146,13 @@ def iter_sql(end: float | None) -> str:
         SELECT {SAMPLE_COLS}, {{ins}} FROM samples
         WHERE run_id = :run AND t >= :after_t AND (t > :after_t OR {{ins}} > :after_ins) {upper}
         ORDER BY t, {{ins}} LIMIT :limit"""
+
+
+def to_points(rows: Sequence[Sequence[Any]], agg: str) -> list[Point]:
+    """Points from rows of :func:`query_sql`: (t, value_num or aggregate, value_text)."""
+    if agg == "count":
+        return [Point(r[0], float(r[1])) for r in rows]
+    return [Point(r[0], r[1] if r[1] is not None else r[2]) for r in rows]
 
 
 # --------------------------------------------------------------------------- KPIs in SQL

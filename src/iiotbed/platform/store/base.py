@@ -82,7 +82,9 @@ def epoch_seconds(epoch: str | None) -> float:
         return 0.0
     d = dt.datetime.fromisoformat(epoch)
     if d.tzinfo is None:
-        raise ValueError(f"run epoch {epoch!r} has no UTC offset; write it like 2026-01-05T00:00:00+08:00")
+        raise ValueError(
+            f"run epoch {epoch!r} has no UTC offset; write it like 2026-01-05T00:00:00+08:00"
+        )
     return d.timestamp()
 
 

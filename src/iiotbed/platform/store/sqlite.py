@@ -198,7 +198,9 @@ class SqliteStore(Store):
         db = self._db
         before = db.total_changes
         with _transaction(db):
-            db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING", rows)
+            db.executemany(
+                "INSERT INTO events VALUES (?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING", rows
+            )
         return db.total_changes - before
 
     async def upsert_run(self, run: RunInfo) -> None:
@@ -218,8 +220,7 @@ class SqliteStore(Store):
 
     async def upsert_assets(self, assets: Sequence[AssetInfo]) -> None:
         rows = [
-            (a.path, a.kind, a.stage, orjson.dumps(dict(a.identification)).decode())
-            for a in assets
+            (a.path, a.kind, a.stage, orjson.dumps(dict(a.identification)).decode()) for a in assets
         ]
         sql = (
             "INSERT INTO assets VALUES (?,?,?,?) ON CONFLICT (path) DO UPDATE SET "
@@ -284,7 +285,7 @@ class SqliteStore(Store):
         sql, params = _sql.query_sql(start, end, every, agg)
         params.update(run=run_id, asset=asset, tag=tag)
         rows = await self._call(self._execute, _D.sql(sql), params)
-        return [Point(r[0], r[1] if r[1] is not None else r[2]) for r in rows]
+        return _sql.to_points(rows, agg if every is not None else "last")
 
     async def iter_samples(
         self, run_id: str, start: float | None = None, end: float | None = None
