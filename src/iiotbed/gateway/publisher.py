@@ -136,6 +136,7 @@ class UnsPublisher:
         self._jitter = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
+        self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: _Session | None = None
         self._published: dict[tuple[str, str], bytes] = {}  # confirmed current values
@@ -145,6 +146,10 @@ class UnsPublisher:
     def connected(self) -> bool:
         s = self._session
         return s is not None and s.connack.done() and not s.lost
+
+    async def wait_connected(self) -> None:
+        """Wait until the publisher holds a confirmed broker connection."""
+        await self._up.wait()
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
@@ -332,11 +337,13 @@ class UnsPublisher:
                 endpoint=str(self.url),
             )
         self.metrics.connects += 1
+        self._up.set()
         log.info("UNS publisher connected to %s as %s", self.url, self.client_id)
         return session
 
     async def _drop_session(self) -> None:
         s, self._session = self._session, None
+        self._up.clear()
         if s is None:
             return
         self._fail(s)
@@ -369,6 +376,8 @@ class UnsPublisher:
         self, session: _Session, loop: asyncio.AbstractEventLoop
     ) -> Callable[..., None]:
         def lost() -> None:
+            if self._session is session:
+                self._up.clear()
             self._fail(session)
             self._wake.set()
 
