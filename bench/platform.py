@@ -1,0 +1,179 @@
+"""Benchmark: store ingest against each database's raw insert rate, and KPIs over N samples.
+
+Samples come from the 5G scenario (``devices.sim``), as many simulated days as needed.
+For each backend, in the same run:
+
+* ingest: ``write_samples`` in batches of 10k (dedup id, indexes, transaction per batch);
+* raw: the same rows, pre-built, into a bare table without indexes (SQLite
+  ``executemany`` in WAL mode, 10k per commit; PostgreSQL binary COPY, 10k per COPY);
+* KPIs: ``store.kpis`` (SQL aggregation) over a run of ``kpi_samples`` samples, and the
+  in-memory ``compute_kpis`` over the same records for scale.
+
+Run: ``python bench/platform.py [ingest_samples] [kpi_samples] [sqlite,postgresql]``;
+the last line is ``ratio <ingest/raw>`` of the embedded (SQLite) store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# this file is named like the standard library's ``platform`` (which uuid imports): drop
+# the script's own directory from the import path before anything imports it
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import asyncio  # noqa: E402
+import sqlite3  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import psycopg  # noqa: E402
+
+from iiotbed.devices.sim import Factory  # noqa: E402
+from iiotbed.platform import Layout, compute_kpis  # noqa: E402
+from iiotbed.platform.store import RunInfo, Store, open_store  # noqa: E402
+from iiotbed.scenario import load_scenario  # noqa: E402
+from iiotbed.telemetry import Sample  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = "postgresql://127.0.0.1:5432/test"
+BATCH = 10_000
+
+
+def make_samples(n: int) -> tuple[Layout, list[Sample]]:
+    """At least ``n`` samples of the 5G scenario (whole simulated days), cut to ``n``."""
+    scenario = load_scenario(ROOT / "scenarios" / "tcl-huizhou-5g.yaml")
+    samples: list[Sample] = []
+
+    def sink(r: object) -> None:
+        if type(r) is Sample:
+            samples.append(r)
+
+    factory = Factory(scenario, 0, sink=sink)
+    days = 0
+    while len(samples) < n:
+        days += 1
+        factory.run(days * 86400.0)
+    return Layout.from_scenario(scenario), samples[:n]
+
+
+def raw_sqlite(samples: list[Sample], path: Path) -> float:
+    rows = [
+        (s.asset, s.tag, s.t, s.value if not isinstance(s.value, str) else None, s.unit,
+         int(s.quality))
+        for s in samples
+    ]  # fmt: skip
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE raw (asset TEXT, tag TEXT, t REAL, value REAL, unit TEXT, q INTEGER)")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), BATCH):
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO raw VALUES (?,?,?,?,?,?)", rows[i : i + BATCH])
+        db.execute("COMMIT")
+    wall = time.perf_counter() - t0
+    db.close()
+    return len(rows) / wall
+
+
+def raw_postgres(samples: list[Sample]) -> float:
+    rows = [
+        (s.asset, s.tag, s.t, float(s.value) if isinstance(s.value, int | float) else None,
+         s.unit, int(s.quality))
+        for s in samples
+    ]  # fmt: skip
+    table = f"raw_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (asset text, tag text, t float8, value float8, unit text, q int2)"  # type: ignore[arg-type]
+        )
+        try:
+            t0 = time.perf_counter()
+            for i in range(0, len(rows), BATCH):
+                with (
+                    conn.transaction(),
+                    conn.cursor().copy(
+                        f"COPY {table} FROM STDIN (FORMAT BINARY)"  # type: ignore[arg-type]
+                    ) as copy,
+                ):
+                    copy.set_types(["text", "text", "float8", "float8", "text", "int2"])
+                    for row in rows[i : i + BATCH]:
+                        copy.write_row(row)
+            wall = time.perf_counter() - t0
+        finally:
+            conn.execute(f"DROP TABLE {table}")  # type: ignore[arg-type]
+    return len(rows) / wall
+
+
+async def ingest(store: Store, samples: list[Sample], run_id: str) -> float:
+    await store.upsert_run(RunInfo(run_id, "bench", epoch="2026-01-05T00:00:00+08:00"))
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(0, len(samples), BATCH):
+        n += await store.write_samples(samples[i : i + BATCH], run_id)
+    wall = time.perf_counter() - t0
+    assert n == len(samples), f"stored {n} of {len(samples)}"
+    return len(samples) / wall
+
+
+async def bench(url: str, name: str, n_ingest: int, n_kpi: int) -> float:
+    layout, samples = make_samples(max(n_ingest, n_kpi))
+    async with open_store(url) as store:
+        rate = await ingest(store, samples[:n_ingest], "ingest")
+        print(f"{name:10} ingest {n_ingest:>10,} samples  {rate:>10,.0f} rows/s")
+        if n_kpi > n_ingest:
+            await ingest(store, samples, "kpi")
+            kpi_run = "kpi"
+        else:
+            kpi_run = "ingest"
+        kpi_samples = samples[: max(n_ingest, n_kpi) if kpi_run == "kpi" else n_ingest]
+        end = kpi_samples[-1].t
+        t0 = time.perf_counter()
+        got = await store.kpis(kpi_run, layout, 0.0, end)
+        wall_sql = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ref = compute_kpis(kpi_samples, layout, end=end)
+        wall_mem = time.perf_counter() - t0
+        same = all(
+            abs(got.line[k] - ref.line[k]) <= 1e-9 * max(1.0, abs(ref.line[k]))
+            for k in ("good_count", "oee", "labour_hours", "energy_kwh")
+        )
+        print(
+            f"{name:10} kpis   {len(kpi_samples):>10,} samples  {wall_sql:>9.3f} s in SQL"
+            f"  (compute_kpis in memory {wall_mem:.3f} s; same KPIs: {same})"
+        )
+    if name == "sqlite":
+        with tempfile.TemporaryDirectory() as d:
+            raw = raw_sqlite(samples[:n_ingest], Path(d) / "raw.db")
+    else:
+        raw = raw_postgres(samples[:n_ingest])
+    print(f"{name:10} raw    {n_ingest:>10,} samples  {raw:>10,.0f} rows/s  ratio {rate / raw:.3f}")
+    return rate / raw
+
+
+def main() -> None:
+    n_ingest = int(float(sys.argv[1])) if len(sys.argv) > 1 else 200_000
+    n_kpi = int(float(sys.argv[2])) if len(sys.argv) > 2 else 1_000_000
+    backends = sys.argv[3].split(",") if len(sys.argv) > 3 else ["postgresql", "sqlite"]
+    ratio = None
+    for name in backends:
+        if name == "sqlite":
+            with tempfile.TemporaryDirectory() as d:
+                ratio = asyncio.run(bench(f"sqlite:///{d}/store.db", name, n_ingest, n_kpi))
+        else:
+            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            try:
+                asyncio.run(bench(f"{PG}?schema={schema}", name, n_ingest, n_kpi))
+            finally:
+                with psycopg.connect(PG, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+    if ratio is not None:
+        print(f"ratio {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
