@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from iiotbed.devices.sim import simulate
+from iiotbed.devices.sim import Factory, simulate
 from iiotbed.eventlog import dump_records
 from iiotbed.scenario import load_scenario
+from iiotbed.telemetry import Record
 
 ROOT = Path(__file__).resolve().parents[3]
 DAY = 86400.0
@@ -38,3 +39,24 @@ def _digest(name: str, duration: float) -> str:
 @pytest.mark.parametrize(("name", "duration"), list(GOLDEN))
 def test_event_log_matches_golden_hash(name: str, duration: float) -> None:
     assert _digest(name, duration) == GOLDEN[name, duration]
+
+
+def test_sink_and_lazy_records_agree() -> None:
+    scenario = load_scenario(ROOT / "scenarios" / "single-machine.yaml")
+    sunk: list[Record] = []
+    live = Factory(scenario, 0, sink=sunk.append)
+    live.run(DAY / 2)
+    batch = Factory(scenario, 0)
+    batch.run(DAY / 2)
+    assert sunk and batch.records == sunk
+    assert not live.records  # everything went to the sink
+
+
+def test_records_list_is_extended_in_place() -> None:
+    f = Factory(load_scenario(ROOT / "scenarios" / "single-machine.yaml"), 0)
+    f.run(DAY / 4)
+    first = f.records
+    before = list(first)
+    f.run(DAY / 2)
+    assert f.records is first
+    assert len(first) > len(before) and first[: len(before)] == before

@@ -1,29 +1,50 @@
-"""Tag values that emit a Sample only when they change, and the shared model context."""
+"""Tag values that emit a Sample only when they change, and the shared model context.
+
+The model emits raw rows, not records: ``(t, signal, value)`` for a sample and
+``(t, asset, name, fields)`` for an event. Building a frozen ``Sample`` per change costs
+more than the model step that caused it, so rows are turned into records only when
+someone reads them (:func:`to_record`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import simpy
 
 from iiotbed.devices.sim._rng import Sampler, Uniforms, make_generator
 from iiotbed.devices.sim.calendar import ProductionCalendar
 from iiotbed.scenario import Dist, Scenario
-from iiotbed.telemetry import Record, Sample
+from iiotbed.telemetry import Event, Record, Sample
 
-__all__ = ["Context", "Counter", "Signal"]
+__all__ = ["Context", "Counter", "Row", "Signal", "to_record"]
+
+Row = tuple[Any, ...]  # (t, Signal, value) or (t, asset, event name, fields)
+
+
+def to_record(row: Row) -> Record:
+    """The Sample or Event a raw row stands for."""
+    if len(row) == 3:
+        t, sig, value = row
+        return Sample(t, sig.asset, sig.tag, value, sig.unit)
+    return Event(*row)
 
 
 @dataclass(slots=True)
 class Context:
-    """What every model part shares: the clock, the sink, the scenario, the streams."""
+    """What every model part shares: the clock, the row sink, the scenario, the streams."""
 
     env: simpy.Environment
-    sink: Callable[[Record], None]
+    emit: Callable[[Row], None]
     scenario: Scenario
     replication: int
     calendar: ProductionCalendar
+
+    def event(self, asset: str, name: str, fields: dict[str, Any]) -> None:
+        """Emit an event at the asset now."""
+        self.emit((self.env.now, asset, name, fields))
 
     def sampler(self, name: str, dist: Dist, *, floor: float | None = 0.0) -> Sampler:
         gen = make_generator(self.scenario.run.seed, self.replication, name)
@@ -36,23 +57,23 @@ class Context:
 class Signal:
     """One tag of one asset; emits its initial value now and then every change."""
 
-    __slots__ = ("asset", "env", "sink", "tag", "unit", "value")
+    __slots__ = ("asset", "emit", "env", "tag", "unit", "value")
 
     def __init__(
         self, ctx: Context, asset: str, tag: str, value: float | int | str, unit: str | None = None
     ) -> None:
         self.env = ctx.env
-        self.sink = ctx.sink
+        self.emit = ctx.emit
         self.asset = asset
         self.tag = tag
         self.unit = unit
         self.value = value
-        self.sink(Sample(self.env.now, asset, tag, value, unit))
+        self.emit((self.env.now, self, value))
 
     def set(self, value: float | int | str) -> None:
         if value != self.value:
             self.value = value
-            self.sink(Sample(self.env.now, self.asset, self.tag, value, self.unit))
+            self.emit((self.env.now, self, value))
 
 
 class Counter(Signal):
@@ -64,5 +85,5 @@ class Counter(Signal):
         super().__init__(ctx, asset, tag, 0, "C62")
 
     def inc(self, n: int = 1) -> None:
-        self.value = v = int(self.value) + n
-        self.sink(Sample(self.env.now, self.asset, self.tag, v, self.unit))
+        self.value = v = self.value + n  # type: ignore[operator]  # a counter holds an int
+        self.emit((self.env.now, self, v))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import simpy
 
-from iiotbed.devices.sim._signals import Context
+from iiotbed.devices.sim._signals import Context, Row, to_record
 from iiotbed.devices.sim.calendar import ProductionCalendar
 from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkModel, LinkUser
@@ -21,11 +22,27 @@ from iiotbed.telemetry import Record
 __all__ = ["Factory", "simulate"]
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC: it rescans the growing lists of acyclic rows and records over
+    and over (about a quarter of a batch run's time). Restored afterwards."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 class Factory:
     """One replication of a scenario's line as a SimPy model.
 
     Records go to ``sink`` if given, else to ``records``. ``env`` may be supplied to share
     a clock; its ``now`` must be 0 (the scenario epoch).
+
+    Without a sink the model keeps raw rows and ``records`` builds the records from them
+    when read (the rows are the cheap part of a batch run; records are built once).
     """
 
     def __init__(
@@ -41,10 +58,16 @@ class Factory:
         self.env = env if env is not None else simpy.Environment(0.0)
         if self.env.now != 0:
             raise SimulationError(f"the environment must start at 0 (the epoch), it is at {self.env.now}")
-        self.records: list[Record] = []
+        self._rows: list[Row] = []
+        self._records: list[Record] = []
         self.calendar = ProductionCalendar(scenario)
-        ctx = Context(self.env, sink if sink is not None else self.records.append, scenario,
-                      replication, self.calendar)
+        emit: Callable[[Row], None]
+        if sink is None:
+            emit = self._rows.append
+        else:
+            def emit(row: Row) -> None:
+                sink(to_record(row))
+        ctx = Context(self.env, emit, scenario, replication, self.calendar)
         self._ctx = ctx
         line_path = scenario.line_path
         stages = scenario.line.stages
@@ -86,6 +109,18 @@ class Factory:
             s.path: StationControl(s) for s in self._stations
         }
 
+    @property
+    def records(self) -> list[Record]:
+        """Records emitted so far, in order (empty when a sink was given).
+
+        The same list object every time, extended with the records emitted since the last read.
+        """
+        rows, out = self._rows, self._records
+        if len(out) < len(rows):
+            with _gc_paused():
+                out.extend(map(to_record, rows[len(out):]))
+        return out
+
     def station(self, path: str) -> StationControl:
         """The control of the station at asset ``path`` (or its bare name)."""
         if path in self.stations:
@@ -106,15 +141,8 @@ class Factory:
         """Advance to sim time ``until`` (default ``scenario.run.duration``)."""
         end = self.scenario.run.duration if until is None else until
         if end > self.env.now:
-            # The cyclic GC rescans the growing record list (acyclic frozen records) over and
-            # over: about a quarter of a batch run's time. Paused during the run, restored after.
-            gc_was_on = gc.isenabled()
-            gc.disable()
-            try:
+            with _gc_paused():
                 self.env.run(until=end)
-            finally:
-                if gc_was_on:
-                    gc.enable()
         for s in self._stations:
             s.flush_energy()
 

@@ -23,7 +23,7 @@ from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.network import LinkUser
 from iiotbed.devices.sim.units import Buffer, Crew, Unit
 from iiotbed.scenario import Dist, Stage
-from iiotbed.telemetry import Event, PlannedState, Tag
+from iiotbed.telemetry import PlannedState, Tag
 
 if TYPE_CHECKING:
     from iiotbed.devices.sim.line import LineModel
@@ -198,7 +198,7 @@ class Station:
                 yield from self._work(work)
                 if p_defect > 0.0 and quality() < p_defect and not unit.defective:
                     unit.defective, unit.origin = True, self
-                    self.ctx.sink(Event(env.now, self.path, "DefectIntroduced", {"unit": unit.id}))
+                    self.ctx.event(self.path, "DefectIntroduced", {"unit": unit.id})
                 scrap = unit.defective and self.outbuf is None and not self.line.has_inspection
             else:
                 scrap = yield from self._inspect(unit)
@@ -243,8 +243,8 @@ class Station:
             yield from self._work(insp.rework_time / self.speed)
             origin.rework.inc()
             unit.defective, unit.origin = False, None
-            self.ctx.sink(Event(self.env.now, self.path, "UnitReworked",
-                                {"unit": unit.id, "origin": origin.name}))
+            self.ctx.event(self.path, "UnitReworked",
+                                {"unit": unit.id, "origin": origin.name})
             return False
         return True
 
@@ -294,12 +294,12 @@ class Station:
         t0 = env.now
         self.failure_count.inc()
         self._act(_A.BREAKDOWN)
-        self.ctx.sink(Event(t0, self.path, "FailureStart", {"failure": self.failure_count.value}))
+        self.ctx.event(self.path, "FailureStart", {"failure": self.failure_count.value})
         tech_cfg = self.ctx.scenario.technicians
         duration = self._response() + self._repair() * tech_cfg.repair_time_factor
         tech, waited = yield from self.crew.work(self.path, duration, "repair")
-        self.ctx.sink(Event(env.now, self.path, "RepairEnd", {
-            "technician": tech, "downtime": round(env.now - t0, 6), "waited": round(waited, 6)}))
+        self.ctx.event(self.path, "RepairEnd", {
+            "technician": tech, "downtime": round(env.now - t0, 6), "waited": round(waited, 6)})
         self.ttf_left = self.ttf_total = self._ttf()
         self._pdm_tried = False
         self._act(_A.PAUSED)
@@ -309,11 +309,11 @@ class Station:
         env = self.env
         t0 = env.now
         self._act(_A.PREDICTIVE)
-        self.ctx.sink(Event(t0, self.path, "PredictiveMaintenanceStart",
-                            {"remaining_ttf": round(self.ttf_left, 3)}))
+        self.ctx.event(self.path, "PredictiveMaintenanceStart",
+                            {"remaining_ttf": round(self.ttf_left, 3)})
         tech, _ = yield from self.crew.work(self.path, self._pdm.duration, "predictive")
-        self.ctx.sink(Event(env.now, self.path, "PredictiveMaintenanceEnd",
-                            {"technician": tech, "downtime": round(env.now - t0, 6)}))
+        self.ctx.event(self.path, "PredictiveMaintenanceEnd",
+                            {"technician": tech, "downtime": round(env.now - t0, 6)})
         self.ttf_left = self.ttf_total = self._ttf()
         self._pdm_tried = False
         self._act(_A.PAUSED)

@@ -16,7 +16,7 @@ import simpy
 from iiotbed.devices.sim._signals import Context, Signal
 from iiotbed.devices.sim.network import LinkUser
 from iiotbed.scenario import AmrFleet, Kits, ManualSupply
-from iiotbed.telemetry import Event, Tag
+from iiotbed.telemetry import Tag
 
 __all__ = ["AmrSupply", "KitStock", "ManualCarts", "Supplier"]
 
@@ -103,7 +103,7 @@ class ManualCarts(Supplier):
             yield env.timeout(cfg.load_time + leg + cfg.unload_time)
             n = min(cfg.capacity, stock.room())
             stock.deliver(n)
-            self.ctx.sink(Event(env.now, stock.path, "KitDelivery", {"kits": n, "by": "handler"}))
+            self.ctx.event(stock.path, "KitDelivery", {"kits": n, "by": "handler"})
             yield env.timeout(leg)
 
 
@@ -193,23 +193,23 @@ class AmrSupply(Supplier):
         amr.battery_sig.set(round(amr.battery, 3))
 
     def _trip(self, amr: _Amr, stock: KitStock) -> _Proc:
-        env, cfg, sink = self.ctx.env, self.cfg, self.ctx.sink
+        env, cfg = self.ctx.env, self.cfg
         self._drain(amr, 0.0)
         if amr.battery < cfg.battery.charge_threshold:
             yield from self._charge(amr)
         self._trips += 1
         trip = self._trips
-        sink(Event(env.now, amr.path, "AmrTripStart", {"trip": trip, "station": stock.path}))
+        self.ctx.event(amr.path, "AmrTripStart", {"trip": trip, "station": stock.path})
         yield from self._move(amr, self.warehouse)
         yield env.timeout(cfg.load_time)
         yield from self._move(amr, stock.position)
         yield env.timeout(cfg.unload_time)
         n = min(cfg.capacity, stock.room())
         stock.deliver(n)
-        sink(Event(env.now, stock.path, "KitDelivery", {"kits": n, "by": amr.name}))
+        self.ctx.event(stock.path, "KitDelivery", {"kits": n, "by": amr.name})
         self._drain(amr, 0.0)
         amr.battery_sig.set(round(amr.battery, 3))
-        sink(Event(env.now, amr.path, "AmrTripEnd", {"trip": trip, "station": stock.path, "kits": n}))
+        self.ctx.event(amr.path, "AmrTripEnd", {"trip": trip, "station": stock.path, "kits": n})
         if amr.battery < cfg.battery.charge_threshold:
             yield from self._charge(amr)
         amr.idle_since = env.now
@@ -222,9 +222,9 @@ class AmrSupply(Supplier):
         with self.chargers.request() as req:
             yield req
             self._drain(amr, 0.0)
-            self.ctx.sink(Event(env.now, amr.path, "ChargeStart", {"battery": round(amr.battery, 3)}))
+            self.ctx.event(amr.path, "ChargeStart", {"battery": round(amr.battery, 3)})
             yield env.timeout(max(0.0, b.charge_to - amr.battery) / b.charge_rate_per_h * 3600.0)
             amr.battery = max(amr.battery, b.charge_to)
             amr.t_batt = env.now
             amr.battery_sig.set(round(amr.battery, 3))
-            self.ctx.sink(Event(env.now, amr.path, "ChargeEnd", {"battery": round(amr.battery, 3)}))
+            self.ctx.event(amr.path, "ChargeEnd", {"battery": round(amr.battery, 3)})

@@ -8,7 +8,7 @@ from typing import Any
 import simpy
 
 from iiotbed.devices.sim._signals import Context, Signal
-from iiotbed.telemetry import Event, Tag
+from iiotbed.telemetry import Tag
 
 __all__ = ["Buffer", "Crew", "Unit"]
 
@@ -59,8 +59,8 @@ class Crew:
         tech: str = yield self.store.get()
         self.busy.set(self.count - len(self.store.items))
         waited = env.now - t0
-        self.ctx.sink(Event(env.now, self.path, "TechnicianDispatched",
-                            {"technician": tech, "station": asset, "job": what}))
+        self.ctx.event(self.path, "TechnicianDispatched",
+                            {"technician": tech, "station": asset, "job": what})
         yield env.timeout(duration)
         yield self.store.put(tech)
         self.busy.set(self.count - len(self.store.items))
