@@ -5,10 +5,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import simpy
 
-from iiotbed.devices.sim._signals import Context, Row, to_record
+from iiotbed.devices.sim._signals import Context, Row, records_from, to_record
 from iiotbed.devices.sim.calendar import ProductionCalendar
 from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkModel, LinkUser
@@ -58,12 +59,12 @@ class Factory:
         self.env = env if env is not None else simpy.Environment(0.0)
         if self.env.now != 0:
             raise SimulationError(f"the environment must start at 0 (the epoch), it is at {self.env.now}")
-        self._rows: list[Row] = []
+        self._rows: list[Any] = []  # rows laid end to end, see _signals
         self._records: list[Record] = []
         self.calendar = ProductionCalendar(scenario)
         emit: Callable[[Row], None]
         if sink is None:
-            emit = self._rows.append
+            emit = self._rows.extend
         else:
             def emit(row: Row) -> None:
                 sink(to_record(row))
@@ -116,9 +117,9 @@ class Factory:
         The same list object every time, extended with the records emitted since the last read.
         """
         rows, out = self._rows, self._records
-        if len(out) < len(rows):
+        if 3 * len(out) < len(rows):
             with _gc_paused():
-                out.extend(map(to_record, rows[len(out):]))
+                out.extend(records_from(rows, 3 * len(out)))
         return out
 
     def station(self, path: str) -> StationControl:
