@@ -8,6 +8,7 @@ go on past ``run.duration``.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from bisect import bisect_right
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -34,15 +35,21 @@ class ProductionCalendar:
         self._starts: list[float] = []
         self.segments: list[Segment] = []
         self._until = 0.0
+        # the last segment found: most queries fall in it (a station asks once per stretch)
+        self._last: Segment = (math.inf, math.inf, PlannedState.OffShift, False)
 
     # ------------------------------------------------------------------ queries
 
     def segment_at(self, t: float) -> Segment:
         """The segment holding time ``t`` (a boundary belongs to the later segment)."""
         t += EPS
+        last = self._last
+        if last[0] <= t < last[1]:
+            return last
         while t >= self._until:
             self._extend()
-        return self.segments[bisect_right(self._starts, t) - 1]
+        self._last = last = self.segments[bisect_right(self._starts, t) - 1]
+        return last
 
     def production_end(self, t: float) -> float | None:
         """End of the production window holding ``t``; None if ``t`` is not in production."""
@@ -68,6 +75,7 @@ class ProductionCalendar:
         return (local.astimezone(dt.UTC) - self._epoch).total_seconds()
 
     def _extend(self) -> None:
+        self._last = (math.inf, math.inf, PlannedState.OffShift, False)  # the last segment may grow
         a, b = self._until, self._until + _WEEK
         first = (self._epoch + dt.timedelta(seconds=a)).astimezone(self._zone).date()
         days = [first + dt.timedelta(days=k) for k in range(-2, 10)]
