@@ -191,51 +191,64 @@ class Station:
     # ------------------------------------------------------------------ process
 
     def _run(self) -> _Proc:
+        # per-station constants and hot attributes as locals: this loop runs once per unit
         env, inbuf, quality = self.env, self.inbuf, self._quality
+        in_items, in_level, name = inbuf.items, inbuf.level, self.name
         insp = self.stage.inspection
         p_defect = self.stage.defect_probability
+        kits, consumed, outbuf = self.kits, self.consumed, self.outbuf
+        ideal, factor = self.ideal, self._factor
+        processed, processed_by = self.processed, self.processed_by
+        emit = self.ctx.emit
+        scrap_at_end = outbuf is None and not self.line.has_inspection
+        waiting = _A.WAITING
         while True:
             req = inbuf.store.get()
-            if not req.triggered:
-                self._act(_A.WAITING)
+            if not req.triggered and self.activity is not waiting:
+                self.activity = waiting
+                self.refresh()
             unit: Unit = yield req
             now = env.now
-            inbuf.level.set(len(inbuf.items))
+            in_level.set(len(in_items))
             unit.waits.append(now - unit.t_in)
-            unit.stations.append(self.name)
+            unit.stations.append(name)
             self.unit = unit
-            if self.kits is not None and self.consumed is not None:
-                while self.kits.stock <= 0:
-                    self._act(_A.WAITING)
-                    yield self.kits.wait()
-                self.kits.take()
-                self.consumed.inc()
+            if kits is not None and consumed is not None:
+                while kits.stock <= 0:
+                    self._act(waiting)
+                    yield kits.wait()
+                kits.take()
+                consumed.inc()
             if insp is None:
-                work = self.ideal[unit.product] * self._factor() / self.speed
-                yield from self._work(work)
+                yield from self._work(ideal[unit.product] * factor() / self.speed)
                 if p_defect > 0.0 and quality() < p_defect and not unit.defective:
                     unit.defective, unit.origin = True, self
                     self.ctx.event(self.path, "DefectIntroduced", {"unit": unit.id})
-                scrap = unit.defective and self.outbuf is None and not self.line.has_inspection
+                scrap = unit.defective and scrap_at_end
             else:
                 scrap = yield from self._inspect(unit)
-            self.processed.inc()
-            self.processed_by[unit.product].inc()
+            # Counter.inc inlined (two rows per unit)
+            now = env.now
+            processed.value = n = processed.value + 1  # type: ignore[operator]
+            emit((now, processed, n))
+            by = processed_by[unit.product]
+            by.value = n = by.value + 1  # type: ignore[operator]
+            emit((now, by, n))
             if self._degr is not None:
                 self._condition()
             if scrap:
                 self._scrap(unit)
-            elif self.outbuf is None:
+            elif outbuf is None:
                 self.line.produced(unit)
             else:
-                out = self.outbuf
-                unit.t_in = env.now
-                put = out.store.put(unit)
-                if not put.triggered:
-                    self._act(_A.WAITING)
+                unit.t_in = now
+                put = outbuf.store.put(unit)
+                if not put.triggered and self.activity is not waiting:
+                    self.activity = waiting
+                    self.refresh()
                 yield put
                 unit.t_in = env.now
-                out.level.set(len(out.items))
+                outbuf.level.set(len(outbuf.items))
             self.unit = None
             if self._pdm is not None and not self._pdm_tried and self.ttf_left < self._pdm.lead_time:
                 self._pdm_tried = True
@@ -279,7 +292,9 @@ class Station:
             if end is None or self.stopped or self.held:
                 yield from self._pause()
                 continue
-            self._act(_A.EXECUTING)
+            if self.activity is not _A.EXECUTING:  # _act inlined: once per stretch
+                self.activity = _A.EXECUTING
+                self.refresh()
             h = min(work, end - now, self.ttf_left)
             self._interruptible = True
             # a Stop/Hold interrupts: account for the work done, then pause (try/except, not
