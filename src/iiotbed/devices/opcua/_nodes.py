@@ -70,6 +70,17 @@ class StateBinding:
     names: Mapping[int, str]
     ns: int
     machine: str
+    # prebuilt (text, id, number) variants per state number: building a Variant costs more
+    # than the rest of a write
+    variants: dict[int, tuple[ua.Variant, ua.Variant, ua.Variant]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for number, name in self.names.items():
+            self.variants[number] = (
+                ua.Variant(ua.LocalizedText(name), ua.VariantType.LocalizedText),
+                ua.Variant(ua.NodeId(f"{self.machine}/{name}", self.ns), ua.VariantType.NodeId),
+                ua.Variant(number, ua.VariantType.UInt32),
+            )
 
 
 @dataclass(slots=True)
@@ -401,8 +412,3 @@ def _state_text(member: IntEnum) -> str:
 
 def _state_id(ns: int, machine: str, member: IntEnum) -> ua.NodeId:
     return ua.NodeId(f"{machine}/{_state_text(member)}", ns)
-
-
-def state_id(binding: StateBinding, number: int) -> ua.NodeId:
-    """NodeId naming a state (``<StateMachine>/<State>``): the value of CurrentState/Id."""
-    return ua.NodeId(f"{binding.machine}/{binding.names[number]}", binding.ns)

@@ -75,7 +75,9 @@ class StationControl(Protocol):
     """
 
     path: str
-    speed: float
+
+    @property
+    def speed(self) -> float: ...
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
