@@ -206,6 +206,8 @@ def test_encoding_stamps_timestamps_and_drops_bad_values() -> None:
         (good(gateway_ts=None), "gateway_ts"),
         (good(t=math.nan), "t"),
         (good(asset="a/+"), "asset"),
+        (good(unit="kWh"), "unit"),
+        (good(seq=-3), "seq"),
     ],
 )
 def test_encoding_refuses_what_the_schema_forbids(sample: Sample, field: str) -> None:

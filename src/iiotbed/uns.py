@@ -185,7 +185,6 @@ def split_topic(topic: str, assets: Collection[str], root: str = DEFAULT_ROOT) -
 
 
 _EPOCH0: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_DAY_MS: Final = 86_400_000
 
 
 @functools.lru_cache(maxsize=1024)
@@ -193,14 +192,19 @@ def _date(days: int) -> str:
     return (_EPOCH0 + dt.timedelta(days=days)).strftime("%Y-%m-%d")
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(sec: int) -> str:
+    days, rest = divmod(sec, 86_400)
+    h, rest = divmod(rest, 3600)
+    m, rest = divmod(rest, 60)
+    return f"{_date(days)}T{h:02d}:{m:02d}:{rest:02d}."
+
+
 def format_ts(unix_s: float) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``: ``2026-01-05T00:00:01.250Z``."""
-    # Integer arithmetic plus a cached date: 4x faster than datetime formatting per sample.
-    days, ms = divmod(round(unix_s * 1000.0), _DAY_MS)
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    sec, ms = divmod(ms, 1000)
-    return f"{_date(days)}T{h:02d}:{m:02d}:{sec:02d}.{ms:03d}Z"
+    # Integer arithmetic plus a cached prefix per second: 5x faster than datetime formatting.
+    sec, ms = divmod(round(unix_s * 1000.0), 1000)
+    return f"{_second(sec)}{ms:03d}Z"
 
 
 @functools.lru_cache(maxsize=64)
@@ -235,6 +239,33 @@ def _gateway_time(own: float | None, given: float | None) -> float:
     return g
 
 
+def _checked_value(
+    value: float | int | str | None, quality: Quality
+) -> tuple[float | int | str | None, Quality]:
+    quality = Quality(quality)
+    if quality is Quality.Bad:
+        return None, quality
+    if isinstance(value, bool):
+        return int(value), quality
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UnsError(f"value {value!r} is not finite; send it as quality Bad", field="value")
+    if value is None and quality is Quality.Good:
+        raise UnsError("a Good sample needs a value; use Uncertain or Bad for none", field="value")
+    if value is not None and not isinstance(value, int | float | str):
+        raise UnsError(
+            f"value must be a number, a string or null, got {type(value).__name__}", field="value"
+        )
+    return value, quality
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_unit(unit: str) -> None:
+    if not (isinstance(unit, str) and 2 <= len(unit) <= 3 and _UNIT_CHARS.issuperset(unit)):
+        raise UnsError(
+            f"unit must be a UNECE Rec. 20 code (KWH, P1...), got {unit!r}", field="unit"
+        )
+
+
 def sample_dict(
     s: Sample, *, epoch: float, run_id: str | None = None, gateway_ts: float | None = None
 ) -> dict[str, Any]:
@@ -245,24 +276,26 @@ def sample_dict(
     rid = s.run_id if s.run_id is not None else run_id
     if not rid:
         raise UnsError("run_id is unknown: set Sample.run_id or pass run_id=", field="run_id")
-    value = s.value
-    quality = s.quality if type(s.quality) is Quality else Quality(s.quality)
-    if quality is Quality.Bad:
-        value = None
-    elif isinstance(value, bool):
-        value = int(value)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise UnsError(f"value {value!r} is not finite; send it as quality Bad", field="value")
-    elif value is None and quality is Quality.Good:
-        raise UnsError("a Good sample needs a value; use Uncertain or Bad for none", field="value")
-    elif value is not None and not isinstance(value, int | float | str):
-        raise UnsError(
-            f"value must be a number, a string or null, got {type(value).__name__}", field="value"
-        )
-    t = s.t
-    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
+    value, quality, t = s.value, s.quality, s.t
+    vt = type(value)
+    # fast path (x - x == 0 is False for NaN and infinities); everything else is checked below
+    if not (
+        quality is Quality.Good
+        and (vt is int or vt is str or (vt is float and value - value == 0.0))  # type: ignore[operator]
+    ):
+        value, quality = _checked_value(value, quality)
+    tt = type(t)
+    fast_t = (tt is float and t - t == 0.0) or tt is int
+    if not fast_t and (
+        not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t)
+    ):
         raise UnsError(f"t must be a finite number of seconds, got {t!r}", field="t")
+    seq = s.seq
+    if seq is not None and (type(seq) is not int or seq < 0):
+        raise UnsError(f"seq must be a non-negative integer or None, got {seq!r}", field="seq")
     _check_names(s.asset, s.tag)
+    if s.unit is not None:
+        _check_unit(s.unit)
     return {
         "asset": s.asset,
         "tag": s.tag,
@@ -272,7 +305,7 @@ def sample_dict(
         "t": t,
         "source_ts": format_ts(epoch + t),
         "gateway_ts": _format_recent(_gateway_time(s.gateway_ts, gateway_ts)),
-        "seq": s.seq,
+        "seq": seq,
         "run_id": rid,
         "id": sample_id(rid, s.asset, s.tag, t, value, quality),
     }

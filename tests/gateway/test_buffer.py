@@ -144,3 +144,21 @@ def test_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     assert isinstance(info.value.__cause__, sqlite3.Error)
     with pytest.raises(ValueError, match="positive"):
         DurableBuffer(tmp_path / "x.db", max_rows=0)
+
+
+def test_dedup_survives_a_restart_and_reads_cross_segments(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    buf = DurableBuffer(path)
+    buf.open_sync()
+    for k in range(0, 30, 3):  # ten small segments
+        buf.append_sync(items(k, 3))
+    rows = buf.read_sync(7, after=buf.read_sync(2)[-1].pos)
+    assert ids(rows) == [f"id-{i:06d}" for i in range(2, 9)]
+    buf.ack_sync(rows[-1].pos)
+    buf.close_sync()
+    again = DurableBuffer(path)
+    again.open_sync()
+    assert again.append_sync(items(0, 35)) == 5  # acked and pending ids are both remembered
+    assert again.stats.pending_rows == 21 + 5 and again.stats.duplicates == 30
+    assert ids(again.read_sync(2)) == ["id-000009", "id-000010"]
+    again.close_sync()
