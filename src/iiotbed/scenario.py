@@ -682,8 +682,15 @@ class Link(_Model):
         return v
 
 
+LiveEndpoint = Literal["opcua", "sparkplug", "vda5050"]
+
+
 class Network(_Model):
     links: dict[Name, Link] = Field(default_factory=dict)
+    endpoints: dict[LiveEndpoint, Name] = Field(
+        default_factory=dict,
+        description="link shaping a live endpoint's traffic (vda5050 defaults to supply.amr.link)",
+    )
 
 
 LabourRole = Literal["operators", "inspectors", "handlers", "technicians", "amr_supervisors"]
@@ -768,6 +775,7 @@ class Scenario(_Model):
         ]
         if self.supply is not None and self.supply.amr is not None and self.supply.mode == "amr":
             refs.append(("supply.amr.link", self.supply.amr.link))
+        refs += [(f"network.endpoints.{k}", v) for k, v in self.network.endpoints.items()]
         for what, ref in refs:
             if ref is not None and ref not in links:
                 known = ", ".join(sorted(links)) or "none defined"

@@ -14,7 +14,7 @@ from iiotbed.devices.sim.calendar import ProductionCalendar
 from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkModel, LinkUser
 from iiotbed.devices.sim.station import Station, StationControl
-from iiotbed.devices.sim.supply import AmrSupply, KitStock, ManualCarts, Supplier
+from iiotbed.devices.sim.supply import AmrControl, AmrSupply, KitStock, ManualCarts, Supplier
 from iiotbed.devices.sim.units import Buffer, Crew
 from iiotbed.errors import SimulationError
 from iiotbed.scenario import Scenario
@@ -109,6 +109,10 @@ class Factory:
         self.stations: dict[str, StationControl] = {
             s.path: StationControl(s) for s in self._stations
         }
+        self.amrs: dict[str, AmrControl] = (
+            {a.name: AmrControl(supplier, a) for a in supplier.amrs}
+            if isinstance(supplier, AmrSupply) else {}
+        )
 
     @property
     def records(self) -> list[Record]:
@@ -131,6 +135,14 @@ class Factory:
                 return self.stations[s.path]
         known = ", ".join(self.stations)
         raise SimulationError(f"no station {path!r} in scenario {self.scenario.name!r}; known: {known}")
+
+    def amr(self, name: str) -> AmrControl:
+        """The control of the AMR ``name`` (``amr-01``) or at asset path ``name``."""
+        for a in self.amrs.values():
+            if name in (a.name, a.path):
+                return a
+        known = ", ".join(self.amrs) or "none: the scenario has no AMR fleet"
+        raise SimulationError(f"no AMR {name!r} in scenario {self.scenario.name!r}; known: {known}")
 
     @property
     def wip(self) -> int:

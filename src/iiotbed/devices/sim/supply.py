@@ -18,7 +18,7 @@ from iiotbed.devices.sim.network import LinkUser
 from iiotbed.scenario import AmrFleet, Kits, ManualSupply
 from iiotbed.telemetry import Tag
 
-__all__ = ["AmrSupply", "KitStock", "ManualCarts", "Supplier"]
+__all__ = ["AmrControl", "AmrSupply", "KitStock", "ManualCarts", "Supplier"]
 
 _Proc = Generator[simpy.Event, Any, None]
 Point = tuple[float, float]
@@ -108,10 +108,12 @@ class ManualCarts(Supplier):
 
 
 class _Amr:
-    __slots__ = ("battery", "battery_sig", "idle_since", "name", "path", "pos", "t_batt", "x", "y")
+    __slots__ = ("battery", "battery_sig", "hold", "idle_since", "name", "path", "pos", "t_batt",
+                 "x", "y")
 
     def __init__(self, ctx: Context, path: str, name: str, pos: Point) -> None:
         self.path, self.name, self.pos = path, name, pos
+        self.hold: simpy.Event | None = None  # set while paused from outside (AmrControl)
         self.battery = 100.0
         self.t_batt = 0.0
         self.idle_since = 0.0
@@ -182,7 +184,20 @@ class AmrSupply(Supplier):
         amr.battery = max(amr.battery, 0.0)
         amr.t_batt = now
 
+    def _step(self, amr: _Amr) -> _Proc:
+        """Wait here while the AMR is paused (a paused AMR finishes its step, then holds)."""
+        if amr.hold is None:
+            return
+        env = self.ctx.env
+        t0 = env.now
+        self.ctx.event(amr.path, "AmrPaused", {})
+        while amr.hold is not None:
+            yield amr.hold
+        self._drain(amr, 0.0)
+        self.ctx.event(amr.path, "AmrResumed", {"paused": round(env.now - t0, 6)})
+
     def _move(self, amr: _Amr, to: Point) -> _Proc:
+        yield from self._step(amr)
         d = _dist(amr.pos, to)
         if d > 0.0:
             yield self.ctx.env.timeout(d / self.cfg.speed)
@@ -201,8 +216,10 @@ class AmrSupply(Supplier):
         trip = self._trips
         self.ctx.event(amr.path, "AmrTripStart", {"trip": trip, "station": stock.path})
         yield from self._move(amr, self.warehouse)
+        yield from self._step(amr)
         yield env.timeout(cfg.load_time)
         yield from self._move(amr, stock.position)
+        yield from self._step(amr)
         yield env.timeout(cfg.unload_time)
         n = min(cfg.capacity, stock.room())
         stock.deliver(n)
@@ -212,6 +229,7 @@ class AmrSupply(Supplier):
         self.ctx.event(amr.path, "AmrTripEnd", {"trip": trip, "station": stock.path, "kits": n})
         if amr.battery < cfg.battery.charge_threshold:
             yield from self._charge(amr)
+        yield from self._step(amr)
         amr.idle_since = env.now
         self.idle.append(amr)
         self._poke()
@@ -228,3 +246,35 @@ class AmrSupply(Supplier):
             amr.t_batt = env.now
             amr.battery_sig.set(round(amr.battery, 3))
             self.ctx.event(amr.path, "ChargeEnd", {"battery": round(amr.battery, 3)})
+
+
+class AmrControl:
+    """Live control of one AMR (what VDA 5050 ``startPause``/``stopPause`` call).
+
+    ``pause`` lets the AMR finish the step it is on (a leg, loading, unloading, charging),
+    then holds it where it is until ``resume``; the model logs ``AmrPaused``/``AmrResumed``.
+    """
+
+    def __init__(self, supply: AmrSupply, amr: _Amr) -> None:
+        self._env = supply.ctx.env
+        self._amr = amr
+        self.name = amr.name
+        self.path = amr.path
+
+    @property
+    def paused(self) -> bool:
+        return self._amr.hold is not None
+
+    @property
+    def position(self) -> Point:
+        """Where the AMR last arrived (metres)."""
+        return self._amr.pos
+
+    def pause(self) -> None:
+        if self._amr.hold is None:
+            self._amr.hold = self._env.event()
+
+    def resume(self) -> None:
+        hold, self._amr.hold = self._amr.hold, None
+        if hold is not None and not hold.triggered:
+            hold.succeed()

@@ -1,0 +1,186 @@
+"""Link shaping of the live endpoints: latency, loss and outages, on sim time.
+
+Each live endpoint (OPC UA, Sparkplug, VDA 5050) may sit behind one of the scenario's
+``network.links`` (``network.endpoints``; VDA 5050 defaults to ``supply.amr.link``). What
+the simulation hands that endpoint goes through a :class:`Channel`: every message gets a
+delivery time = send time + outage wait + latency draw, and a loss either drops it
+(``reliable=False``: an MQTT QoS 0 publish) or costs ``retransmit_timeout`` plus a new
+latency draw (``reliable=True``: TCP, QoS 1). Messages keep their order (one TCP stream:
+a late message holds back the ones after it). An endpoint on MQTT whose link blacks out
+for longer than ``abort_after`` seconds loses its connection, so the broker fires its Will.
+
+Draws come from named streams of their own (``live/<endpoint>/link/<name>/...``), so the
+shaping is deterministic and does not disturb the simulation's streams.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from iiotbed.devices.sim._rng import Sampler, Uniforms, make_generator
+from iiotbed.scenario import Link, LiveEndpoint, Scenario
+
+__all__ = ["Channel", "LinkStats", "LiveLink", "endpoint_links"]
+
+T = TypeVar("T")
+
+
+def endpoint_links(scenario: Scenario) -> dict[LiveEndpoint, str]:
+    """Which link shapes each live endpoint: ``network.endpoints``, VDA 5050 from the AMRs'."""
+    out: dict[LiveEndpoint, str] = dict(scenario.network.endpoints)
+    supply = scenario.supply
+    if "vda5050" not in out and supply is not None and supply.amr is not None and supply.amr.link:
+        out["vda5050"] = supply.amr.link
+    return out
+
+
+@dataclass
+class LinkStats:
+    """What a link did to the messages sent over it."""
+
+    sent: int = 0
+    delayed: int = 0  # delivered later than sent
+    dropped: int = 0  # lost, not resent (unreliable)
+    resent: int = 0  # retransmissions (reliable)
+    held: int = 0  # sent during an outage, held until it ended
+    outages: int = 0  # outage windows begun so far
+    outage_time: float = 0.0  # seconds of outage begun so far
+    aborts: int = 0  # connections aborted by a long outage
+    delay_total: float = 0.0  # sum of delivery delays (s) of delivered messages
+
+    @property
+    def mean_delay(self) -> float:
+        delivered = self.sent - self.dropped
+        return self.delay_total / delivered if delivered else 0.0
+
+
+class LiveLink:
+    """One endpoint's view of a scenario link: draws delays and drops, knows the outages."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        name: str,
+        link: Link,
+        *,
+        seed: int,
+        replication: int = 0,
+        reliable: bool = True,
+        abort_after: float = 5.0,
+    ) -> None:
+        self.endpoint, self.name, self.link = endpoint, name, link
+        self.reliable = reliable
+        self.abort_after = abort_after
+        self.stats = LinkStats()
+        base = f"live/{endpoint}/link/{name}"
+
+        def stream(what: str) -> Uniforms:
+            return Uniforms(make_generator(seed, replication, f"{base}/{what}"))
+
+        self._latency = Sampler(make_generator(seed, replication, base + "/latency"), link.latency)
+        self._loss = stream("loss")
+        self._windows: list[tuple[float, float]] = []  # generated, not yet passed
+        self._next_start = float("inf")
+        self._interval: Sampler | None = None
+        self._duration: Sampler | None = None
+        if link.outages is not None:
+            self._interval = Sampler(
+                make_generator(seed, replication, base + "/outages/interval"), link.outages.interval
+            )
+            self._duration = Sampler(
+                make_generator(seed, replication, base + "/outages/duration"), link.outages.duration
+            )
+            self._next_start = self._interval()
+        self._new: list[tuple[float, float]] = []  # begun, not yet returned by outages_begun
+        self._last_due = 0.0
+
+    def _generate(self, t: float) -> None:
+        """Extend the outage schedule to every window starting at or before ``t``."""
+        while self._next_start <= t:
+            assert self._interval is not None and self._duration is not None
+            start = self._next_start
+            end = start + self._duration()
+            self._windows.append((start, end))
+            self._new.append((start, end))
+            self.stats.outages += 1
+            self.stats.outage_time += end - start
+            self._next_start = end + self._interval()
+
+    def outage_at(self, t: float) -> tuple[float, float] | None:
+        """The outage window containing ``t``, if any (``t`` must not decrease between calls)."""
+        self._generate(t)
+        windows = self._windows
+        while windows and windows[0][1] <= t:
+            windows.pop(0)
+        if windows and windows[0][0] <= t:
+            return windows[0]
+        return None
+
+    def outages_begun(self, t: float) -> list[tuple[float, float]]:
+        """Outage windows that began up to ``t`` and were not returned before."""
+        self._generate(t)
+        new, self._new = self._new, []
+        return new
+
+    def send(self, t: float) -> float | None:
+        """Delivery time of a message sent at ``t``; None if the link lost it."""
+        st = self.stats
+        st.sent += 1
+        window = self.outage_at(t)
+        wait = 0.0
+        if window is not None:
+            wait = window[1] - t
+            st.held += 1
+        d = wait + self._latency()
+        p = self.link.loss
+        if p > 0.0:
+            while self._loss() < p:
+                if not self.reliable:
+                    st.dropped += 1
+                    return None
+                st.resent += 1
+                d += self.link.retransmit_timeout + self._latency()
+        due = max(t + d, self._last_due)  # in order: one stream
+        self._last_due = due
+        if due > t:
+            st.delayed += 1
+        st.delay_total += due - t
+        return due
+
+
+class Channel(Generic[T]):
+    """Messages to one endpoint, released when their delivery (sim) time has come.
+
+    Without a link every message is due at once.
+    """
+
+    def __init__(self, link: LiveLink | None = None) -> None:
+        self.link = link
+        self._heap: list[tuple[float, int, T]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def send(self, t: float, item: T) -> bool:
+        """Queue ``item`` sent at ``t``; False if the link dropped it."""
+        due = t if self.link is None else self.link.send(t)
+        if due is None:
+            return False
+        heapq.heappush(self._heap, (due, next(self._seq), item))
+        return True
+
+    def due(self, now: float) -> list[T]:
+        """Items whose delivery time is ``<= now``, in order."""
+        out: list[T] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            out.append(heapq.heappop(heap)[2])
+        return out
+
+    def drain(self) -> list[T]:
+        """Every queued item, in order (the end of a run)."""
+        return self.due(float("inf"))
