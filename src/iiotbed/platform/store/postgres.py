@@ -402,8 +402,18 @@ class PostgresStore(Store):
         window = {"run": run_id, "start": float(start), "end": float(end)}
         state_sql, sp = _sql.kpi_state_sql(layout)
         counter_sql, cp = _sql.kpi_counter_sql(layout)
-        states = await self._fetch(_D.sql(state_sql), {**window, **sp})
-        counters = await self._fetch(_D.sql(counter_sql), {**window, **cp})
+        async with self._lock:
+            db = self._db
+            try:
+                async with db.transaction():
+                    # the state timeline is sorted three times: keep the sorts in memory
+                    await db.execute("SET LOCAL work_mem = '256MB'")
+                    cur = await db.execute(_D.sql(state_sql), {**window, **sp})
+                    states = await cur.fetchall()
+                    cur = await db.execute(_D.sql(counter_sql), {**window, **cp})
+                    counters = await cur.fetchall()
+            except psycopg.Error as exc:
+                raise self._error("KPI query failed", exc) from exc
         return _sql.kpi_totals(layout, states, counters)
 
 

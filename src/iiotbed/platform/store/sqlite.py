@@ -127,6 +127,8 @@ class SqliteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             # with WAL, NORMAL keeps the file consistent; a power cut may lose the last commits
             conn.execute("PRAGMA synchronous=NORMAL")
+            # 64 MiB page cache: dedup ids are random keys, their index pages must stay hot
+            conn.execute("PRAGMA cache_size=-65536")
             conn.executescript(_SCHEMA)
             try:
                 conn.execute("SELECT floor(1.5)")
