@@ -24,9 +24,10 @@ def ids(rows: list) -> list[str]:  # type: ignore[type-arg]
     return [r.id for r in rows]
 
 
-def test_order_is_preserved_across_appends_and_reads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache_items", [65536, 6, 0])
+def test_order_is_preserved_across_appends_and_reads(tmp_path: Path, cache_items: int) -> None:
     async def run() -> None:
-        async with DurableBuffer(tmp_path / "b.db") as buf:
+        async with DurableBuffer(tmp_path / "b.db", cache_items=cache_items) as buf:
             assert await buf.append(items(0, 5)) == 5
             assert await buf.append(items(5, 7)) == 7
             first = await buf.read(4)
