@@ -307,6 +307,39 @@ def test_unreachable_output_buffers_then_delivers_exactly_once(
     run(scenario())
 
 
+def test_overflow_while_unreachable_keeps_the_newest(
+    tmp_path: Path, root: str, broker: int
+) -> None:
+    async def body(relay: Relay) -> None:
+        sub = Subscriber(broker, f"{root}/_stream/#")
+        async with (
+            DurableBuffer(tmp_path / "gw.db", max_rows=1000) as buf,
+            UnsPublisher(
+                f"mqtt://127.0.0.1:{relay.port}", buf, line=LINE, epoch=EPOCH, run_id="r-ov",
+                root=root, backoff_initial=0.05, backoff_max=0.2,
+            ) as pub,
+        ):  # fmt: skip
+            for k in range(0, 3000, 300):
+                await pub.submit(make_samples(300, start=k))
+            assert (pub.metrics.dropped, pub.metrics.buffered) == (2000, 1000)
+            await relay.up()
+            async with asyncio.timeout(20):
+                await pub.flush()
+            assert pub.metrics.forwarded == 1000
+        stream = stream_of(await asyncio.to_thread(sub.drain))
+        sub.close()
+        assert [s.value for _, s in stream] == list(range(2000, 3000))  # drop oldest
+
+    async def scenario() -> None:
+        relay = Relay(free_port(), broker)
+        try:
+            await body(relay)
+        finally:
+            await relay.down()
+
+    run(scenario())
+
+
 def test_cut_connections_lose_nothing_and_resends_carry_the_same_ids(
     tmp_path: Path, root: str, broker: int
 ) -> None:

@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.mqtt import parse_broker_url
 from iiotbed.errors import ConnectorError
-from iiotbed.gateway.buffer import BufferItem, DurableBuffer, PendingItem
+from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
 from iiotbed.telemetry import Sample
 from iiotbed.uns import DEFAULT_ROOT, UnsError, current_topic, join_batch, sample_dict, stream_topic
 
@@ -52,17 +52,17 @@ class PublisherMetrics:
     lag_s: float = 0.0  # receive → PUBACK of the newest sample of the last batch
     connects: int = 0
     connection_losses: int = 0
-    buffer: Any = field(default=None, repr=False)  # the buffer's stats, for buffered/dropped
+    buffer: BufferStats | None = field(default=None, repr=False)  # for buffered/dropped
 
     @property
     def buffered(self) -> int:
         """Samples stored and not yet confirmed by the broker."""
-        return int(self.buffer.pending_rows) if self.buffer is not None else 0
+        return self.buffer.pending_rows if self.buffer is not None else 0
 
     @property
     def dropped(self) -> int:
         """Samples the buffer dropped on overflow."""
-        return int(self.buffer.dropped) if self.buffer is not None else 0
+        return self.buffer.dropped if self.buffer is not None else 0
 
 
 class _Batch:
