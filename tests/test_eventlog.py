@@ -6,6 +6,8 @@ import io
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iiotbed.devices.sim import simulate
 from iiotbed.errors import StorageError
@@ -17,7 +19,7 @@ from iiotbed.eventlog import (
     write_event_log,
 )
 from iiotbed.scenario import load_scenario
-from iiotbed.telemetry import Event, Quality, Record, Sample
+from iiotbed.telemetry import Event, PackMLState, Quality, Record, Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +73,38 @@ def test_bad_line_names_file_and_line(tmp_path: Path, line: str, why: str) -> No
 def test_missing_file_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot read event log"):
         load_records(tmp_path / "absent.jsonl")
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)
+_value = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    _text, st.sampled_from(list(PackMLState)),
+)
+_sample = st.builds(
+    Sample,
+    t=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers()),
+    asset=st.sampled_from(["l/s", 'a"b', "é/\\n"]),
+    tag=st.sampled_from(["Level", "X\ty"]),
+    value=_value,
+    unit=st.sampled_from([None, "C62", "KWH"]),
+    quality=st.sampled_from(list(Quality)),
+    gateway_ts=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    seq=st.none() | st.integers(),
+    run_id=st.none() | _text,
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_sample, max_size=20))
+def test_dump_writes_each_record_as_record_to_json(records: list[Sample]) -> None:
+    # dump_records caches text per (asset, tag, unit); it must match the one-record form
+    buf = io.StringIO()
+    dump_records(records, buf)
+    assert buf.getvalue() == "".join(record_to_json(r) + "\n" for r in records)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused(bad: float) -> None:
+    for r in (Sample(0.0, "a", "X", bad), Sample(bad, "a", "X", 1)):
+        with pytest.raises(ValueError, match="JSON compliant"):
+            dump_records([r], io.StringIO())

@@ -9,6 +9,7 @@ left out when they hold their default. See ``docs/event-log.md``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,12 +53,47 @@ def record_to_json(r: Record) -> str:
     return f'{head[:-1]},"fields":{_FIELDS_ENCODER.encode(r.fields)}}}'
 
 
+def _scalar(v: Any) -> str:
+    """``_ENCODER.encode(v)``, with plain ints and finite floats (nearly every value) done directly."""
+    tv = type(v)
+    if (tv is float and math.isfinite(v)) or tv is int:
+        return repr(v)
+    return _ENCODER.encode(v)
+
+
+class _Lines:
+    """``record_to_json`` for a stream of records: the text around a sample's ``t`` and
+    ``value`` is cached per (asset, tag, unit), which a log repeats a few hundred times.
+    Samples with non-default optional keys and events go through ``record_to_json``."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[Any, Any, Any], tuple[str, str]] = {}
+
+    def __call__(self, r: Record) -> str:
+        if (type(r) is Sample and r.quality is Quality.Good and r.gateway_ts is None
+                and r.seq is None and r.run_id is None):
+            key = (r.asset, r.tag, r.unit)
+            parts = self._parts.get(key)
+            if parts is None:
+                # JSON of an object = its keys and values encoded one by one, in order
+                mid = f',"asset":{_ENCODER.encode(r.asset)},"tag":{_ENCODER.encode(r.tag)},"value":'
+                end = "}" if r.unit is None else f',"unit":{_ENCODER.encode(r.unit)}}}'
+                parts = self._parts[key] = (mid, end)
+            t, v = r.t, r.value
+            # _scalar inlined for t (a finite float: t - t == 0) and plain int values
+            ts = repr(t) if type(t) is float and t - t == 0.0 else _ENCODER.encode(t)
+            vs = repr(v) if type(v) is int else _scalar(v)
+            return f'{{"t":{ts}{parts[0]}{vs}{parts[1]}'
+        return record_to_json(r)
+
+
 def dump_records(records: Iterable[Record], fp: TextIO) -> int:
     """Write records as JSON Lines to ``fp``; returns the number of lines written."""
     n = 0
     buf: list[str] = []
+    line = _Lines()
     for r in records:
-        buf.append(record_to_json(r))
+        buf.append(line(r))
         n += 1
         if len(buf) >= 4096:
             fp.write("\n".join(buf) + "\n")
