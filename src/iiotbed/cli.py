@@ -446,6 +446,132 @@ def _comparison_json(
     }
 
 
+@app.command()
+def devices(
+    file: FileArg,
+    speed: Annotated[
+        float, typer.Option("--speed", min=0.001, help="Sim seconds per wall second (1 = real time).")
+    ] = 60.0,
+    duration: Duration = None,
+    seed: Seed = None,
+    replication: Annotated[
+        int, typer.Option("--replication", min=0, help="Which replication's random streams.")
+    ] = 0,
+    opcua_port: Annotated[
+        int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
+    ] = 4840,
+    opcua_layout: Annotated[
+        str,
+        typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine."),
+    ] = "line",
+    security: Annotated[
+        str, typer.Option("--security", help="OPC UA security: 'open' or 'secure'.")
+    ] = "open",
+    opcua_user: Annotated[
+        str | None,
+        typer.Option("--opcua-user", envvar="IIOTBED_OPCUA_USER", help="User (secure profile)."),
+    ] = None,
+    opcua_password: Annotated[
+        str | None,
+        typer.Option(
+            "--opcua-password", envvar="IIOTBED_OPCUA_PASSWORD", help="Password (secure profile)."
+        ),
+    ] = None,
+    cert_dir: Annotated[
+        Path, typer.Option("--cert-dir", file_okay=False, help="Where server certificates live.")
+    ] = Path(".iiotbed/pki"),
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            envvar="IIOTBED_BROKER",
+            help="MQTT broker, e.g. mqtt://127.0.0.1:1883 (Sparkplug B and VDA 5050 need one).",
+        ),
+    ] = None,
+    sparkplug_group: Annotated[
+        str | None,
+        typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
+    ] = None,
+    primary_host: Annotated[
+        str | None,
+        typer.Option("--primary-host", help="Sparkplug Primary Host id to wait for before births."),
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option("--events", help="Write the live run's event log here.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Run the factory live: OPC UA machines, Sparkplug B meters, VDA 5050 AMRs."""
+    import asyncio
+
+    from iiotbed.devices.live import LiveFactory, LiveOptions, run_live
+
+    with _user_errors():
+        if opcua_layout not in ("line", "machine"):
+            raise typer.BadParameter(
+                f"{opcua_layout!r}: use 'line' or 'machine'", param_hint="--opcua-layout"
+            )
+        if security not in ("open", "secure"):
+            raise typer.BadParameter(f"{security!r}: use 'open' or 'secure'", param_hint="--security")
+        if broker is not None:
+            from iiotbed.devices.mqtt import parse_broker_url
+
+            try:
+                parse_broker_url(broker)
+            except IiotbedError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+        sec: Any = None
+        if security == "secure":
+            if not opcua_user or not opcua_password:
+                raise typer.BadParameter(
+                    "the secure profile needs --opcua-user and --opcua-password "
+                    "(or IIOTBED_OPCUA_USER / IIOTBED_OPCUA_PASSWORD)",
+                    param_hint="--security",
+                )
+            from iiotbed.devices.opcua import Security
+
+            sec = Security("secure", {opcua_user: opcua_password}, cert_dir)
+        scenario = _load(file, duration=_duration(duration), seed=seed)
+        options = LiveOptions(
+            speed=speed,
+            replication=replication,
+            opcua_port=opcua_port,
+            opcua_layout="machine" if opcua_layout == "machine" else "line",
+            security=sec,
+            broker=broker,
+            sparkplug_group=sparkplug_group,
+            primary_host=primary_host,
+            events=events,
+        )
+        started: list[LiveFactory] = []
+
+        def ready(live: LiveFactory) -> None:
+            started.append(live)
+            typer.echo(
+                f"{scenario.name}: live at {speed:g}x for {scenario.run.duration:g} s of sim time"
+            )
+            for line in live.endpoints:
+                typer.echo(f"  {line}")
+            if broker is None:
+                typer.echo("  no --broker given: only OPC UA runs (Sparkplug B and VDA 5050 need one)")
+            typer.echo("Ctrl-C stops.", nl=True)
+            sys.stdout.flush()
+
+        try:
+            asyncio.run(run_live(scenario, options, ready))
+        except KeyboardInterrupt:
+            typer.echo("stopped")
+        except OSError as exc:
+            if events is None or exc.filename != str(events):
+                raise
+            raise typer.BadParameter(
+                f"cannot write {events}: {exc.strerror}", param_hint="--events"
+            ) from None
+        if started:
+            for line in started[0].summary.lines():
+                typer.echo(line)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
