@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.gateway import DurableBuffer, UnsPublisher
-from iiotbed.telemetry import Quality, Sample
+from iiotbed.telemetry import Event, Quality, Sample
 from iiotbed.uns import decode_batch, decode_sample, split_topic
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
@@ -29,6 +29,7 @@ LINE = "tcl/huizhou/module-assembly/line-1"
 ASSETS = [LINE, f"{LINE}/bonding/bonder-01", f"{LINE}/bonding/bonder-02"]
 TAGS = ["EnergyTotal", "ProcessedCount/lcm-55"]
 EPOCH = 1_767_571_200.0  # 2026-01-05T00:00:00Z
+UNIT_DONE = Event(999.5, LINE, "UnitProduced", {"unit": "88.999.1/u-1", "product": "lcm-55"})
 
 
 class Subscriber:
@@ -57,12 +58,17 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def stream_of(msgs: list[paho.MQTTMessage]) -> list[tuple[str, Sample]]:
+def stream_of(
+    msgs: list[paho.MQTTMessage], events: list[Event] | None = None
+) -> list[tuple[str, Sample]]:
     out = []
     for m in msgs:
         if "/_stream/" in m.topic:
             assert not m.retain
-            out.extend((u.id, u.sample) for u in decode_batch(m.payload, m.topic)[0])
+            samples, evs = decode_batch(m.payload, m.topic)
+            out.extend((u.id, u.sample) for u in samples)
+            if events is not None:
+                events.extend(e.event for e in evs)
     return out
 
 
@@ -109,22 +115,21 @@ def test_samples_reach_subscribers_as_stream_and_retained_values(tmp_path: Path,
             ) as pub,
         ):  # fmt: skip
             assert await pub.submit(samples[:1000]) == 1000
+            assert await pub.submit_events([UNIT_DONE, Event(1.0, "a/+", "Broken")]) == 1
             assert await pub.submit(samples[1000:]) == 1001
             async with asyncio.timeout(20):
                 await pub.flush()
             m = pub.metrics
             assert (m.received, m.malformed, m.forwarded, m.buffered, m.dropped) == (
-                2002,
-                1,
-                2001,
-                0,
-                0,
-            )
+                2004, 2, 2002, 0, 0,
+            )  # fmt: skip
             assert m.batches == 7 and m.connects == 1 and 0 <= m.lag_s < 10
         msgs = await asyncio.to_thread(sub.drain)
         sub.close()
 
-        stream = stream_of(msgs)
+        events: list[Event] = []
+        stream = stream_of(msgs, events)
+        assert events == [UNIT_DONE]  # events ride in the stream, never as current values
         assert [s.value for _, s in stream[:2000]] == list(range(2000))  # every sample, in order
         assert len({i for i, _ in stream}) == len(stream) == 2001
         first = stream[0][1]

@@ -31,19 +31,29 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iiotbed.devices.mqtt import parse_broker_url
 from iiotbed.errors import ConnectorError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
-from iiotbed.telemetry import Sample
-from iiotbed.uns import DEFAULT_ROOT, UnsError, current_topic, join_batch, sample_dict, stream_topic
+from iiotbed.telemetry import Event, Sample
+from iiotbed.uns import (
+    DEFAULT_ROOT,
+    UnsError,
+    current_topic,
+    event_dict,
+    join_batch,
+    sample_dict,
+    stream_topic,
+)
 
 __all__ = ["PublisherMetrics", "UnsPublisher"]
 
 log = logging.getLogger(__name__)
+
+_EVENT: Final = ""  # the buffer's tag for events
 
 
 @dataclass
 class PublisherMetrics:
     """Counters of one publisher since it was created (samples unless noted)."""
 
-    received: int = 0  # handed to submit()
+    received: int = 0  # handed to submit() (samples) and submit_events()
     malformed: int = 0  # refused by the UNS encoder, not buffered
     duplicates: int = 0  # ignored by the buffer's dedup
     forwarded: int = 0  # PUBACKed in the stream
@@ -203,6 +213,32 @@ class UnsPublisher:
         self.metrics.duplicates += len(items) - stored
         return stored
 
+    async def submit_events(self, events: Iterable[Event]) -> int:
+        """Encode and buffer events; they travel in the stream's ``events`` array only."""
+        batch = list(events)
+        # Encoding plus the SQLite commit is blocking CPU and disk work: one worker-thread hop.
+        stored = await asyncio.to_thread(self._encode_events, batch)
+        self._wake.set()
+        return stored
+
+    def _encode_events(self, events: list[Event]) -> int:
+        now = self.clock()
+        items: list[BufferItem] = []
+        for e in events:
+            try:
+                obj = event_dict(e, epoch=self.epoch, run_id=self.run_id, gateway_ts=now)
+                payload = orjson.dumps(obj)
+            except (UnsError, TypeError) as exc:
+                self.metrics.malformed += 1
+                log.warning("dropping malformed event %s/%s: %s", e.asset, e.name, exc)
+                continue
+            # an empty tag marks an event: every sample has a non-empty tag
+            items.append(BufferItem(obj["id"], e.asset, _EVENT, payload, now))
+        self.metrics.received += len(events)
+        stored = self.buffer.append_sync(items)
+        self.metrics.duplicates += len(items) - stored
+        return stored
+
     async def flush(self) -> None:
         """Wait until the broker confirmed everything buffered so far (bound it with
         ``asyncio.timeout``: while the broker is away this waits for its return)."""
@@ -275,11 +311,21 @@ class UnsPublisher:
         self, session: _Session, loop: asyncio.AbstractEventLoop, rows: list[PendingItem]
     ) -> _Batch:
         batch = _Batch(loop, rows)
-        messages = [(self.stream_topic, join_batch([r.payload for r in rows]), False)]
+        has_events = any(r.tag == _EVENT for r in rows)
+        if has_events:
+            body = join_batch(
+                [r.payload for r in rows if r.tag != _EVENT],
+                [r.payload for r in rows if r.tag == _EVENT],
+            )
+        else:
+            body = join_batch([r.payload for r in rows])
+        messages = [(self.stream_topic, body, False)]
         if self.current_values:
             latest: dict[tuple[str, str], PendingItem] = {}
             for r in rows:  # retained topics keep only the newest value: coalesce per batch
                 latest[(r.asset, r.tag)] = r
+            if has_events:
+                latest = {k: r for k, r in latest.items() if r.tag != _EVENT}
             for key, r in latest.items():
                 if self.only_changed:
                     vkey = _value_key(r.payload)
