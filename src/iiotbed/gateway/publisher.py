@@ -29,7 +29,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.mqtt import parse_broker_url
-from iiotbed.errors import ConnectorError
+from iiotbed.errors import ConnectorError, StorageError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
 from iiotbed.telemetry import Event, Sample
 from iiotbed.uns import (
@@ -266,6 +266,10 @@ class UnsPublisher:
             except ConnectorError as exc:
                 self.metrics.connection_losses += 1
                 log.warning("%s; replaying from buffer position %d", exc, self.buffer.acked_through)
+            except StorageError:
+                # the buffer is unusable (disk full, file gone): stop, and re-raise from close()
+                log.exception("UNS publisher stops: the gateway buffer failed")
+                raise
             finally:
                 await self._drop_session()
 
