@@ -246,8 +246,8 @@ def test_subscription_receives_changes() -> None:
 
 
 def test_methods_reach_the_control_object() -> None:
-    scenario = load_scenario(SINGLE)
-    ((_stage, station, path),) = scenario.station_paths()
+    scenario = _three_stations()
+    (_s, station, path), (_s2, other, _p2) = scenario.station_paths()[:2]
 
     async def body() -> None:
         control = FakeControl(path)
@@ -263,22 +263,12 @@ def test_methods_reach_the_control_object() -> None:
                 await machine.call_method(f"{ns}:Start")
             assert err.value.code == ua.StatusCodes.BadInvalidState
             assert control.calls[-1] == "reset"
-            # still serving
-            assert (await machine.read_browse_name()).Name == station
-
-    run(body)
-
-
-def test_method_without_control_is_refused() -> None:
-    scenario = load_scenario(SINGLE)
-    ((_stage, station, _path),) = scenario.station_paths()
-
-    async def body() -> None:
-        async with serving(scenario) as (server, client):
-            machine = machine_node(client, server, station)
+            # a station without a control object refuses, and the server keeps serving
             with pytest.raises(ua.UaStatusCodeError) as err:
-                await machine.call_method(f"{server.namespace_index}:Stop")
+                await machine_node(client, server, other).call_method(f"{ns}:Stop")
             assert err.value.code == ua.StatusCodes.BadNotConnected
+            assert (await machine.read_browse_name()).Name == station
+            assert control.calls == ["stop", "start", "hold", "unhold", "reset"]
 
     run(body)
 
@@ -418,15 +408,21 @@ def test_secure_profile(tmp_path: Path) -> None:
     run(body)
 
 
-def test_secure_certificate_is_reused(tmp_path: Path) -> None:
-    scenario = load_scenario(SINGLE)
-    security = Security("secure", users={"u": "p"}, cert_dir=tmp_path)
+def test_certificate_is_reused(tmp_path: Path) -> None:
+    cert, key = tmp_path / "s.der", tmp_path / "s.pem"
 
     async def body() -> None:
-        async with MachineServer.from_scenario(scenario, port=free_port(), security=security):
-            first = (tmp_path / "line-1.der").read_bytes()
-        async with MachineServer.from_scenario(scenario, port=free_port(), security=security):
-            assert (tmp_path / "line-1.der").read_bytes() == first
+        await ensure_certificate(cert, key, "urn:iiotbed:a:b:opcua:line-1", ["10.1.2.3", "edge"])
+        first = cert.read_bytes()
+        await ensure_certificate(cert, key, "urn:iiotbed:a:b:opcua:line-1", ["10.1.2.3", "edge"])
+        assert cert.read_bytes() == first
+        parsed = x509.load_der_x509_certificate(first)
+        san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "edge" in san.get_values_for_type(x509.DNSName)
+        assert "10.1.2.3" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+        # a certificate for another application is replaced
+        await ensure_certificate(cert, key, "urn:iiotbed:a:b:opcua:line-2")
+        assert cert.read_bytes() != first
 
     run(body)
 
@@ -457,6 +453,13 @@ def test_per_machine_layout() -> None:
                     client, group.servers[2], station, "OperationCounters", Tag.PROCESSED
                 )
                 assert await node.read_value() == 4
+                control = FakeControl(path)
+                group.attach(control)  # after start: commands reach it from now on
+                machine = machine_node(client, group.servers[2], station)
+                await machine.call_method(f"{group.servers[2].namespace_index}:Hold")
+                assert control.calls == ["hold"]
+            with pytest.raises(ValueError, match="no server hosts"):
+                group.attach(FakeControl("elsewhere/x"))
 
     run(body)
 
