@@ -20,7 +20,7 @@ from iiotbed._yaml import load_located
 from iiotbed.devices.opcua import MachineServer, Security, build_servers, ensure_certificate
 from iiotbed.errors import ConnectorError
 from iiotbed.scenario import Scenario, load_scenario, scenario_from_dict
-from iiotbed.telemetry import ItemState, OperationMode, PackMLState, Sample, Tag
+from iiotbed.telemetry import ItemState, OperationMode, PackMLState, Quality, Sample, Tag
 
 ROOT = Path(__file__).resolve().parents[2]
 SINGLE = ROOT / "scenarios" / "single-machine.yaml"
@@ -182,12 +182,21 @@ def test_samples_show_with_sim_source_timestamps() -> None:
                 Sample(43.0, path, "Vibration", 2.5, unit="MMS"),
                 Sample(44.0, path, "NoSuchTag", 1),
                 Sample(44.0, "other/asset", Tag.PROCESSED, 99),
+                # invalid values are skipped, not shown and not fatal
+                Sample(45.0, path, Tag.PROCESSED, "lots"),
+                Sample(45.0, path, Tag.DEFECTIVE, -1),
+                Sample(45.0, path, Tag.FAILURES, 1 << 64),
+                Sample(45.0, path, Tag.ITEM_STATE, 99),
+                Sample(46.0, path, "CycleTime", None, quality=Quality.Bad),
+                Sample(47.0, path, "Power", 4.5, quality=Quality.Uncertain),
             ]
-            assert await server.apply_many(samples) == 7
+            assert await server.apply_many(samples) == 9
             async with Client(server.endpoint) as client:
 
                 async def read(*p: str) -> ua.DataValue:
-                    return await machine_node(client, server, station, *p).read_data_value()
+                    return await machine_node(client, server, station, *p).read_data_value(
+                        raise_on_bad_status=False
+                    )
 
                 state = await read("MachineryItemState", "CurrentState")
                 assert state.Value.Value.Text == "Executing"
@@ -209,6 +218,13 @@ def test_samples_show_with_sim_source_timestamps() -> None:
                 vib = await read("Monitoring", "Vibration")
                 assert vib.Value.Value == pytest.approx(2.5)
                 assert vib.SourceTimestamp == epoch + dt.timedelta(seconds=43)
+                assert (await read("OperationCounters", Tag.PROCESSED)).Value.Value == 17
+                assert (await read("MachineryItemState", "CurrentState", "Number")).Value.Value == 3
+                cycle = await read("Monitoring", "CycleTime")
+                assert cycle.StatusCode.is_bad() and cycle.Value.Value is None
+                assert cycle.SourceTimestamp == epoch + dt.timedelta(seconds=46)
+                power = await read("Monitoring", "Power")
+                assert power.StatusCode.is_uncertain() and power.Value.Value == 4.5
 
     run(body)
 

@@ -378,8 +378,9 @@ def _datavalue(
     if isinstance(raw, str):
         raise TypeError(f"a number is expected, got {raw!r}")
     value: int | float = int(raw) if vtype in _INT_TYPES else float(raw)
-    if isinstance(value, int) and value < 0:
-        raise ValueError(f"counter must not be negative, got {value}")
+    if isinstance(value, int) and not 0 <= value < 1 << 64:
+        # out-of-range integers would only fail later, inside asyncua's publish loop
+        raise ValueError(f"a UInt64 counter must be in [0, 2**64), got {value}")
     status = _UNCERTAIN if rec.quality == Quality.Uncertain else _GOOD
     return _SharedValue(ua.Variant(value, vtype), status, ts, now)
 
