@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any, Generic, TypeVar
 
 import simpy
@@ -33,23 +33,6 @@ class Unit:
         self.waits: list[float] = []  # seconds spent in each stage's input buffer
 
 
-class _Request(simpy.Event):
-    """A put or get of a :class:`Fifo`, optionally triggered at creation.
-
-    Triggering sets what ``Event.succeed`` sets and schedules the event the same way
-    (normal priority, now), as ``Timeout.__init__`` does: one call instead of three.
-    """
-
-    def __init__(self, env: simpy.Environment, callback: Callable[[simpy.Event], None],
-                 done: bool = False, value: Any = None) -> None:
-        self.env = env
-        self.callbacks = [callback]
-        if done:
-            self._ok = True
-            self._value = value
-            env.schedule(self)
-
-
 class Fifo(Generic[T]):
     """A bounded FIFO with the exact event order of ``simpy.Store``, at a fraction of its cost.
 
@@ -73,19 +56,21 @@ class Fifo(Generic[T]):
 
     def put(self, item: T) -> simpy.Event:
         """An event triggered once ``item`` is in."""
+        ev = simpy.Event(self._env)
+        ev.callbacks.append(self._serve_get)
         if not self._puts and len(self.items) < self.capacity:
             self.items.append(item)
-            return _Request(self._env, self._serve_get, True)
-        ev = _Request(self._env, self._serve_get)
+            return ev.succeed()
         self._puts.append((ev, item))
         self._serve_put()
         return ev
 
     def get(self) -> simpy.Event:
         """An event whose value is the first item, triggered once there is one."""
+        ev = simpy.Event(self._env)
+        ev.callbacks.append(self._serve_put)
         if not self._gets and self.items:
-            return _Request(self._env, self._serve_put, True, self.items.popleft())
-        ev = _Request(self._env, self._serve_put)
+            return ev.succeed(self.items.popleft())
         self._gets.append(ev)
         self._serve_get()
         return ev
