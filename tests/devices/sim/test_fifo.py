@@ -1,0 +1,61 @@
+"""The light FIFO behind buffers and the crew keeps simpy.Store's event order exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iiotbed.devices.sim.units import Fifo
+
+Trace = list[tuple[float, str, Any]]
+
+
+def _trace(make: Callable[[simpy.Environment, int], Any], capacity: int,
+           producers: list[list[int]], consumers: list[list[int]]) -> Trace:
+    """Producers put items after the given delays, consumers get after theirs; who got what, when."""
+    env = simpy.Environment()
+    store = make(env, capacity)
+    out: Trace = []
+
+    def producer(i: int, delays: list[int]) -> Generator[simpy.Event, Any, None]:
+        for k, d in enumerate(delays):
+            if d:
+                yield env.timeout(d)
+            yield store.put(f"p{i}-{k}")
+            out.append((env.now, f"put p{i}", k))
+
+    def consumer(i: int, delays: list[int]) -> Generator[simpy.Event, Any, None]:
+        for d in delays:
+            if d:
+                yield env.timeout(d)
+            item = yield store.get()
+            out.append((env.now, f"get c{i}", item))
+
+    for i, delays in enumerate(producers):
+        env.process(producer(i, delays))
+    for i, delays in enumerate(consumers):
+        env.process(consumer(i, delays))
+    env.run(until=1000)
+    out.append((env.now, "left", list(store.items)))
+    return out
+
+
+_delays = st.lists(st.lists(st.integers(0, 3), max_size=8), min_size=1, max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), _delays, _delays)
+def test_same_order_as_simpy_store(capacity: int, producers: list[list[int]],
+                                   consumers: list[list[int]]) -> None:
+    expected = _trace(simpy.Store, capacity, producers, consumers)
+    assert _trace(Fifo, capacity, producers, consumers) == expected
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity must be > 0"):
+        Fifo(simpy.Environment(), 0)
