@@ -191,7 +191,9 @@ class LiveFactory:
                 replication=opts.replication, reliable=reliable[ep], abort_after=opts.abort_after,
             )  # fmt: skip
         self._opcua_ch: Channel[list[Sample]] = Channel(self.links.get("opcua"))
-        self._spb_ch: Channel[list[tuple[str, str, object, int]]] = Channel(self.links.get("sparkplug"))
+        self._spb_ch: Channel[list[tuple[str, str, object, int]]] = Channel(
+            self.links.get("sparkplug")
+        )
         self._vda_ch: Channel[list[Record]] = Channel(self.links.get("vda5050"))
         # derived state
         self._power_of = _power_index()
@@ -222,7 +224,9 @@ class LiveFactory:
         """Human-readable endpoints (OPC UA URLs, MQTT topic roots)."""
         out = [f"OPC UA  {url}" for url in (self.servers.endpoints if self.servers else [])]
         if self.edge is not None:
-            out.append(f"Sparkplug B  {self.options.broker}  spBv1.0/{self.group_id}/+/{self.edge_node_id}/#")
+            out.append(
+                f"Sparkplug B  {self.options.broker}  spBv1.0/{self.group_id}/+/{self.edge_node_id}/#"
+            )
         if self.agents:
             out.append(f"VDA 5050  {self.options.broker}  uagv/v2/{self.manufacturer}/<amr>/"
                        f"{{order,instantActions,state,connection,visualization}}"
@@ -274,7 +278,9 @@ class LiveFactory:
                 # opening and writing a file blocks: done in a worker thread
                 self._events_fp = await asyncio.to_thread(opts.events.open, "w", encoding="utf-8")
                 stack.push_async_callback(self._close_events)
-            controls = {p: _CountingControl(c, self._counts) for p, c in self.factory.stations.items()}
+            controls = {
+                p: _CountingControl(c, self._counts) for p, c in self.factory.stations.items()
+            }
             self.servers = build_servers(
                 self.scenario, host=opts.host, port=opts.opcua_port,
                 per_machine=opts.opcua_layout == "machine", security=opts.security,
@@ -363,7 +369,10 @@ class LiveFactory:
         s.vda_published = sum(a.stats.published for a in self.agents.values())
         if self.master is not None:
             s.orders_sent = self.master.stats.orders_sent
-        accepted, refused = self._counts[0] + self._vda_counts[0], self._counts[1] + self._vda_counts[1]
+        accepted, refused = (
+            self._counts[0] + self._vda_counts[0],
+            self._counts[1] + self._vda_counts[1],
+        )
         if self.edge is not None:
             accepted += self.edge.stats.commands_accepted
             refused += self.edge.stats.commands_refused + self.edge.stats.malformed
