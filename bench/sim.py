@@ -69,7 +69,9 @@ def main() -> None:
     print(f"scenario       {path.name}, {days:g} simulated days, replication 0")
     print(f"model          {n_model} events in {wall_model:.3f} s = {model_rate:,.0f} events/s")
     print(f"               {n_records} records ({n_records / wall_model:,.0f} records/s)")
-    print(f"records built  {wall_records:.3f} s after the run (Factory.records)")
+    print(f"records built  {wall_records:.3f} s after the run (Factory.records); counting it, "
+          f"{n_model / (wall_model + wall_records):,.0f} events/s, ratio "
+          f"{n_model / (wall_model + wall_records) / bare_rate:.3f}")
     print(f"bare simpy     {n_bare} events in {wall_bare:.3f} s = {bare_rate:,.0f} events/s")
     print(f"simulated week {wall_model * 7.0 / days:.3f} s wall")
     print(f"ratio {model_rate / bare_rate:.3f}")
