@@ -424,6 +424,52 @@ def test_secure_profile(tmp_path: Path) -> None:
     run(body)
 
 
+def test_secure_profile_with_trusted_clients(tmp_path: Path) -> None:
+    scenario = load_scenario(SINGLE)
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    security = Security(
+        "secure", users={"u": "p"}, cert_dir=tmp_path / "pki", trusted_clients=trusted
+    )
+
+    async def connect(server: MachineServer, name: str) -> bool:
+        client = Client(server.endpoint)
+        client.application_uri = f"urn:iiotbed:test:{name}"
+        client.set_user("u")
+        client.set_password("p")
+        await client.set_security(
+            SecurityPolicyBasic256Sha256,
+            str(tmp_path / f"{name}.der"),
+            str(tmp_path / f"{name}.pem"),
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
+        try:
+            await client.connect()
+        except ua.UaStatusCodeError as exc:
+            assert exc.code == ua.StatusCodes.BadCertificateUntrusted
+            return False
+        finally:
+            await client.disconnect()
+        return True
+
+    async def body() -> None:
+        for name in ("known", "stranger"):
+            await ensure_certificate(
+                tmp_path / f"{name}.der",
+                tmp_path / f"{name}.pem",
+                f"urn:iiotbed:test:{name}",
+                client=True,
+            )
+        (trusted / "known.der").write_bytes((tmp_path / "known.der").read_bytes())
+        async with MachineServer.from_scenario(
+            scenario, port=free_port(), security=security
+        ) as srv:
+            assert await connect(srv, "known")
+            assert not await connect(srv, "stranger")
+
+    run(body)
+
+
 def test_certificate_is_reused(tmp_path: Path) -> None:
     cert, key = tmp_path / "s.der", tmp_path / "s.pem"
 

@@ -18,11 +18,19 @@ from typing import Any, Literal
 
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-__all__ = ["Security", "SecurityProfile", "UserPasswordManager", "ensure_certificate"]
+__all__ = [
+    "Security",
+    "SecurityProfile",
+    "UserPasswordManager",
+    "client_validator",
+    "ensure_certificate",
+]
 
 SecurityProfile = Literal["open", "secure"]
 
@@ -32,12 +40,15 @@ class Security:
     """How a server is secured.
 
     ``users`` maps user name to password (``secure`` only); ``cert_dir`` holds the
-    generated ``<name>.der`` certificate and ``<name>.pem`` key.
+    generated ``<name>.der`` certificate and ``<name>.pem`` key. With ``trusted_clients``
+    (a directory of client certificates, DER or PEM) only those clients may connect;
+    without it any client certificate is accepted and users and passwords guard access.
     """
 
     profile: SecurityProfile = "open"
     users: Mapping[str, str] = field(default_factory=dict)
     cert_dir: Path = Path(".iiotbed/pki")
+    trusted_clients: Path | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in ("open", "secure"):
@@ -127,3 +138,17 @@ async def ensure_certificate(
     # key generation and file I/O block: keep them off the event loop
     if not await asyncio.to_thread(_usable, cert_path, key_path, app_uri):
         await asyncio.to_thread(_generate, cert_path, key_path, app_uri, all_hosts, client)
+
+
+async def client_validator(trusted: Path) -> CertificateValidator:
+    """Accept only client certificates found in ``trusted`` (and still valid)."""
+    if not trusted.is_dir():  # noqa: ASYNC240 - one stat at start-up
+        raise ValueError(
+            f"trusted_clients must be a directory of client certificates, got {trusted}"
+        )
+    store = TrustStore([trusted], [])
+    await store.load()
+    options = (
+        CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+    )
+    return CertificateValidator(options, store)

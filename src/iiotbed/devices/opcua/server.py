@@ -31,7 +31,12 @@ from iiotbed.devices.opcua._nodes import (
     add_machines_folder,
     build_machine,
 )
-from iiotbed.devices.opcua._security import Security, UserPasswordManager, ensure_certificate
+from iiotbed.devices.opcua._security import (
+    Security,
+    UserPasswordManager,
+    client_validator,
+    ensure_certificate,
+)
 from iiotbed.devices.opcua.spec import MachineSpec, StationControl, machine_specs, namespace_uri
 from iiotbed.errors import ConnectorError, IiotbedError
 from iiotbed.scenario import Scenario
@@ -158,6 +163,8 @@ class MachineServer:
             await server.load_private_key(key)
             server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
             server.set_identity_tokens([ua.UserNameIdentityToken])
+            if sec.trusted_clients is not None:
+                server.set_certificate_validator(await client_validator(sec.trusted_clients))
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
             server.set_identity_tokens([ua.AnonymousIdentityToken])
