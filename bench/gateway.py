@@ -23,22 +23,22 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-import asyncio  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+import multiprocessing as mp
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
 
-import orjson  # noqa: E402
-import paho.mqtt.client as paho  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.gateway import DurableBuffer, UnsPublisher, to_sample  # noqa: E402
-from iiotbed.telemetry import Sample  # noqa: E402
-from iiotbed.uns import decode_batch  # noqa: E402
+from iiotbed.gateway import DurableBuffer, UnsPublisher, to_sample
+from iiotbed.telemetry import Sample
+from iiotbed.uns import decode_batch
 
 LINE = "tcl/huizhou/module-assembly/line-1"
 EPOCH = 1_767_571_200.0

@@ -21,23 +21,23 @@ from pathlib import Path
 # (imported by uuid, hence by asyncua) when this file runs as a script
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import datetime as dt  # noqa: E402
-import logging  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Coroutine, Sequence  # noqa: E402
-from multiprocessing.connection import Connection  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import multiprocessing as mp
+import socket
+import statistics
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
 
-from asyncua import Client, Node, Server, ua  # noqa: E402
+from asyncua import Client, Node, Server, ua
 
-from iiotbed.devices.opcua import MachineServer  # noqa: E402
-from iiotbed.scenario import Scenario, load_scenario  # noqa: E402
-from iiotbed.telemetry import ItemState, Sample, Tag  # noqa: E402
+from iiotbed.devices.opcua import MachineServer
+from iiotbed.scenario import Scenario, load_scenario
+from iiotbed.telemetry import ItemState, Sample, Tag
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "tcl-huizhou-5g.yaml"

@@ -23,20 +23,20 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-import asyncio  # noqa: E402
-import sqlite3  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
+import asyncio
+import sqlite3
+import tempfile
+import time
+import uuid
+from pathlib import Path
 
-import psycopg  # noqa: E402
+import psycopg
 
-from iiotbed.devices.sim import Factory  # noqa: E402
-from iiotbed.platform import Layout, compute_kpis  # noqa: E402
-from iiotbed.platform.store import RunInfo, Store, open_store  # noqa: E402
-from iiotbed.scenario import load_scenario  # noqa: E402
-from iiotbed.telemetry import Sample  # noqa: E402
+from iiotbed.devices.sim import Factory
+from iiotbed.platform import Layout, compute_kpis
+from iiotbed.platform.store import RunInfo, Store, open_store
+from iiotbed.scenario import load_scenario
+from iiotbed.telemetry import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = "postgresql://127.0.0.1:5432/test"

@@ -14,7 +14,14 @@ Run: ``python bench/sim.py [scenario] [days]``; the last line is ``ratio <model/
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Run as a script, bench/ is sys.path[0]: bench/platform.py would shadow the standard
+# library's `platform` module for every import below. Drop this folder from the path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
 import time
 from collections.abc import Generator
 from pathlib import Path
