@@ -23,11 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.live import LiveFactory, LiveOptions
 from iiotbed.devices.opcua import namespace_uri
-from iiotbed.devices.sim import Factory
+from iiotbed.devices.sim import Factory, simulate
 from iiotbed.devices.sparkplug import command_payload, decode_payload, metric_value
 from iiotbed.devices.vda5050_messages import instant_action, iso_timestamp
-from iiotbed.eventlog import load_records
-from iiotbed.scenario import Scenario, load_scenario
+from iiotbed.eventlog import load_records, write_event_log
+from iiotbed.scenario import Scenario, load_scenario, scenario_from_dict
 from iiotbed.telemetry import Event, Sample
 
 pytestmark = pytest.mark.timeout(60)
@@ -390,8 +390,48 @@ def test_cli_devices_prints_endpoints_and_exits_0(tmp_path: Path) -> None:
     assert "only OPC UA runs" in proc.stdout
     assert "sim time reached: 43200 s" in proc.stdout
     assert any(isinstance(r, Event) and r.name == "UnitProduced" for r in load_records(events))
+    # without commands the live run's event log is the batch run's, byte for byte
+    batch = tmp_path / "batch.jsonl"
+    sc = load_scenario(ROOT / "scenarios/single-machine.yaml")
+    write_event_log(simulate(sc, duration=43200), batch)
+    assert events.read_bytes() == batch.read_bytes()
     bad = subprocess.run(
         [IIOTBED, "devices", str(ROOT / "scenarios/single-machine.yaml"),
          "--broker", "http://x"], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "mqtt://host:port" in bad.stderr
+
+
+def test_long_link_outage_aborts_the_mqtt_connection_so_the_will_fires() -> None:
+    asyncio.run(_outage())
+
+
+async def _outage() -> None:
+    data = _five_g(1500).model_dump(mode="json")
+    data["network"]["links"]["flaky"] = {
+        "kind": "wifi",
+        "latency": {"dist": "fixed", "value": 0.02},
+        "outages": {"interval": {"dist": "exponential", "mean": 200}, "duration": 30},
+    }
+    data["network"]["endpoints"] = {"sparkplug": "flaky"}
+    sc = scenario_from_dict(data)
+    group = f"o{uuid.uuid4().hex[:8]}"
+    sniff = Sniffer(f"spBv1.0/{group}/#")
+    opts = LiveOptions(speed=300, opcua_port=_free_port(), broker="mqtt://127.0.0.1:1883",
+                       sparkplug_group=group, vda_manufacturer=group)  # fmt: skip
+    try:
+        async with LiveFactory(sc, opts) as live:
+            summary = await live.wait()
+            link = live.links["sparkplug"]
+            assert link.stats.outages >= 2 and link.stats.aborts == link.stats.outages
+            assert live.edge.connection.stats.connection_losses >= 1
+            births = [decode_payload(p) for _, p in sniff.topics("/NBIRTH/")]
+        await asyncio.sleep(0.3)
+        deaths = [decode_payload(p) for _, p in sniff.topics("/NDEATH/")]
+        bd = [metric_value(m, "Int64") for b in births for m in b.metrics if m.name == "bdSeq"]
+        dead = [metric_value(m, "Int64") for d in deaths for m in d.metrics if m.name == "bdSeq"]
+        assert len(bd) >= 2 and bd == sorted(bd)  # a rebirth after every reconnect
+        assert set(bd[:-1]) <= set(dead)  # each aborted session's Will (NDEATH) fired
+        assert summary.links["sparkplug (flaky)"].held > 0
+    finally:
+        sniff.close()

@@ -351,6 +351,7 @@ class LiveFactory:
     async def _run(self) -> None:
         await self.pacer.run(self.duration)
         self.factory.run(self.env.now)  # emits the energy integrated up to the end
+        await self._on_advance(self.env.now)
         await self._deliver(float("inf"))
         self._finished = True
         self._fill_summary()
