@@ -7,6 +7,7 @@ that names the file, the line and the fix; they never print a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -570,6 +571,108 @@ def devices(
         if started:
             for line in started[0].summary.lines():
                 typer.echo(line)
+
+
+@app.command()
+def gateway(
+    scenario_file: Annotated[
+        Path | None,
+        typer.Option("--scenario", dir_okay=False, help="Derive the settings from this scenario."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", dir_okay=False, help="A gateway.yaml (see docs/gateway.md)."),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", envvar="IIOTBED_BROKER", help="MQTT broker for devices and UNS."),
+    ] = None,
+    opcua_port: Annotated[
+        int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
+    ] = 4840,
+    opcua_layout: Annotated[
+        str,
+        typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine."),
+    ] = "line",
+    replication: Annotated[
+        int, typer.Option("--replication", min=0, help="Replication the devices run (run id).")
+    ] = 0,
+    root: Annotated[str, typer.Option("--root", help="UNS topic root.")] = "uns",
+    buffer: Annotated[
+        Path, typer.Option("--buffer", dir_okay=False, help="Durable buffer file (SQLite).")
+    ] = Path(".iiotbed/gateway.db"),
+    sparkplug_group: Annotated[
+        str | None,
+        typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
+    ] = None,
+    stop_after: Annotated[
+        float | None,
+        typer.Option("--stop-after", min=0.0, help="Stop after this many wall seconds."),
+    ] = None,
+) -> None:
+    """Collect OPC UA, Sparkplug B, VDA 5050 and JSON devices into the UNS over MQTT."""
+    import asyncio
+    import logging
+
+    from iiotbed.gateway.service import Gateway
+    from iiotbed.gateway.settings import load_settings, settings_from_scenario
+
+    with _user_errors():
+        if (scenario_file is None) == (config is None):
+            raise typer.BadParameter("give either --scenario FILE --broker URL or --config FILE")
+        if opcua_layout not in ("line", "machine"):
+            raise typer.BadParameter(
+                f"{opcua_layout!r}: use 'line' or 'machine'", param_hint="--opcua-layout"
+            )
+        if config is not None:
+            settings = load_settings(config)
+        else:
+            assert scenario_file is not None
+            if broker is None:
+                raise typer.BadParameter("--scenario needs --broker mqtt://host:port")
+            from iiotbed.devices.mqtt import parse_broker_url
+
+            try:
+                parse_broker_url(broker)
+            except IiotbedError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+            try:
+                settings = settings_from_scenario(
+                    _load(scenario_file), broker, opcua_port=opcua_port,
+                    opcua_layout="machine" if opcua_layout == "machine" else "line",
+                    replication=replication, root=root, buffer=buffer,
+                    sparkplug_group=sparkplug_group,
+                )  # fmt: skip
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise typer.BadParameter(str(exc)) from None
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings.output.buffer.parent.mkdir(parents=True, exist_ok=True)
+
+        async def main() -> None:
+            async with Gateway(settings) as gw:
+                typer.echo(
+                    f"gateway {settings.id}: {', '.join(settings.collector_names())} -> "
+                    f"{settings.output.broker} {settings.output.root}/ (run {settings.run_id})"
+                )
+                sys.stdout.flush()
+                try:
+                    if stop_after is not None:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(stop_after):
+                                await gw.wait()
+                    else:
+                        await gw.wait()
+                finally:
+                    m = gw.publish_metrics()
+                    typer.echo(
+                        f"received {m['received']}, forwarded {m['forwarded']}, "
+                        f"buffered {m['buffered']}, dropped {m['dropped']}, malformed {m['malformed']}"
+                    )
+
+        try:
+            asyncio.run(main())
+        except KeyboardInterrupt:
+            typer.echo("stopped")
 
 
 def main() -> None:

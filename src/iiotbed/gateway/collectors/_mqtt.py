@@ -1,0 +1,59 @@
+"""Holding an MQTT connection for a collector: retry the first connect, then let it reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from iiotbed.devices.mqtt import MqttConnection
+from iiotbed.errors import ConnectorError
+from iiotbed.gateway.collectors.base import Backoff, CollectorStats
+
+__all__ = ["count_message", "hold_connection", "match_topic"]
+
+
+async def hold_connection(
+    make: Callable[[], MqttConnection],
+    on_open: Callable[[MqttConnection | None], None],
+    backoff: Backoff,
+    log: logging.Logger,
+) -> None:
+    """Keep a connection made by ``make()`` open until cancelled.
+
+    :class:`MqttConnection` reconnects by itself once up, but its first connect raises when
+    the broker is away: that one is retried here with ``backoff``.
+    """
+    while True:
+        conn = make()
+        try:
+            async with conn:
+                backoff.reset()
+                on_open(conn)
+                try:
+                    await asyncio.Future()  # until cancelled; the connection reconnects itself
+                finally:
+                    on_open(None)
+        except ConnectorError as exc:
+            wait = backoff.next()
+            log.warning("%s; retrying in %.2f s", exc, wait)
+            await asyncio.sleep(wait)
+
+
+def count_message(stats: CollectorStats) -> float:
+    """Count one received message; the gateway's receive time (Unix seconds)."""
+    now = time.time()
+    stats.messages += 1
+    stats.last_message = now
+    return now
+
+
+def match_topic(filter_levels: list[str], topic_levels: list[str]) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
+    for i, f in enumerate(filter_levels):
+        if f == "#":
+            return True
+        if i >= len(topic_levels) or (f != "+" and f != topic_levels[i]):
+            return False
+    return len(filter_levels) == len(topic_levels)

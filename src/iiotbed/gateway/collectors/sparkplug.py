@@ -1,0 +1,379 @@
+"""Sparkplug B 3.0 host application: births, data, deaths → samples; rebirth on gaps.
+
+The host publishes its ``spBv1.0/STATE/<host_id>`` (retained JSON ``online``/``timestamp``,
+the Will says offline), learns each node's and device's metrics (names, aliases,
+datatypes, ``engUnit``) from NBIRTH/DBIRTH, checks ``seq`` (0-255) on every message and
+asks for a rebirth (NCMD ``Node Control/Rebirth``) on a gap or on data before a birth.
+NDEATH (with the bdSeq of the birth) and DDEATH mark the metrics stale: quality Bad, no value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import orjson
+
+from iiotbed.devices import _sparkplug_b_pb2 as pb
+from iiotbed.devices.mqtt import Message, MqttConnection, Will
+from iiotbed.devices.sparkplug import (
+    DATATYPES,
+    NAMESPACE,
+    REBIRTH_METRIC,
+    command_payload,
+    decode_payload,
+    metric_value,
+)
+from iiotbed.errors import ConnectorError
+from iiotbed.gateway.collectors._mqtt import count_message, hold_connection
+from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
+from iiotbed.gateway.normalise import normalise_value, unit_code
+from iiotbed.telemetry import Quality, Sample
+from iiotbed.uns import UnsError
+
+__all__ = ["SparkplugHost", "SparkplugHostStats"]
+
+log = logging.getLogger(__name__)
+
+_NAME_OF: Final = {code: name for name, (code, _) in DATATYPES.items()}
+_BDSEQ: Final = "bdSeq"
+_KINDS: Final = frozenset(
+    ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD")
+)
+
+
+@dataclass
+class SparkplugHostStats(CollectorStats):
+    """Collector counters plus the Sparkplug host's own."""
+
+    births: int = 0
+    deaths: int = 0
+    seq_gaps: int = 0
+    unborn_data: int = 0  # data from a node or device whose birth was not seen
+    rebirths_requested: int = 0
+
+
+@dataclass
+class _Metric:
+    name: str
+    datatype: str
+    unit: str | None
+
+
+@dataclass
+class _Table:
+    """The metrics one birth declared (a node's or a device's)."""
+
+    asset: str
+    by_name: dict[str, _Metric] = field(default_factory=dict)
+    by_alias: dict[int, _Metric] = field(default_factory=dict)
+    last_t: float = -float("inf")
+
+
+@dataclass
+class _Node:
+    bd_seq: int | None = None
+    seq: int | None = None
+    table: _Table | None = None  # None until NBIRTH
+    devices: dict[str, _Table] = field(default_factory=dict)
+    last_rebirth: float = -float("inf")
+
+
+class _Bad(Exception):
+    """A message (or metric) the host refuses; the text says why."""
+
+
+class SparkplugHost:
+    """A Sparkplug B host application feeding a :class:`Sink`; ``await run()`` until cancelled.
+
+    ``assets`` maps ``device``, ``edge/device``, ``group/edge/device`` (devices) or
+    ``edge``, ``group/edge`` (node metrics) to an ISA-95 asset path; the most specific key
+    wins, and unmapped ones become ``<group>/<edge>[/<device>]``. ``epoch`` (Unix seconds)
+    turns Sparkplug's epoch-ms timestamps into sim time.
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        sink: Sink,
+        *,
+        epoch: float,
+        host_id: str = "iiotbed-gateway",
+        groups: Sequence[str] = (),
+        assets: Mapping[str, str] | None = None,
+        name: str = "sparkplug",
+        client_id: str | None = None,
+        rebirth_interval: float = 2.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+    ) -> None:
+        if not host_id or any(c in host_id for c in "/+#"):
+            raise ValueError(f"Sparkplug host_id {host_id!r} must be non-empty without '/', '+', '#'")
+        self.broker = broker
+        self.sink = sink
+        self.epoch = epoch
+        self.host_id = host_id
+        self.groups = tuple(groups)
+        self.assets = dict(assets or {})
+        self.name = name
+        self.client_id = client_id or f"iiotbed-host-{host_id}"
+        self.rebirth_interval = rebirth_interval
+        self.stats = SparkplugHostStats()
+        self.state_topic = f"{NAMESPACE}/STATE/{host_id}"
+        self._malformed = MalformedLog(self.stats, log)
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._nodes: dict[tuple[str, str], _Node] = {}
+        self._conn: MqttConnection | None = None
+        self._state_ts = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        filters = [f"{NAMESPACE}/{g}/#" for g in self.groups] or [f"{NAMESPACE}/#"]
+        return [(f, 0) for f in filters]
+
+    def _make(self) -> MqttConnection:
+        return MqttConnection(
+            self.broker,
+            client_id=self.client_id,
+            on_message=self._on_message,
+            subscriptions=self._subscriptions(),
+            will=self._will,
+            on_connect=self._on_connect,
+            on_connection_lost=self._on_lost,
+        )
+
+    async def run(self) -> None:
+        """Collect until cancelled; publishes STATE offline (retained) on the way out."""
+        try:
+            await hold_connection(self._make, self._opened, self._backoff, log)
+        finally:
+            conn = self._conn
+            if conn is not None and conn.connected:
+                with contextlib.suppress(ConnectorError):
+                    await conn.publish_and_wait(
+                        self.state_topic, self._state(False), qos=1, retain=True, ack_wait=2.0
+                    )
+
+    def _opened(self, conn: MqttConnection | None) -> None:
+        self._conn = conn
+        if conn is not None:  # the first connect: _on_connect ran before we held the connection
+            conn.publish(self.state_topic, self._state(True), qos=1, retain=True)
+
+    def _state(self, online: bool) -> bytes:
+        return orjson.dumps({"online": online, "timestamp": self._state_ts})
+
+    def _will(self) -> Will:
+        # Sparkplug 3.0: the Will and the following online STATE carry the same timestamp.
+        self._state_ts = time.time_ns() // 1_000_000
+        return Will(self.state_topic, self._state(False), qos=1, retain=True)
+
+    def _on_connect(self) -> None:
+        self.stats.connects += 1
+        conn = self._conn
+        if conn is not None:  # a reconnect (the first connect is handled in _opened)
+            conn.publish(self.state_topic, self._state(True), qos=1, retain=True)
+
+    def _on_lost(self) -> None:
+        self.stats.connection_losses += 1
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, msg: Message) -> None:
+        now = count_message(self.stats)
+        parts = msg.topic.split("/")
+        if len(parts) >= 2 and parts[1] == "STATE":
+            return  # host STATE messages (ours and other hosts') are not telemetry
+        try:
+            self._handle(parts, msg.payload, now)
+        except _Bad as exc:
+            self._malformed(msg.topic, str(exc))
+
+    def _handle(self, parts: list[str], data: bytes, now: float) -> None:
+        if len(parts) not in (4, 5) or parts[0] != NAMESPACE or parts[2] not in _KINDS:
+            raise _Bad("topic is not spBv1.0/<group>/<type>/<edge>[/<device>]")
+        group, kind, edge = parts[1], parts[2], parts[3]
+        device = parts[4] if len(parts) == 5 else None
+        if (device is None) != (kind[0] == "N") or not all(parts[1:]):
+            raise _Bad(f"{kind} with {'a' if device else 'no'} device id")
+        if kind in ("NCMD", "DCMD"):
+            return  # commands to nodes (ours included) are not telemetry
+        try:
+            payload = decode_payload(data)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+        key = (group, edge)
+        node = self._nodes.get(key)
+        if kind == "NBIRTH":
+            self._nbirth(key, payload, now)
+        elif kind == "NDEATH":
+            self._ndeath(key, node, payload, now)
+        elif node is None or node.table is None:
+            self.stats.unborn_data += 1
+            self._request_rebirth(key, self._nodes.setdefault(key, _Node()), "data before NBIRTH")
+        elif kind == "DBIRTH":
+            assert device is not None
+            self._check_seq(key, node, payload)
+            self._dbirth(key, node, device, payload, now)
+        elif kind == "DDEATH":
+            assert device is not None
+            self._check_seq(key, node, payload)
+            table = node.devices.pop(device, None)
+            if table is not None:
+                self.stats.deaths += 1
+                self._mark_stale([table], payload, now)
+        else:
+            table = node.table if device is None else node.devices.get(device)
+            self._check_seq(key, node, payload)
+            if table is None:
+                self.stats.unborn_data += 1
+                self._request_rebirth(key, node, f"DDATA before DBIRTH of {device}")
+                return
+            self._data(table, payload, now)
+
+    def _asset(self, group: str, edge: str, device: str | None) -> str:
+        keys = (
+            [f"{group}/{edge}/{device}", f"{edge}/{device}", device]
+            if device is not None
+            else [f"{group}/{edge}", edge]
+        )
+        for k in keys:
+            asset = self.assets.get(k)
+            if asset is not None:
+                return asset
+        return f"{group}/{edge}" if device is None else f"{group}/{edge}/{device}"
+
+    def _nbirth(self, key: tuple[str, str], payload: pb.Payload, now: float) -> None:
+        bd = next((m for m in payload.metrics if m.name == _BDSEQ), None)
+        if bd is None or bd.WhichOneof("value") != "long_value":
+            raise _Bad("NBIRTH without an Int64 bdSeq metric")
+        node = self._nodes.setdefault(key, _Node())
+        # a new birth ends every device of the previous session
+        node.bd_seq = bd.long_value
+        node.seq = payload.seq if payload.HasField("seq") else 0
+        node.devices = {}
+        node.table = _Table(self._asset(*key, None))
+        self.stats.births += 1
+        self._birth(node.table, payload, now)
+
+    def _dbirth(
+        self, key: tuple[str, str], node: _Node, device: str, payload: pb.Payload, now: float
+    ) -> None:
+        table = _Table(self._asset(*key, device))
+        node.devices[device] = table
+        self.stats.births += 1
+        self._birth(table, payload, now)
+
+    def _birth(self, table: _Table, payload: pb.Payload, now: float) -> None:
+        problems = []
+        for m in payload.metrics:
+            if m.name in (_BDSEQ,) or m.name.startswith("Node Control/"):
+                continue
+            dtype = _NAME_OF.get(m.datatype)
+            if not m.name or dtype is None:
+                problems.append(f"metric {m.name!r}: no name or unsupported datatype {m.datatype}")
+                continue
+            unit = None
+            props = m.properties
+            for k, v in zip(props.keys, props.values, strict=False):
+                if k == "engUnit" and v.WhichOneof("value") == "string_value":
+                    try:
+                        unit = unit_code(v.string_value)
+                    except UnsError as exc:
+                        problems.append(f"metric {m.name!r}: {exc.reason}")
+            metric = _Metric(m.name, dtype, unit)
+            table.by_name[m.name] = metric
+            if m.HasField("alias"):
+                table.by_alias[m.alias] = metric
+        self._data(table, payload, now, problems)
+
+    def _data(
+        self, table: _Table, payload: pb.Payload, now: float, problems: list[str] | None = None
+    ) -> None:
+        problems = problems if problems is not None else []
+        out: list[Sample] = []
+        seq = payload.seq if payload.HasField("seq") else None
+        for m in payload.metrics:
+            if m.HasField("name") and m.name:
+                if m.name == _BDSEQ or m.name.startswith("Node Control/"):
+                    continue
+                metric = table.by_name.get(m.name)
+            elif m.HasField("alias"):
+                metric = table.by_alias.get(m.alias)
+            else:
+                metric = None
+            if metric is None:
+                problems.append(f"unknown metric {m.name or f'alias {m.alias}'!r}")
+                continue
+            try:
+                raw = metric_value(m, metric.datatype)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            if isinstance(raw, bytes):
+                problems.append(f"metric {metric.name!r}: Bytes cannot travel in the UNS")
+                continue
+            ts = m.timestamp if m.HasField("timestamp") else payload.timestamp
+            t = ts / 1000.0 - self.epoch if ts else now - self.epoch
+            value, quality = normalise_value(raw)
+            out.append(Sample(t, table.asset, metric.name, value, metric.unit, quality, now, seq))
+            if t > table.last_t:
+                table.last_t = t
+        if out:
+            self.stats.samples += len(out)
+            self.sink.samples(self.name, out)
+        if problems:
+            raise _Bad("; ".join(problems[:3]) + (f" (+{len(problems) - 3})" if len(problems) > 3 else ""))
+
+    def _ndeath(self, key: tuple[str, str], node: _Node | None, payload: pb.Payload, now: float) -> None:
+        bd = next((m for m in payload.metrics if m.name == _BDSEQ), None)
+        if bd is None or bd.WhichOneof("value") != "long_value":
+            raise _Bad("NDEATH without an Int64 bdSeq metric")
+        if node is None or node.table is None or bd.long_value != node.bd_seq:
+            # the death of an older session (its Will arriving late): not this birth's
+            log.info("ignoring NDEATH of %s/%s with bdSeq %d", *key, bd.long_value)
+            return
+        self.stats.deaths += 1
+        self._mark_stale([node.table, *node.devices.values()], payload, now)
+        node.table, node.devices, node.seq = None, {}, None
+
+    def _mark_stale(self, tables: list[_Table], payload: pb.Payload, now: float) -> None:
+        out = []
+        for table in tables:
+            t = payload.timestamp / 1000.0 - self.epoch if payload.timestamp else now - self.epoch
+            t = max(t, table.last_t)  # a death never predates the values it ends
+            for metric in table.by_name.values():
+                out.append(Sample(t, table.asset, metric.name, None, metric.unit, Quality.Bad, now))
+        if out:
+            self.stats.stale_marks += len(out)
+            self.stats.samples += len(out)
+            self.sink.samples(self.name, out)
+
+    def _check_seq(self, key: tuple[str, str], node: _Node, payload: pb.Payload) -> None:
+        if not payload.HasField("seq") or not 0 <= payload.seq <= 255:
+            raise _Bad("message without a seq in 0-255")
+        expected = None if node.seq is None else (node.seq + 1) % 256
+        node.seq = payload.seq
+        if expected is not None and payload.seq != expected:
+            self.stats.seq_gaps += 1
+            self._request_rebirth(key, node, f"seq {payload.seq}, expected {expected}")
+
+    def _request_rebirth(self, key: tuple[str, str], node: _Node, why: str) -> None:
+        mono = time.monotonic()
+        conn = self._conn
+        if conn is None or mono - node.last_rebirth < self.rebirth_interval:
+            return  # one request per interval: the rebirth answers every gap before it
+        node.last_rebirth = mono
+        group, edge = key
+        body = command_payload([(REBIRTH_METRIC, "Boolean", True)], time.time_ns() // 1_000_000)
+        if conn.publish(f"{NAMESPACE}/{group}/NCMD/{edge}", body, qos=0):
+            self.stats.rebirths_requested += 1
+            log.info("requested a rebirth of %s/%s: %s", group, edge, why)
