@@ -20,7 +20,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal, Self
+from typing import IO, TYPE_CHECKING, Literal, Self
 
 from iiotbed.devices.network import Channel, LinkStats, LiveLink, endpoint_links
 from iiotbed.devices.pacing import Pacer
@@ -30,6 +30,13 @@ from iiotbed.devices.sim.station import StationControl
 from iiotbed.eventlog import record_to_json
 from iiotbed.scenario import LiveEndpoint, Scenario
 from iiotbed.telemetry import PlannedState, Record, Sample, Tag
+
+if TYPE_CHECKING:  # the adapters import asyncua and paho: loaded only when the run starts
+    from iiotbed.devices.opcua import MachineServers, Security
+    from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
+    from iiotbed.devices.vda5050 import AmrAgent
+    from iiotbed.devices.vda5050_master import MasterControl
+    from iiotbed.devices.vda5050_messages import Action, Order
 
 __all__ = ["LiveFactory", "LiveOptions", "LiveSummary", "run_live"]
 
@@ -53,7 +60,7 @@ class LiveOptions:
     host: str = "127.0.0.1"
     opcua_port: int = 4840
     opcua_layout: Literal["line", "machine"] = "line"
-    security: Any = None  # iiotbed.devices.opcua.Security (imported lazily with asyncua)
+    security: Security | None = None
     broker: str | None = None
     sparkplug_group: str | None = None  # default <enterprise>-<site>
     edge_node: str | None = None  # default <area>-<line>
@@ -203,10 +210,10 @@ class LiveFactory:
         self._trips: dict[str, _Trip] = {}
         self._amr_pos: dict[str, list[float]] = {}
         # endpoints, built in __aenter__
-        self.servers: Any = None
-        self.edge: Any = None
-        self.master: Any = None
-        self.agents: dict[str, Any] = {}
+        self.servers: MachineServers | None = None
+        self.edge: SparkplugEdgeNode | None = None
+        self.master: MasterControl | None = None
+        self.agents: dict[str, AmrAgent] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._run_task: asyncio.Task[None] | None = None
@@ -239,11 +246,11 @@ class LiveFactory:
     def _clock_ms(self) -> int:
         return round(self._clock_s() * 1000)
 
-    def _sparkplug_devices(self) -> dict[str, list[Any]]:
+    def _sparkplug_devices(self) -> dict[str, list[MetricDef]]:
         from iiotbed.devices.sparkplug import MetricDef
 
         sc = self.scenario
-        devices: dict[str, list[Any]] = {}
+        devices: dict[str, list[MetricDef]] = {}
         line = [MetricDef(t, "UInt64") for t in _LINE_METRICS]
         line.append(MetricDef(Tag.PLANNED_STATE, "Int32"))
         line += [MetricDef(Tag.HEADCOUNT_PREFIX + r, "Int32", unit="C62") for r in self._roles()]
@@ -561,8 +568,8 @@ class LiveFactory:
         else:  # the order is still on its way over the broker: report once accepted
             trip.pending.append((t, reached))
 
-    def _order_handler(self, name: str) -> Callable[[Any], None]:
-        def on_order(order: Any) -> None:
+    def _order_handler(self, name: str) -> Callable[[Order], None]:
+        def on_order(order: Order) -> None:
             trip = self._trips.get(name)
             if trip is None or order.order_id != trip.order_id or not trip.pending:
                 return
@@ -575,10 +582,10 @@ class LiveFactory:
 
         return on_order
 
-    def _action_handler(self, name: str) -> Callable[[Any], bool]:
+    def _action_handler(self, name: str) -> Callable[[Action], bool]:
         amr = self.factory.amr(name)
 
-        def on_action(action: Any) -> bool:
+        def on_action(action: Action) -> bool:
             kind = action.action_type
             if kind == "startPause":
                 amr.pause()
@@ -614,7 +621,7 @@ class LiveFactory:
         return True
 
 
-def _report_node(agent: Any, t: float, reached: tuple[str, int]) -> None:
+def _report_node(agent: AmrAgent, t: float, reached: tuple[str, int]) -> None:
     agent.update(t, node_reached=reached)
 
 
