@@ -675,6 +675,77 @@ def gateway(
             typer.echo("stopped")
 
 
+@app.command()
+def platform(
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            "--broker",
+            envvar="IIOTBED_BROKER",
+            help="MQTT broker to ingest from, e.g. mqtt://127.0.0.1:1883 (default: start an "
+            "embedded broker on a free port).",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="IIOTBED_STORE",
+            help="sqlite:///file.db or postgresql://user@host:5432/db (default ./iiotbed.db).",
+        ),
+    ] = None,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="HTTP port (0: a free one).")
+    ] = 8000,
+    host: Annotated[str, typer.Option("--host", help="HTTP address to listen on.")] = "127.0.0.1",
+    scenario_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenario", dir_okay=False, help="Scenario of runs the store does not describe yet."
+        ),
+    ] = None,
+    current_values: Annotated[
+        bool,
+        typer.Option("--current-values", help="Also ingest the retained current-value topics."),
+    ] = False,
+) -> None:
+    """Ingest the UNS into a store and serve the HTTP API and the live dashboard."""
+    import asyncio
+
+    from iiotbed.platform.service import Platform
+
+    with _user_errors():
+        if broker is not None:
+            from iiotbed.devices.mqtt import parse_broker_url
+
+            try:
+                parse_broker_url(broker)
+            except IiotbedError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+        scenario = _load(scenario_file) if scenario_file is not None else None
+
+        async def serve() -> None:
+            async with Platform(
+                broker=broker,
+                store=store,
+                host=host,
+                port=port,
+                scenario=scenario,
+                current_values=current_values,
+            ) as p:
+                typer.echo(f"platform: dashboard and API at {p.url}/ (docs {p.url}/docs)")
+                typer.echo(f"  ingesting {p.root}/_stream/# from {p.broker_url}")
+                typer.echo(f"  store {p.store.url if p.store is not None else store}")
+                typer.echo("Ctrl-C stops.")
+                sys.stdout.flush()
+                await p.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except KeyboardInterrupt:
+            typer.echo("stopped")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,193 @@
+"""An embedded MQTT broker for default runs: a local Mosquitto, else amqtt, on a free port.
+
+``async with EmbeddedBroker() as broker: broker.url`` starts a broker in its own process on
+127.0.0.1 and a port the OS reports free (never a fixed 1883, so a broker already running
+there is left alone), and stops it on close. Mosquitto is used when its binary is on the
+PATH (or in /usr/sbin); otherwise amqtt, a pure-Python broker from PyPI, runs in a child
+Python process so the broker never competes with the platform's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from iiotbed.errors import ConnectorError
+
+__all__ = ["BrokerKind", "EmbeddedBroker", "find_mosquitto", "free_port"]
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["mosquitto", "amqtt"]
+
+_MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+max_queued_messages 100000
+"""
+
+_AMQTT_CONF = """\
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:{port}
+plugins:
+  amqtt.plugins.authentication.AnonymousAuthPlugin:
+    allow_anonymous: true
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free now (bind to port 0, read it, release it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary: on the PATH or in /usr/sbin (Debian installs it there)."""
+    found = shutil.which("mosquitto")
+    if found is None and os.access("/usr/sbin/mosquitto", os.X_OK):
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class EmbeddedBroker:
+    """A broker child process on 127.0.0.1; ``kind`` None picks Mosquitto when installed."""
+
+    def __init__(self, kind: BrokerKind | None = None, *, start_timeout: float = 10.0) -> None:
+        if kind is None:
+            kind = "mosquitto" if find_mosquitto() is not None else "amqtt"
+        self.kind: BrokerKind = kind
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.start_timeout = start_timeout
+        self._proc: asyncio.subprocess.Process | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:<port>`` once started."""
+        if not self.port:
+            raise ConnectorError("the embedded broker is not started; use `async with`")
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        self._dir = tempfile.TemporaryDirectory(prefix="iiotbed-broker-")
+        last: str = ""
+        # a free port can be taken between our probe and the broker's bind: try a few
+        for _ in range(3):
+            port = free_port(self.host)
+            try:
+                await self._spawn(port)
+            except ConnectorError as exc:
+                last = str(exc)
+                continue
+            self.port = port
+            log.info("embedded %s broker at %s", self.kind, self.url)
+            return
+        await self.close()
+        raise ConnectorError(f"cannot start an embedded {self.kind} broker: {last}")
+
+    async def _spawn(self, port: int) -> None:
+        assert self._dir is not None
+        conf_dir = Path(self._dir.name)
+        if self.kind == "mosquitto":
+            binary = find_mosquitto()
+            if binary is None:
+                raise ConnectorError(
+                    "mosquitto is not installed; install it (apt-get install mosquitto) "
+                    "or use the amqtt broker"
+                )
+            conf = conf_dir / "mosquitto.conf"
+            conf.write_text(_MOSQUITTO_CONF.format(port=port))
+            args = [binary, "-c", str(conf)]
+        else:
+            conf = conf_dir / "amqtt.yaml"
+            conf.write_text(_AMQTT_CONF.format(port=port))
+            args = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+        # the broker logs to a file, not a pipe: an unread pipe would fill and stall it
+        log_path = conf_dir / f"{self.kind}-{port}.log"
+        with log_path.open("wb") as log_file:
+            self._proc = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while loop.time() < deadline:
+            if self._proc.returncode is not None:
+                err = log_path.read_bytes()
+                self._proc = None
+                raise ConnectorError(
+                    f"{self.kind} exited at start on port {port}: "
+                    f"{err.decode(errors='replace').strip()[-300:]}",
+                    endpoint=f"mqtt://{self.host}:{port}",
+                )
+            if await _accepts(self.host, port):
+                return
+            await asyncio.sleep(0.05)
+        await self._stop()
+        raise ConnectorError(
+            f"{self.kind} did not listen on {self.host}:{port} within {self.start_timeout} s",
+            endpoint=f"mqtt://{self.host}:{port}",
+        )
+
+    async def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def close(self) -> None:
+        """Stop the broker process and remove its configuration; safe to call twice."""
+        await self._stop()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+        self.port = 0

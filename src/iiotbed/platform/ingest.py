@@ -1,0 +1,361 @@
+"""UNS ingest: MQTT stream batches → decode → dedup → store, and a live KPI view per run.
+
+:class:`Ingest` subscribes to ``<root>/_stream/#`` (and, optionally, the retained
+current-value topics), decodes each message with :func:`iiotbed.uns.decode_batch` in a
+worker thread, drops samples whose id it has seen lately, and writes the rest to the store
+in one batch per round (the store deduplicates by id as well, so a resend can never be
+counted twice). New samples also feed one :class:`~iiotbed.platform.kpi.KpiAccumulator`
+per run, in time order after a short hold-back, for live KPIs without a database query.
+A malformed payload is counted and logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import heapq
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from iiotbed.devices.mqtt import Message, MqttConnection
+from iiotbed.errors import ConnectorError, StorageError
+from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
+from iiotbed.platform.kpi import KpiAccumulator, KpiReport
+from iiotbed.platform.store.base import RunInfo, Store
+from iiotbed.telemetry import Event, Sample
+from iiotbed.uns import DEFAULT_ROOT, STREAM_LEVEL, UnsError, decode_batch, decode_sample
+
+__all__ = ["Ingest", "IngestMetrics", "LiveRun"]
+
+log = logging.getLogger(__name__)
+
+_LOGGED_MALFORMED = 10  # log the first few malformed messages in full, then every 1000th
+
+
+@dataclass
+class IngestMetrics:
+    """Counters since the ingest started (samples unless noted)."""
+
+    messages: int = 0  # MQTT messages received
+    received: int = 0  # samples decoded
+    events: int = 0  # events decoded
+    stored: int = 0  # samples newly written to the store
+    events_stored: int = 0
+    duplicates: int = 0  # samples and events already seen (in memory or in the store)
+    malformed: int = 0  # messages that did not decode (dropped whole)
+    late: int = 0  # samples too old for the live KPI view (still stored)
+    writes: int = 0  # store transactions
+    pending: int = 0  # messages received, not yet stored
+    lag_s: float = 0.0  # gateway receive -> stored, newest sample of the last write
+    max_lag_s: float = 0.0
+    connected: bool = False
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LiveRun:
+    """The live view of one run: KPI accumulator and the newest sample of every tag."""
+
+    run_id: str
+    accumulator: KpiAccumulator | None
+    latest: dict[tuple[str, str], Sample] = field(default_factory=dict)
+    last_t: float = 0.0  # newest sample time seen
+    fed_t: float = 0.0  # newest sample time fed to the accumulator
+    _held: list[tuple[float, int, Sample]] = field(default_factory=list, repr=False)
+
+    def report(self) -> KpiReport | None:
+        """KPIs from the run's start to the newest sample fed; None without a layout."""
+        acc = self.accumulator
+        if acc is None:
+            return None
+        return acc.report(max(self.fed_t, acc.start))
+
+
+class _Decoded:
+    __slots__ = ("duplicates", "events", "malformed", "newest_gw", "received", "samples")
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[Sample]] = {}
+        self.events: dict[str, list[Event]] = {}
+        self.received = 0
+        self.malformed = 0
+        self.duplicates = 0
+        self.newest_gw = 0.0
+
+
+class Ingest:
+    """Consumes the UNS from ``broker`` into ``store``; run it with ``async with`` or
+    :meth:`run` in a TaskGroup.
+
+    ``catalog`` gives each run its KPI layout; a run the store does not know is registered
+    from the catalog's default scenario, or with its epoch taken from the payload.
+    ``reorder_s`` is the hold-back (sim seconds) that puts samples of different sources
+    back in time order before the live KPI view sees them.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        broker: str,
+        *,
+        catalog: RunCatalog | None = None,
+        root: str = DEFAULT_ROOT,
+        current_values: bool = False,
+        client_id: str | None = None,
+        dedup_window: int = 500_000,
+        reorder_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.catalog = catalog if catalog is not None else RunCatalog(store)
+        self.root = root
+        self.current_values = current_values
+        self.client_id = client_id or f"iiotbed-platform-{uuid.uuid4().hex[:12]}"
+        self.dedup_window = dedup_window
+        self.reorder_s = reorder_s
+        self.clock = clock
+        self.metrics = IngestMetrics()
+        self.runs: dict[str, LiveRun] = {}
+        self.ready = asyncio.Event()  # set once subscribed
+        self._stream_prefix = f"{root}/{STREAM_LEVEL}/"
+        self._inbox: list[Message] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._epochs: dict[str, dt.datetime] = {}
+        self._seq = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self.run(), name=f"ingest-{self.client_id}")
+        ready = asyncio.ensure_future(self.ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            await self._task  # raises what stopped it
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Connect (retrying while the broker is away), subscribe and store until cancelled."""
+        subs = [(f"{self.root}/#", 1)] if self.current_values else [(f"{self._stream_prefix}#", 1)]
+        delay = 0.2
+        while True:
+            conn = MqttConnection(
+                self.broker,
+                client_id=self.client_id,
+                on_message=self._on_message,
+                subscriptions=subs,
+                on_connect=self._on_connect,
+                on_connection_lost=self._on_lost,
+            )
+            try:
+                async with conn:
+                    delay = 0.2
+                    await self._consume()
+            except ConnectorError as exc:
+                self.metrics.connected = False
+                self.metrics.last_error = str(exc)
+                log.warning("%s; ingest retries in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _on_connect(self) -> None:
+        self.metrics.connected = True
+        self.ready.set()
+
+    def _on_lost(self) -> None:
+        self.metrics.connected = False
+
+    def _on_message(self, msg: Message) -> None:
+        self._inbox.append(msg)
+        self.metrics.messages += 1
+        self.metrics.pending += 1
+        self._idle.clear()
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until every message received so far is stored (bound it with asyncio.timeout)."""
+        while self._inbox or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ the pipeline
+
+    async def _consume(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            msgs, self._inbox = self._inbox, []
+            if not msgs:
+                self._idle.set()
+                continue
+            try:
+                # decoding and dedup are pure CPU work: a worker thread keeps the API responsive
+                decoded = await asyncio.to_thread(self._decode, msgs)
+                await self._store(decoded)
+            except StorageError as exc:
+                # the store failed: keep running (the next batches may succeed), say so loudly
+                self.metrics.last_error = str(exc)
+                log.error("ingest could not store %d message(s): %s", len(msgs), exc)
+            finally:
+                self.metrics.pending -= len(msgs)
+            if not self._inbox:
+                self._idle.set()
+
+    def _is_new(self, key: str) -> bool:
+        seen = self._seen
+        if key in seen:
+            return False
+        seen[key] = None
+        if len(seen) > self.dedup_window:
+            seen.popitem(last=False)
+        return True
+
+    def _decode(self, msgs: Sequence[Message]) -> _Decoded:
+        out = _Decoded()
+        for msg in msgs:
+            try:
+                if msg.topic.startswith(self._stream_prefix):
+                    samples, events = decode_batch(msg.payload, msg.topic)
+                else:
+                    samples, events = [decode_sample(msg.payload, msg.topic)], []
+            except UnsError as exc:
+                out.malformed += 1
+                n = self.metrics.malformed + out.malformed
+                if n <= _LOGGED_MALFORMED or n % 1000 == 0:
+                    log.warning("dropping malformed UNS message #%d: %s", n, exc)
+                continue
+            out.received += len(samples)
+            for u in samples:
+                if not self._is_new(u.id):
+                    out.duplicates += 1
+                    continue
+                s = u.sample
+                rid = s.run_id or ""
+                if rid not in self.runs and rid not in self._epochs:
+                    # the epoch of a run the store may not know, read off the payload
+                    self._epochs[rid] = u.source_ts - dt.timedelta(seconds=s.t)
+                out.samples.setdefault(rid, []).append(s)
+                gw = s.gateway_ts or 0.0
+                if gw > out.newest_gw:
+                    out.newest_gw = gw
+            for e in events:
+                if not self._is_new(e.id):
+                    out.duplicates += 1
+                    continue
+                out.events.setdefault(e.run_id, []).append(e.event)
+            self.metrics.events += len(events)
+        return out
+
+    async def _register(self, run_id: str) -> LiveRun:
+        run = await self.store.get_run(run_id)
+        if run is None:
+            default = self.catalog.default
+            if default is not None:
+                await self.store.upsert_run(run_info(default, run_id))
+                await self.store.upsert_assets(scenario_assets(default))
+            else:
+                epoch = self._epochs.get(run_id)
+                await self.store.upsert_run(
+                    RunInfo(
+                        run_id,
+                        scenario="unknown",
+                        epoch=epoch.isoformat() if epoch is not None else None,
+                        started=dt.datetime.now(dt.UTC),
+                    )
+                )
+            log.info("ingest registered run %s", run_id)
+        layout = await self.catalog.layout(run_id)
+        acc = KpiAccumulator(layout, start=0.0) if layout is not None else None
+        live = self.runs[run_id] = LiveRun(run_id, acc)
+        return live
+
+    async def _store(self, d: _Decoded) -> None:
+        m = self.metrics
+        m.received += d.received
+        m.malformed += d.malformed
+        m.duplicates += d.duplicates
+        for run_id in sorted(set(d.samples) | set(d.events)):
+            live = self.runs.get(run_id)
+            if live is None:
+                live = await self._register(run_id)
+            samples = d.samples.get(run_id, [])
+            events = d.events.get(run_id, [])
+            if samples:
+                inserted = await self.store.write_samples(samples, run_id)
+                m.stored += inserted
+                m.duplicates += len(samples) - inserted
+                m.writes += 1
+                self._feed(live, samples)
+            if events:
+                inserted = await self.store.write_events(events, run_id)
+                m.events_stored += inserted
+                m.duplicates += len(events) - inserted
+        if d.newest_gw > 0:
+            m.lag_s = max(0.0, self.clock() - d.newest_gw)
+            m.max_lag_s = max(m.max_lag_s, m.lag_s)
+
+    def _feed(self, live: LiveRun, samples: Sequence[Sample]) -> None:
+        latest = live.latest
+        held = live._held
+        for s in samples:
+            key = (s.asset, s.tag)
+            old = latest.get(key)
+            if old is None or s.t >= old.t:
+                latest[key] = s
+            if s.t > live.last_t:
+                live.last_t = s.t
+            self._seq += 1
+            heapq.heappush(held, (s.t, self._seq, s))
+        self._release(live, live.last_t - self.reorder_s)
+
+    def _release(self, live: LiveRun, until: float) -> None:
+        held = live._held
+        acc = live.accumulator
+        while held and held[0][0] <= until:
+            t, _, s = heapq.heappop(held)
+            if acc is None:
+                continue
+            if t < live.fed_t:
+                self.metrics.late += 1  # the live view has moved on; the store has it
+                continue
+            acc.feed(s)
+            live.fed_t = t
+
+    def settle(self, run_id: str | None = None) -> None:
+        """Feed every held-back sample to the live view (e.g. when a run has ended)."""
+        for live in self.runs.values() if run_id is None else [self.runs[run_id]]:
+            self._release(live, float("inf"))
+
+    def live(self, run_id: str) -> LiveRun | None:
+        """The live view of a run this ingest has seen, else None."""
+        return self.runs.get(run_id)
