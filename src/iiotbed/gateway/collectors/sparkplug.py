@@ -138,7 +138,7 @@ class SparkplugHost:
 
     def _subscriptions(self) -> list[tuple[str, int]]:
         filters = [f"{NAMESPACE}/{g}/#" for g in self.groups] or [f"{NAMESPACE}/#"]
-        return [(f, 0) for f in filters]
+        return [(f, 1) for f in filters]
 
     def _make(self) -> MqttConnection:
         return MqttConnection(
@@ -210,6 +210,8 @@ class SparkplugHost:
             payload = decode_payload(data)
         except ValueError as exc:
             raise _Bad(str(exc)) from None
+        if kind != "NDEATH" and (not payload.HasField("seq") or not 0 <= payload.seq <= 255):
+            raise _Bad(f"{kind} without a seq in 0-255")
         key = (group, edge)
         node = self._nodes.get(key)
         if kind == "NBIRTH":
@@ -232,12 +234,16 @@ class SparkplugHost:
                 self._mark_stale([table], payload, now)
         else:
             table = node.table if device is None else node.devices.get(device)
-            self._check_seq(key, node, payload)
             if table is None:
                 self.stats.unborn_data += 1
                 self._request_rebirth(key, node, f"DDATA before DBIRTH of {device}")
                 return
-            self._data(table, payload, now)
+            samples, problems = self._resolve(table, payload, now)
+            if not samples:
+                # garbage never moves the seq: only a message with real data is checked
+                raise _Bad("; ".join(problems[:3]) or f"{kind} without metrics")
+            self._check_seq(key, node, payload)
+            self._emit(table, samples, problems)
 
     def _asset(self, group: str, edge: str, device: str | None) -> str:
         keys = (
@@ -293,13 +299,14 @@ class SparkplugHost:
             table.by_name[m.name] = metric
             if m.HasField("alias"):
                 table.by_alias[m.alias] = metric
-        self._data(table, payload, now, problems)
+        samples, more = self._resolve(table, payload, now)
+        self._emit(table, samples, problems + more)
 
-    def _data(
-        self, table: _Table, payload: pb.Payload, now: float, problems: list[str] | None = None
-    ) -> None:
-        problems = problems if problems is not None else []
+    def _resolve(
+        self, table: _Table, payload: pb.Payload, now: float
+    ) -> tuple[list[Sample], list[str]]:
         out: list[Sample] = []
+        problems: list[str] = []
         seq = payload.seq if payload.HasField("seq") else None
         for m in payload.metrics:
             if m.HasField("name") and m.name:
@@ -325,13 +332,16 @@ class SparkplugHost:
             t = ts / 1000.0 - self.epoch if ts else now - self.epoch
             value, quality = normalise_value(raw)
             out.append(Sample(t, table.asset, metric.name, value, metric.unit, quality, now, seq))
-            if t > table.last_t:
-                table.last_t = t
-        if out:
-            self.stats.samples += len(out)
-            self.sink.samples(self.name, out)
+        return out, problems
+
+    def _emit(self, table: _Table, samples: list[Sample], problems: list[str]) -> None:
+        if samples:
+            table.last_t = max(table.last_t, max(s.t for s in samples))
+            self.stats.samples += len(samples)
+            self.sink.samples(self.name, samples)
         if problems:
-            raise _Bad("; ".join(problems[:3]) + (f" (+{len(problems) - 3})" if len(problems) > 3 else ""))
+            more = f" (+{len(problems) - 3})" if len(problems) > 3 else ""
+            raise _Bad("; ".join(problems[:3]) + more)
 
     def _ndeath(self, key: tuple[str, str], node: _Node | None, payload: pb.Payload, now: float) -> None:
         bd = next((m for m in payload.metrics if m.name == _BDSEQ), None)
@@ -358,8 +368,6 @@ class SparkplugHost:
             self.sink.samples(self.name, out)
 
     def _check_seq(self, key: tuple[str, str], node: _Node, payload: pb.Payload) -> None:
-        if not payload.HasField("seq") or not 0 <= payload.seq <= 255:
-            raise _Bad("message without a seq in 0-255")
         expected = None if node.seq is None else (node.seq + 1) % 256
         node.seq = payload.seq
         if expected is not None and payload.seq != expected:
