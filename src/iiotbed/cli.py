@@ -501,6 +501,13 @@ def devices(
         Path | None,
         typer.Option("--events", help="Write the live run's event log here.", dir_okay=False),
     ] = None,
+    fast_forward: Annotated[
+        bool,
+        typer.Option(
+            "--fast-forward/--no-fast-forward",
+            help="Run unpaced up to the first shift, then pace (default: on).",
+        ),
+    ] = True,
 ) -> None:
     """Run the factory live: OPC UA machines, Sparkplug B meters, VDA 5050 AMRs."""
     import asyncio
@@ -543,6 +550,7 @@ def devices(
             sparkplug_group=sparkplug_group,
             primary_host=primary_host,
             events=events,
+            fast_forward=fast_forward,
         )
         started: list[LiveFactory] = []
 

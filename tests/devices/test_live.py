@@ -435,3 +435,22 @@ async def _outage() -> None:
         assert summary.links["sparkplug (flaky)"].held > 0
     finally:
         sniff.close()
+
+
+def test_fast_forward_skips_to_the_first_shift_then_paces() -> None:
+    # single-machine's epoch is midnight and its shift starts at 08:00 (t = 28,800 s): at 60x
+    # a paced start would idle for 8 minutes; fast-forward runs unpaced to the shift, then
+    # paces the remaining 120 sim s (2 wall s at 60x).
+    sc = load_scenario(ROOT / "scenarios/single-machine.yaml").with_run(duration=28800 + 120)
+
+    async def main() -> tuple[float, float, float]:
+        opts = LiveOptions(speed=60, opcua_port=_free_port())
+        async with LiveFactory(sc, opts) as live:
+            t0 = time.perf_counter()
+            await live.wait()
+            return time.perf_counter() - t0, live.now, live.pacer.max_lag_s
+
+    wall, now, lag = asyncio.run(main())
+    assert now == 28800 + 120
+    assert 1.9 <= wall <= 10.0
+    assert lag < 1.0

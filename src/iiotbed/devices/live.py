@@ -68,6 +68,9 @@ class LiveOptions:
     vda_manufacturer: str | None = None  # default the fleet's manufacturer
     events: Path | None = None
     abort_after: float = 5.0  # an MQTT link outage longer than this (sim s) drops the connection
+    # run unpaced up to the first production window (a scenario's epoch is often midnight,
+    # hours before the first shift); pacing starts there
+    fast_forward: bool = True
 
 
 @dataclass
@@ -356,6 +359,18 @@ class LiveFactory:
         return self.summary
 
     async def _run(self) -> None:
+        speed = self.pacer.speed
+        if self.options.fast_forward and speed is not None:
+            from iiotbed.devices.sim.calendar import ProductionCalendar
+
+            try:
+                first = ProductionCalendar(self.scenario).next_production(self.env.now)
+            except ValueError:
+                first = 0.0
+            if first > self.env.now:
+                self.pacer.speed = None
+                await self.pacer.run(min(first, self.duration))
+                self.pacer.set_speed(speed)  # re-anchors wall time at the shift start
         await self.pacer.run(self.duration)
         self.factory.run(self.env.now)  # emits the energy integrated up to the end
         await self._on_advance(self.env.now)
