@@ -31,6 +31,7 @@ __all__ = [
     "MqttConnection",
     "Will",
     "parse_broker_url",
+    "stop_client",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,15 @@ def parse_broker_url(url: str) -> BrokerUrl:
             f"broker URL {url!r} has an invalid port: use a number in 1-65535", endpoint=url
         ) from exc
     return BrokerUrl(parts.hostname, port)
+
+
+def stop_client(client: paho.Client) -> None:
+    """Join paho's network thread and close the socket pair it wakes itself with (blocking).
+
+    paho closes that pair only when a client is reused; a dropped client leaks two sockets.
+    """
+    client.loop_stop()
+    client._reset_sockets(sockpair_only=True)
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,7 @@ class MqttConnection:
         self._generation += 1  # the old session's on_disconnect is now stale
         if s is not None:
             s.client.disconnect()
-            await asyncio.to_thread(s.client.loop_stop)
+            await asyncio.to_thread(stop_client, s.client)
         try:
             await self._connect_once()
         except ConnectorError as exc:
@@ -249,7 +259,7 @@ class MqttConnection:
         if s is not None:
             s.client.disconnect()
             # loop_stop joins paho's thread: a blocking call, so it runs in a worker thread.
-            await asyncio.to_thread(s.client.loop_stop)
+            await asyncio.to_thread(stop_client, s.client)
 
     async def _connect_once(self) -> None:
         loop = self._loop
@@ -282,17 +292,17 @@ class MqttConnection:
             # Closing mid-connect: stop this client now so no orphan session (and its Will)
             # outlives us. A short blocking join, only on this path.
             client.disconnect()
-            client.loop_stop()
+            stop_client(client)
             raise
         except (OSError, TimeoutError) as exc:
-            await asyncio.to_thread(client.loop_stop)
+            await asyncio.to_thread(stop_client, client)
             raise ConnectorError(
                 f"cannot connect to MQTT broker {self.url} as {self.client_id!r}: {exc!r}; "
                 "is the broker running and reachable?",
                 endpoint=str(self.url),
             ) from exc
         if rc != 0:
-            await asyncio.to_thread(client.loop_stop)
+            await asyncio.to_thread(stop_client, client)
             raise ConnectorError(
                 f"MQTT broker {self.url} refused {self.client_id!r} (CONNACK reason {rc})",
                 endpoint=str(self.url),

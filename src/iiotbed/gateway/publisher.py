@@ -28,7 +28,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices.mqtt import parse_broker_url
+from iiotbed.devices.mqtt import parse_broker_url, stop_client
 from iiotbed.errors import ConnectorError, StorageError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
 from iiotbed.telemetry import Event, Sample
@@ -405,7 +405,7 @@ class UnsPublisher:
         self._fail(s)
         s.client.disconnect()
         # loop_stop joins paho's network thread: blocking, so it runs in a worker thread.
-        await asyncio.to_thread(s.client.loop_stop)
+        await asyncio.to_thread(stop_client, s.client)
 
     @staticmethod
     def _fail(session: _Session) -> None:

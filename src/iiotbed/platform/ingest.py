@@ -129,6 +129,9 @@ class Ingest:
         self.runs: dict[str, LiveRun] = {}
         self.ready = asyncio.Event()  # set once subscribed
         self._stream_prefix = f"{root}/{STREAM_LEVEL}/"
+        # our own message on a topic we subscribed: when it comes back, the subscription is live
+        self._probe_topic = f"{self._stream_prefix}_ingest/{self.client_id}"
+        self._conn: MqttConnection | None = None
         self._inbox: list[Message] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -169,7 +172,7 @@ class Ingest:
         subs = [(f"{self.root}/#", 1)] if self.current_values else [(f"{self._stream_prefix}#", 1)]
         delay = 0.2
         while True:
-            conn = MqttConnection(
+            self._conn = conn = MqttConnection(
                 self.broker,
                 client_id=self.client_id,
                 on_message=self._on_message,
@@ -189,13 +192,18 @@ class Ingest:
                 delay = min(delay * 2, 10.0)
 
     def _on_connect(self) -> None:
-        self.metrics.connected = True
-        self.ready.set()
+        # the broker handles our SUBSCRIBE before this PUBLISH: its echo means we are subscribed
+        if self._conn is not None:
+            self._conn.publish(self._probe_topic, b"ready", qos=1)
 
     def _on_lost(self) -> None:
         self.metrics.connected = False
 
     def _on_message(self, msg: Message) -> None:
+        if msg.topic == self._probe_topic:
+            self.metrics.connected = True
+            self.ready.set()
+            return
         self._inbox.append(msg)
         self.metrics.messages += 1
         self.metrics.pending += 1

@@ -1,0 +1,268 @@
+"""UNS ingest through a real Mosquitto: resends stored once, malformed payloads counted,
+KPIs from the store and from the live view equal the engine's on the same records."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iiotbed.devices.mqtt import stop_client
+from iiotbed.devices.sim import simulate
+from iiotbed.gateway import DurableBuffer, UnsPublisher
+from iiotbed.platform import Layout, compute_kpis
+from iiotbed.platform.catalog import RunCatalog
+from iiotbed.platform.ingest import Ingest
+from iiotbed.platform.store import open_store
+from iiotbed.scenario import Scenario, load_scenario
+from iiotbed.telemetry import Event, Record, Sample
+from iiotbed.uns import encode_batch, encode_sample, sample_id, stream_topic
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
+
+BROKER = "mqtt://127.0.0.1:1883"
+ROOT_DIR = Path(__file__).resolve().parents[2]
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Scenario:
+    return load_scenario(ROOT_DIR / "scenarios" / "single-machine.yaml")
+
+
+@pytest.fixture(scope="module")
+def records(scenario: Scenario) -> list[Record]:
+    return simulate(scenario, 0, duration=DAY)
+
+
+def _root() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+class Publisher:
+    """A plain paho client publishing QoS 1 and waiting for each PUBACK."""
+
+    def __init__(self) -> None:
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex}")
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+
+    async def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        await asyncio.to_thread(info.wait_for_publish, 5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        stop_client(self.client)
+
+
+def _assert_kpis_equal(got: Mapping[str, float], want: Mapping[str, float]) -> None:
+    assert set(got) == set(want)
+    for k, w in want.items():
+        g = got[k]
+        if math.isnan(w):
+            assert math.isnan(g), k
+        else:
+            assert g == pytest.approx(w, rel=1e-9, abs=1e-9), k
+
+
+async def _until(pred: Callable[[], bool], limit_s: float = 20.0) -> None:
+    async with asyncio.timeout(limit_s):
+        # metrics are plain counters without an event to wait on: poll them
+        while not pred():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+def test_resends_are_stored_once_malformed_counted_and_kpis_match(
+    scenario: Scenario, records: list[Record], tmp_path: Path
+) -> None:
+    root = _root()
+    run_id = "single-r0"
+    epoch = scenario.plant.epoch.timestamp()
+    layout = Layout.from_scenario(scenario)
+    samples = [r for r in records if isinstance(r, Sample)]
+    events = [r for r in records if isinstance(r, Event)]
+    unique_ids = {sample_id(run_id, s.asset, s.tag, s.t, s.value, s.quality) for s in samples}
+    topic = stream_topic(scenario.line_path, root)
+    malformed = [
+        b"{not json",
+        b"[1, 2, 3]",
+        b'{"samples": "many"}',
+        # a Bad sample that carries a value: the whole batch is refused
+        b'{"samples": [{"asset": "a/b", "tag": "x", "value": 3, "unit": null, "quality": "Bad",'
+        b' "t": 1, "source_ts": "2026-01-05T00:00:01.000Z", "gateway_ts":'
+        b' "2026-01-05T00:00:01.000Z", "seq": null, "run_id": "r", "id": "0123456789abcdef"}]}',
+    ]
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with (
+                open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
+                Ingest(store, BROKER, catalog=RunCatalog(store, scenario), root=root) as ingest,
+            ):
+                batches = [samples[i : i + 500] for i in range(0, len(samples), 500)]
+                resent = 0
+                for i, batch in enumerate(batches):
+                    payload = encode_batch(
+                        batch,
+                        epoch=epoch,
+                        run_id=run_id,
+                        gateway_ts=1.0e9 + i,
+                        events=[e for e in events if batch[0].t <= e.t <= batch[-1].t]
+                        if i < len(batches) - 1
+                        else [e for e in events if e.t >= batch[0].t],
+                    )
+                    await pub.send(topic, payload)
+                    if i % 3 == 1:  # a lost PUBACK: the gateway sends the batch again
+                        await pub.send(topic, payload)
+                        resent += len(batch)
+                    if i == 2:
+                        for bad in malformed:
+                            await pub.send(topic, bad)
+                await _until(lambda: ingest.metrics.messages >= len(batches) + 4 + resent // 500)
+                await asyncio.wait_for(ingest.drain(), 20)
+
+                m = ingest.metrics
+                assert m.malformed == len(malformed)
+                assert m.stored == len(unique_ids)
+                assert m.duplicates >= resent  # resent samples (and their events) dropped
+                counts = await store.counts(run_id)
+                assert counts.samples == len(unique_ids)
+                assert counts.events == len(events)
+                assert m.pending == 0 and m.connected
+
+                run = await store.get_run(run_id)
+                assert run is not None and run.scenario == scenario.name
+                assert run.epoch == scenario.plant.epoch.isoformat()
+                assert len(await store.assets()) >= 3
+
+                want = compute_kpis(records, layout, start=0.0, end=DAY)
+                got = await store.kpis(run_id, layout, 0.0, DAY)
+                _assert_kpis_equal(got.line, want.line)
+                for path, kpis in want.stations.items():
+                    _assert_kpis_equal(got.stations[path], kpis)
+
+                live = ingest.live(run_id)
+                assert live is not None
+                ingest.settle(run_id)
+                assert m.late == 0
+                report = live.report()
+                assert report is not None
+                _assert_kpis_equal(
+                    report.line, compute_kpis(records, layout, start=0.0, end=live.fed_t).line
+                )
+                # the live view keeps the newest sample of each tag
+                last = {}
+                for s in samples:
+                    last[(s.asset, s.tag)] = s
+                assert {k: s.value for k, s in live.latest.items()} == {
+                    k: s.value for k, s in last.items()
+                }
+        finally:
+            pub.close()
+
+    asyncio.run(main())
+
+
+def test_unknown_run_is_registered_with_the_epoch_of_its_payload(tmp_path: Path) -> None:
+    root = _root()
+    epoch = 1_767_571_200.0  # 2026-01-05T00:00:00Z
+    samples = [Sample(t=float(i), asset="acme/s/a/l", tag="GoodCount", value=i) for i in range(10)]
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with (
+                open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
+                Ingest(store, BROKER, root=root) as ingest,
+            ):
+                await pub.send(
+                    stream_topic("acme/s/a/l", root),
+                    encode_batch(samples, epoch=epoch, run_id="anon", gateway_ts=epoch),
+                )
+                await _until(lambda: ingest.metrics.stored == 10)
+                run = await store.get_run("anon")
+                assert run is not None and run.scenario == "unknown"
+                assert run.epoch is not None
+                import datetime as dt
+
+                assert dt.datetime.fromisoformat(run.epoch).timestamp() == pytest.approx(epoch)
+                live = ingest.live("anon")
+                assert live is not None and live.report() is None  # no layout, no KPIs
+                assert live.last_t == 9.0
+        finally:
+            pub.close()
+
+    asyncio.run(main())
+
+
+def test_current_values_and_the_gateway_publisher(
+    scenario: Scenario, records: list[Record], tmp_path: Path
+) -> None:
+    """The real producer (UnsPublisher, stream + retained values) into an ingest that reads
+    both: every sample is stored once although it arrives twice."""
+    root = _root()
+    samples = [r for r in records if isinstance(r, Sample)][:3000]
+    events = [r for r in records if isinstance(r, Event)][:50]
+    ids = {sample_id("gw-r0", s.asset, s.tag, s.t, s.value, s.quality) for s in samples}
+
+    async def main() -> None:
+        async with (
+            open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
+            Ingest(
+                store, BROKER, catalog=RunCatalog(store, scenario), root=root, current_values=True
+            ) as ingest,
+            DurableBuffer(tmp_path / "buffer.db") as buffer,
+            UnsPublisher(
+                BROKER,
+                buffer,
+                line=scenario.line_path,
+                epoch=scenario.plant.epoch.timestamp(),
+                run_id="gw-r0",
+                root=root,
+            ) as publisher,
+        ):
+            await publisher.submit(samples)
+            await publisher.submit_events(events)
+            await asyncio.wait_for(publisher.flush(), 20)
+            await _until(lambda: ingest.metrics.stored >= len(ids))
+            await asyncio.sleep(0.3)  # late retained copies would show up as extra rows
+            await asyncio.wait_for(ingest.drain(), 20)
+            counts = await store.counts("gw-r0")
+            assert counts.samples == len(ids)
+            assert counts.events == len(events)
+            assert ingest.metrics.duplicates >= publisher.metrics.current_values
+            assert ingest.metrics.lag_s < 30
+
+    asyncio.run(main())
+
+
+def test_a_sample_from_a_current_value_topic_must_match_its_topic(tmp_path: Path) -> None:
+    root = _root()
+    s = Sample(t=1.0, asset="acme/s/a/l", tag="GoodCount", value=1, run_id="cv")
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with (
+                open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
+                Ingest(store, BROKER, root=root, current_values=True) as ingest,
+            ):
+                payload = encode_sample(s, epoch=0.0, gateway_ts=1.0)
+                await pub.send(f"{root}/acme/s/a/l/ScrapCount", payload)  # wrong topic
+                await pub.send(f"{root}/acme/s/a/l/GoodCount", payload)
+                await _until(lambda: ingest.metrics.messages >= 2)
+                await asyncio.wait_for(ingest.drain(), 10)
+                assert ingest.metrics.malformed == 1
+                assert ingest.metrics.stored == 1
+        finally:
+            pub.close()
+
+    asyncio.run(main())
