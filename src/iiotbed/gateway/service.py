@@ -297,13 +297,13 @@ class Gateway:
         self._announce()
 
     async def _hold_status(self) -> None:
-        try:
-            await hold_connection(self._status_connection, self._opened, Backoff(0.5, 10.0), log)
-        finally:
-            conn = self._status
-            if conn is not None and conn.connected:
-                with contextlib.suppress(Exception):  # best effort on the way out; the Will covers it
-                    await conn.publish_and_wait(self.status_topic, b"offline", retain=True, ack_wait=2.0)
+        await hold_connection(
+            self._status_connection, self._opened, Backoff(0.5, 10.0), log, self._offline
+        )
+
+    async def _offline(self, conn: MqttConnection) -> None:
+        self.publish_metrics()  # the final counters stay readable after the gateway stopped
+        await conn.publish_and_wait(self.status_topic, b"offline", retain=True, ack_wait=2.0)
 
     async def _reporter(self) -> None:
         while True:

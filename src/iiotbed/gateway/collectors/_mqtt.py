@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from iiotbed.devices.mqtt import MqttConnection
 from iiotbed.errors import ConnectorError
@@ -19,6 +20,7 @@ async def hold_connection(
     on_open: Callable[[MqttConnection | None], None],
     backoff: Backoff,
     log: logging.Logger,
+    before_close: Callable[[MqttConnection], Awaitable[None]] | None = None,
 ) -> None:
     """Keep a connection made by ``make()`` open until cancelled.
 
@@ -34,6 +36,9 @@ async def hold_connection(
                 try:
                     await asyncio.Future()  # until cancelled; the connection reconnects itself
                 finally:
+                    if before_close is not None and conn.connected:
+                        with contextlib.suppress(ConnectorError):
+                            await before_close(conn)
                     on_open(None)
         except ConnectorError as exc:
             wait = backoff.next()

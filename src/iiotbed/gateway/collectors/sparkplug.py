@@ -9,7 +9,6 @@ NDEATH (with the bdSeq of the birth) and DDEATH mark the metrics stale: quality 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,6 @@ from iiotbed.devices.sparkplug import (
     decode_payload,
     metric_value,
 )
-from iiotbed.errors import ConnectorError
 from iiotbed.gateway.collectors._mqtt import count_message, hold_connection
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
@@ -153,15 +151,12 @@ class SparkplugHost:
 
     async def run(self) -> None:
         """Collect until cancelled; publishes STATE offline (retained) on the way out."""
-        try:
-            await hold_connection(self._make, self._opened, self._backoff, log)
-        finally:
-            conn = self._conn
-            if conn is not None and conn.connected:
-                with contextlib.suppress(ConnectorError):
-                    await conn.publish_and_wait(
-                        self.state_topic, self._state(False), qos=1, retain=True, ack_wait=2.0
-                    )
+        await hold_connection(self._make, self._opened, self._backoff, log, self._offline)
+
+    async def _offline(self, conn: MqttConnection) -> None:
+        await conn.publish_and_wait(
+            self.state_topic, self._state(False), qos=1, retain=True, ack_wait=2.0
+        )
 
     def _opened(self, conn: MqttConnection | None) -> None:
         self._conn = conn

@@ -1,0 +1,192 @@
+"""Sparkplug B host against the project's edge node, over Mosquitto (127.0.0.1:1883 and a
+second broker the test kills and restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import paho.mqtt.client as paho
+import pytest
+from gwkit import ListSink, Mosquitto, clear_retained, until
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iiotbed.devices import _sparkplug_b_pb2 as pb
+from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
+from iiotbed.gateway.collectors import SparkplugHost
+from iiotbed.telemetry import Quality
+
+pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
+
+EPOCH = 1_767_571_200.0  # 2026-01-05T00:00:00Z
+MS = int(EPOCH * 1000)
+LINE = "tcl/huizhou/module-assembly/line-1"
+
+
+def _node(port: int, group: str, host: str | None = None) -> SparkplugEdgeNode:
+    return SparkplugEdgeNode(
+        f"mqtt://127.0.0.1:{port}", group, "edge-1",
+        node_metrics=[MetricDef("Uptime", "Int64", unit="SEC")],
+        devices={"line": [MetricDef("GoodCount", "UInt64"), MetricDef("Running", "Boolean")],
+                 "bonder-01": [MetricDef("EnergyTotal", "Double", unit="kWh")]},
+        primary_host_id=host, client_id=f"edge-{group}",
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _host(port: int, group: str, sink: ListSink) -> AsyncIterator[SparkplugHost]:
+    host = SparkplugHost(
+        f"mqtt://127.0.0.1:{port}", sink, epoch=EPOCH, host_id=f"h-{group}", groups=[group],
+        assets={"line": LINE, "bonder-01": f"{LINE}/bonding/bonder-01", "edge-1": LINE},
+        rebirth_interval=0.2, backoff_initial=0.1, backoff_max=0.5,
+    )  # fmt: skip
+    task = asyncio.create_task(host.run())
+    try:
+        await until(lambda: host.connected, what="host online")
+        yield host
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(clear_retained, [host.state_topic], port)
+
+
+def test_births_data_units_and_state() -> None:
+    asyncio.run(_births())
+
+
+async def _births() -> None:
+    group = f"g{time.time_ns() % 10**9}"
+    sink = ListSink()
+    got_state: list[bytes] = []
+    watcher = paho.Client(CallbackAPIVersion.VERSION2)
+    watcher.on_message = lambda c, u, m: got_state.append(bytes(m.payload))
+    watcher.connect("127.0.0.1", 1883)
+    watcher.loop_start()
+    watcher.subscribe(f"spBv1.0/STATE/h-{group}", 1)
+    try:
+        async with _host(1883, group, sink) as host, _node(1883, group, f"h-{group}") as node:
+            await until(lambda: node.born, what="births after the host's STATE online")
+            for i in range(1, 21):
+                node.set("line", "GoodCount", i, MS + i * 1000)
+                node.set("bonder-01", "EnergyTotal", 0.5 * i, MS + i * 1000)
+                node.set("line", "Running", i % 2 == 0, MS + i * 1000)
+                await node.flush()
+            await until(lambda: sink.last().get((LINE, "GoodCount")) is not None
+                        and sink.last()[(LINE, "GoodCount")].value == 20, what="last count")  # fmt: skip
+            assert host.stats.births == 3 and host.stats.seq_gaps == 0
+            assert host.stats.malformed == 0 and host.stats.rebirths_requested == 0
+            live = sink.last()
+        await until(lambda: any(orjson.loads(p)["online"] is False for p in got_state if p), what="offline")
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+    assert orjson.loads(got_state[0])["online"] is True
+    counts = [s for s in sink.all if s.tag == "GoodCount"]
+    # the birth had no value yet; the node's NDEATH on close marks it stale
+    assert [s.value for s in counts] == [None, *range(1, 21), None]
+    assert counts[0].quality is Quality.Bad and counts[-1].quality is Quality.Bad
+    assert counts[-2].t == 20.0 and counts[-2].unit is None and counts[-2].seq is not None
+    assert counts[-1].t >= 20.0
+    energy = live[(f"{LINE}/bonding/bonder-01", "EnergyTotal")]
+    assert (energy.value, energy.unit) == (10.0, "KWH")  # 'kWh' became the UNECE code
+    assert live[(LINE, "Running")].value == 1
+    assert live[(LINE, "Uptime")].unit == "SEC"
+
+
+def test_seq_gap_and_data_before_birth_request_a_rebirth() -> None:
+    asyncio.run(_gap())
+
+
+async def _gap() -> None:
+    group = f"s{time.time_ns() % 10**9}"
+    sink = ListSink()
+    async with _node(1883, group) as node:
+        node.set("line", "GoodCount", 1, MS + 1000)
+        await node.flush()  # born before any host listens
+        async with _host(1883, group, sink) as host:
+            node.set("line", "GoodCount", 2, MS + 2000)
+            await node.flush()  # data before (the host's sight of) a birth -> rebirth
+            await until(lambda: host.stats.births >= 3, what="rebirth after data before birth")
+            assert host.stats.unborn_data >= 1 and host.stats.rebirths_requested >= 1
+            births = node.stats.births
+            await asyncio.sleep(0.3)  # past the rebirth interval
+            node._seq = (node._seq + 7) % 256  # lose seven messages
+            node.set("line", "GoodCount", 3, MS + 3000)
+            await node.flush()
+            await until(lambda: node.stats.births > births, what="rebirth after a seq gap")
+            assert host.stats.seq_gaps == 1
+            node.set("line", "GoodCount", 4, MS + 4000)
+            await node.flush()
+            await until(lambda: sink.last()[(LINE, "GoodCount")].value == 4, what="data after rebirth")
+            assert host.stats.seq_gaps == 1 and host.stats.malformed == 0
+
+
+def test_ndeath_marks_every_metric_stale_and_an_old_bdseq_does_not() -> None:
+    asyncio.run(_death())
+
+
+async def _death() -> None:
+    group = f"d{time.time_ns() % 10**9}"
+    sink = ListSink()
+    async with _host(1883, group, sink) as host, _node(1883, group) as node:
+        await until(lambda: host.stats.births == 3, what="births")
+        node.set("line", "GoodCount", 5, MS + 5000)
+        await node.flush()
+        await until(lambda: sink.last()[(LINE, "GoodCount")].value == 5, what="data")
+        # an NDEATH of an older session (bdSeq differs) changes nothing
+        old = pb.Payload(timestamp=MS + 6000)
+        old.metrics.add(name="bdSeq", datatype=pb.Int64, long_value=(node.bd_seq + 100) % 256)
+        spy = paho.Client(CallbackAPIVersion.VERSION2)
+        spy.connect("127.0.0.1", 1883)
+        spy.loop_start()
+        spy.publish(node.topic("NDEATH"), old.SerializeToString(), qos=1).wait_for_publish(5)
+        spy.disconnect()
+        spy.loop_stop()
+        await asyncio.sleep(0.3)
+        assert host.stats.deaths == 0
+        n = len(sink.all)
+        node.connection.abort()  # the broker publishes the Will: NDEATH with this bdSeq
+        await until(lambda: host.stats.deaths == 1, what="NDEATH")
+        stale = sink.all[n:n + 4]
+        assert {(s.asset, s.tag) for s in stale} == {
+            (LINE, "Uptime"), (LINE, "GoodCount"), (LINE, "Running"),
+            (f"{LINE}/bonding/bonder-01", "EnergyTotal"),
+        }  # fmt: skip
+        assert all(s.quality is Quality.Bad and s.value is None for s in stale)
+        assert all(s.t >= 5.0 for s in stale)
+        # the node reconnects with a new bdSeq and is born again
+        await until(lambda: host.stats.births >= 6, what="rebirth after reconnect")
+        assert sink.last()[(LINE, "GoodCount")].value == 5
+
+
+def test_broker_restart_mid_run_loses_no_final_value(mosquitto: Mosquitto) -> None:
+    asyncio.run(_broker_restart(mosquitto))
+
+
+async def _broker_restart(broker: Mosquitto) -> None:
+    group = f"r{time.time_ns() % 10**9}"
+    sink = ListSink()
+    node = _node(broker.port, group)
+    node._conn._backoff_initial = 0.1  # reconnect quickly in the test
+    async with _host(broker.port, group, sink) as host, node:
+        await until(lambda: host.stats.births == 3, what="births")
+        for i in range(1, 51):
+            node.set("line", "GoodCount", i, MS + i * 1000)
+            await node.flush()
+            if i == 20:
+                await asyncio.to_thread(broker.stop)
+            if i == 30:
+                await asyncio.to_thread(broker.start)
+            await asyncio.sleep(0.02)
+        await until(lambda: host.connected and node.born, 20, what="both back")
+        node.set("line", "GoodCount", 51, MS + 51_000)
+        await node.flush()
+        await until(lambda: sink.last()[(LINE, "GoodCount")].value == 51, 20, what="final count")
+        assert host.stats.connects >= 2 and host.stats.connection_losses >= 1
+        # values set while the broker was away came with the birth after the restart (QoS 0
+        # messages in flight when it died are gone: only the latest value is owed)
+        assert {s.value for s in sink.all if s.tag == "GoodCount"} >= {1, 50, 51}
