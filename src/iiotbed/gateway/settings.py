@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from iiotbed._yaml import Located, load_located
 from iiotbed.errors import ScenarioError
 from iiotbed.scenario import Scenario, _issues
+from iiotbed.uns import UnsError, stream_topic
 
 __all__ = [
     "GatewaySettings",
@@ -55,7 +56,7 @@ class OutputSettings(_Model):
     """Where the UNS goes, and the durable buffer in front of it."""
 
     broker: str
-    root: str = Field("uns", pattern=r"^[^/+#_][^+#]*$")
+    root: str = Field("uns", pattern=r"^[^_]")
     buffer: Path = Path(".iiotbed/gateway.db")
     batch_size: int = Field(1000, gt=0, le=100_000)
     max_rows: int = Field(1_000_000, gt=0)
@@ -64,6 +65,19 @@ class OutputSettings(_Model):
     backoff: Backoff = Backoff(initial=0.2, max=10.0)
 
     _b = field_validator("broker")(_broker)
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        return _levels(v, "root")
+
+
+def _levels(v: str, what: str) -> str:
+    try:
+        stream_topic(v, "r") if what == "line" else stream_topic("l", v)
+    except UnsError as exc:
+        raise ValueError(exc.reason) from None
+    return v
 
 
 class OpcUaSettings(_Model):
@@ -150,6 +164,11 @@ class GatewaySettings(_Model):
         if v.tzinfo is None:
             raise ValueError(f"epoch must carry a UTC offset, e.g. 2026-01-05T00:00:00+08:00; got {v}")
         return v
+
+    @field_validator("line")
+    @classmethod
+    def _line(cls, v: str) -> str:
+        return _levels(v, "line")
 
     def collector_names(self) -> list[str]:
         return [n for n in ("opcua", "sparkplug", "vda5050", "json_mqtt") if getattr(self, n)]
