@@ -45,7 +45,7 @@ function drawThroughput(points) {
   const y = (v) => H - pad - (v / maxV) * (H - 2 * pad - 14);
   const d = points.map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p.units_per_h).toFixed(1)}`).join(" ");
   svg.append(el("svg:path", { d, fill: "none", stroke: "#2e6fd8", "stroke-width": 2 }));
-  svg.append(el("svg:text", { x: 6, y: 14, "font-size": 11, fill: "#6b7385" }, `max ${maxV.toFixed(1)} units/h`));
+  $("throughput-max").textContent = `max ${maxV.toFixed(1)} units/h`;
 }
 
 function drawAmrs(amrs) {
