@@ -9,7 +9,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +261,8 @@ async def _fuzz(tmp_path: Path, tag: str) -> None:
     try:
         async with Gateway(st) as gw, node, AmrAgent(broker, mfr, "amr-01", clock=lambda: 1_767_571_200.0,
                                                      client_id=f"amr-{tag}") as amr:  # fmt: skip
-            await until(lambda: node.born, what="Sparkplug births")
+            spb = gw.collectors[0].stats
+            await until(lambda: getattr(spb, "births", 0) >= 2, what="the host to see the births")
             await until(lambda: gw.metrics()["collectors"]["vda5050"]["received"] > 0, what="AMR state")
             sent_valid = 0
             done = threading.Event()
@@ -287,22 +287,28 @@ async def _fuzz(tmp_path: Path, tag: str) -> None:
                 await asyncio.sleep(0.005)
             await blaster
             malformed = lambda: sum(c["malformed"] for c in gw.metrics()["collectors"].values())  # noqa: E731
-            await until(lambda: malformed() >= len(garbage), 30, what="every malformed message counted")
+            try:
+                await until(lambda: malformed() >= len(garbage), 30, what="every malformed message")
+            except AssertionError:
+                raise AssertionError(gw.metrics()) from None
             await asyncio.sleep(0.5)
             m = gw.metrics()
             async with asyncio.timeout(30):
                 await gw.flush()
             assert gw.healthy and m["healthy"]
             assert malformed() == len(garbage), m["collectors"]
-            spb = gw.collectors[0].stats
-            assert spb.seq_gaps == 0 and spb.rebirths_requested == 0  # garbage never moved seq
-        await until(lambda: sub.last().get((line, "GoodCount")) is not None
-                    and sub.last()[(line, "GoodCount")].value == sent_valid, what="last count")  # fmt: skip
-        values = {(u.sample.asset, u.sample.tag, u.sample.value) for u in sub.samples.values()}
+            # garbage never moved seq, nor asked for a rebirth
+            assert (getattr(spb, "seq_gaps", None), getattr(spb, "rebirths_requested", None)) == (0, 0)
+        def values() -> set[tuple[str, str, Any]]:
+            with sub.lock:
+                return {(u.sample.asset, u.sample.tag, u.sample.value) for u in sub.samples.values()}
+
+        await until(lambda: (line, "GoodCount", sent_valid) in values(), what="the last count")
+        got = values()
         for k in range(1, sent_valid + 1):  # every valid sample of every collector arrived
-            assert (line, "GoodCount", k) in values
-            assert (f"{line}/s1", "Temperature", 20.0 + k) in values
-            assert (f"{line}/amr-01", "PositionX", float(k)) in values
+            assert (line, "GoodCount", k) in got
+            assert (f"{line}/s1", "Temperature", 20.0 + k) in got
+            assert (f"{line}/amr-01", "PositionX", float(k)) in got
         temp = sub.last()[(f"{line}/s1", "Temperature")]
         assert (temp.unit, temp.t, temp.quality) == ("CEL", float(sent_valid), Quality.Good)
     finally:

@@ -289,8 +289,11 @@ class UnsPublisher:
                 inflight.append(self._publish(session, loop, rows))
                 cursor = rows[-1].pos
             if not inflight:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                # that arrives as the wake-up completes, and close() would wait forever
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                    async with asyncio.timeout(0.5):
+                        await self._wake.wait()
                 continue
             head = inflight[0]
             try:

@@ -213,8 +213,10 @@ class Gateway:
     async def _forwarder(self) -> None:
         interval = self.settings.output.flush_interval
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
             await self._forward()
 

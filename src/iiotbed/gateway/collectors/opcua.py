@@ -235,7 +235,8 @@ class OpcUaCollector:
             self._up.discard(url)
             # disconnect fails in many ways on a dead link; the session is gone either way
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await client.disconnect()
 
     async def _subscribe(self, client: Client, handler: _Handler) -> int:
         machines = await self._machines(client)
