@@ -143,6 +143,8 @@ def machine_specs(scenario: Scenario) -> list[MachineSpec]:
     specs = []
     for stage, name, path in scenario.station_paths():
         counters = COUNTERS + (INSPECTION_COUNTERS if stage.kind == "inspection" else ())
+        # per-product counts: the platform needs them for performance on a mixed line
+        counters += tuple(f"{Tag.PROCESSED}/{p.name}" for p in scenario.products)
         specs.append(
             MachineSpec(
                 name=name,

@@ -1,0 +1,563 @@
+"""``iiotbed run``: the whole testbed in one process, and its KPI report.
+
+:func:`run_all` opens, in one :class:`~contextlib.AsyncExitStack`, an embedded MQTT broker
+(unless one is given), the platform (store, ingest, HTTP API and dashboard), the gateway
+derived from the scenario and the live factory. The factory's pacer is held at sim time 0
+until every collector is subscribed, so telemetry starts with the first record. At the
+end (the duration reached, or ``stop`` set by Ctrl-C/SIGTERM) the simulation stops
+advancing, the gateway drains, the ingest settles, and the KPIs the platform derives from
+telemetry are set beside the simulator's answer key (the live run's own event log); then
+every endpoint closes. With ``extends:`` the verdict comes from paired batch replications.
+Agreement rules: ``docs/answer-key.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iiotbed.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from iiotbed.devices.live import LiveFactory
+    from iiotbed.experiment import ReplicationResult
+    from iiotbed.gateway.service import Gateway
+    from iiotbed.platform.kpi import KpiReport
+    from iiotbed.platform.layout import Layout
+    from iiotbed.platform.service import Platform
+    from iiotbed.scenario import Scenario
+
+__all__ = [
+    "COUNTERS",
+    "REL_TOLERANCE",
+    "Agreement",
+    "RunOptions",
+    "RunReport",
+    "agreement",
+    "run_all",
+    "run_id_for",
+]
+
+log = logging.getLogger(__name__)
+
+#: counts that must be equal exactly on both paths (station totals for processed/failures)
+COUNTERS = ("good_count", "scrap_count", "processed", "failures")
+#: relative tolerance of every other KPI (time-based or derived); see docs/answer-key.md
+REL_TOLERANCE = 1e-6
+_ABS_FLOOR = 1e-9  # below this an absolute difference is float noise whatever the scale
+
+
+@dataclass
+class RunOptions:
+    """How ``iiotbed run`` runs. ``speed`` None = as fast as the machine allows."""
+
+    speed: float | None = 1000.0
+    duration: float | None = None  # sim seconds (default: the scenario's)
+    replication: int = 0
+    broker: str | None = None  # None: an embedded broker on a free port
+    store: str | None = None  # None: sqlite under runs_dir/<run_id>/store.db
+    host: str = "127.0.0.1"
+    port: int = 0  # dashboard; 0 = a free port
+    opcua_port: int = 4840
+    fast_forward: bool = True
+    verdict: bool = True
+    replications: int | None = None  # of the batch comparison (default: the scenario's)
+    goal: float = 0.20
+    metric: str = "labour_productivity"
+    workers: int | None = None
+    runs_dir: Path = Path(".iiotbed/runs")
+    ready_timeout: float = 30.0  # collectors subscribed before the simulation starts
+    settle_timeout: float = 120.0  # everything forwarded is stored
+    quiet_s: float = 0.5  # no new telemetry for this long (wall s) = the gateway has it all
+
+
+@dataclass
+class Agreement:
+    """One KPI on both paths: telemetry vs answer key."""
+
+    kind: str  # "counter" (exact) or "time" (relative tolerance)
+    telemetry: float | None
+    answer_key: float | None
+    difference: float | None
+    tolerance: float
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "kind": self.kind,
+            "difference": self.difference,
+            "tolerance": self.tolerance,
+        }
+
+
+@dataclass
+class RunReport:
+    """What ``iiotbed run`` reports; :meth:`to_dict` is the ``--json`` output."""
+
+    run_id: str
+    scenario: str
+    dashboard: str
+    endpoints: dict[str, Any]
+    start: float
+    end: float  # sim time reached
+    ended: str  # "duration" or "stopped"
+    wall_s: float
+    kpis: dict[str, float]
+    answer_key: dict[str, float]
+    agreement: dict[str, Agreement]
+    metric: str
+    goal: float
+    settle: dict[str, Any] = field(default_factory=dict)
+    improvement: dict[str, Any] | None = None
+    verdict: str | None = None
+    verdict_basis: str | None = None
+    live_improvement: float | None = None  # this run's answer key vs the base's, information only
+    baseline_run_id: str | None = None
+    store: str = ""
+    run_dir: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def agrees(self) -> bool:
+        return all(a.ok for a in self.agreement.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "scenario": self.scenario,
+            "dashboard": self.dashboard,
+            "endpoints": self.endpoints,
+            "store": self.store,
+            "run_dir": self.run_dir,
+            "window": {"start": self.start, "end": self.end},
+            "ended": self.ended,
+            "wall_s": round(self.wall_s, 3),
+            "kpis": _clean(self.kpis),
+            "answer_key": _clean(self.answer_key),
+            "agreement": {k: a.to_dict() for k, a in self.agreement.items()},
+            "agrees": self.agrees,
+            "metric": self.metric,
+            "goal": self.goal,
+            "improvement": self.improvement,
+            "verdict": self.verdict,
+            "verdict_basis": self.verdict_basis,
+            "live_improvement": _finite(self.live_improvement),
+            "baseline_run_id": self.baseline_run_id,
+            "settle": self.settle,
+            "warnings": self.warnings,
+        }
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _clean(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: _finite(v) for k, v in values.items()}
+
+
+def run_id_for(scenario: Scenario, now: dt.datetime | None = None) -> str:
+    """A new run id: scenario slug, UTC time, a short random suffix."""
+    now = now or dt.datetime.now(dt.UTC)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", scenario.name).strip("-").lower()[:40] or "run"
+    return f"{slug}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def _line_view(report: KpiReport) -> dict[str, float]:
+    """Line KPIs plus station totals of the counters the line view lacks."""
+    out = dict(report.line)
+    out["processed"] = math.fsum(s.get("processed", 0.0) for s in report.stations.values())
+    out["failures"] = math.fsum(s.get("failures", 0.0) for s in report.stations.values())
+    return out
+
+
+def agreement(
+    telemetry: Mapping[str, float], answer_key: Mapping[str, float], rel: float = REL_TOLERANCE
+) -> dict[str, Agreement]:
+    """Per KPI: counters equal exactly, the rest within ``rel`` (relative to the answer key)."""
+    out: dict[str, Agreement] = {}
+    for k, truth in answer_key.items():
+        got = telemetry.get(k, math.nan)
+        counter = k in COUNTERS
+        tol = 0.0 if counter else rel
+        t_ok, g_ok = math.isfinite(truth), math.isfinite(got)
+        if not t_ok or not g_ok:
+            ok = t_ok == g_ok  # both undefined (e.g. MTBF without failures) agree
+            diff = None
+        else:
+            diff = got - truth
+            ok = diff == 0 if counter else abs(diff) <= max(rel * abs(truth), _ABS_FLOOR)
+        out[k] = Agreement(
+            "counter" if counter else "time", _finite(got), _finite(truth), diff, tol, ok
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _print(fn: Callable[[str], None] | None, text: str) -> None:
+    if fn is not None:
+        fn(text)
+
+
+async def _wait_ready(gw: Gateway, live: LiveFactory, limit: float) -> None:
+    """Every collector subscribed (and the Sparkplug host has seen the births)."""
+    missing: list[str] = []
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                missing = [c.name for c in gw.collectors if not c.connected]
+                if live.edge is not None:
+                    # the host's births counter (only the Sparkplug host has one)
+                    missing += [f"{c.name} (births)" for c in gw.collectors
+                                if getattr(c.stats, "births", None) == 0]  # fmt: skip
+                if not missing:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise ConnectorError(
+            f"gateway collectors not ready after {limit:g} s: {', '.join(missing)}; "
+            f"is the broker reachable and the OPC UA port free?"
+        ) from None
+
+
+async def _settle(gw: Gateway, platform: Platform, opts: RunOptions) -> dict[str, Any]:
+    """Wait until the gateway has received everything and the platform stored it all."""
+    assert platform.ingest is not None
+    ingest = platform.ingest
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + opts.settle_timeout
+    last: tuple[int, ...] | None = None
+    quiet_since = loop.time()
+    timed_out = False
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            timed_out = True
+            break
+        try:
+            async with asyncio.timeout(remaining):
+                await gw.flush()
+                await ingest.drain()
+        except TimeoutError:
+            timed_out = True
+            break
+        m = gw.metrics()
+        im = ingest.metrics
+        snap = (m["received"], m["forwarded"], im.messages, im.received + im.events)
+        caught_up = (
+            m["buffered"] == 0 and im.pending == 0 and im.received + im.events >= m["forwarded"]
+        )
+        if snap != last:
+            last, quiet_since = snap, loop.time()
+        elif caught_up and loop.time() - quiet_since >= opts.quiet_s:
+            break
+        await asyncio.sleep(0.05)
+    m = gw.metrics()
+    im = ingest.metrics
+    return {
+        "seconds": round(loop.time() - started, 3),
+        "timed_out": timed_out,
+        "gateway_received": m["received"],
+        "gateway_forwarded": m["forwarded"],
+        "gateway_buffered": m["buffered"],
+        "gateway_dropped": m["dropped"],
+        "ingest_received": im.received + im.events,
+        "stored": im.stored + im.events_stored,
+        "duplicates": im.duplicates,
+        "malformed": im.malformed + m["malformed"],
+    }
+
+
+def _base_answer_key(
+    base: Scenario, replication: int, layout: Layout, start: float, end: float
+) -> dict[str, Any]:
+    from iiotbed.devices.sim import simulate
+    from iiotbed.platform.kpi import compute_kpis
+
+    records = simulate(base, replication, duration=end)
+    return compute_kpis(records, layout, start=start, end=end).to_dict()
+
+
+async def run_all(
+    scenario: Scenario,
+    options: RunOptions | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    say: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Run the testbed for ``scenario``; see the module docstring.
+
+    ``stop`` ends the run early (the report covers the sim time reached); ``say`` gets
+    the endpoint lines as soon as they are up, ``progress`` the verdict's progress.
+    """
+    from iiotbed.devices.live import LiveFactory, LiveOptions
+    from iiotbed.eventlog import load_records
+    from iiotbed.gateway.service import Gateway
+    from iiotbed.gateway.settings import settings_from_scenario
+    from iiotbed.platform.broker import EmbeddedBroker
+    from iiotbed.platform.catalog import run_info, scenario_assets
+    from iiotbed.platform.kpi import compute_kpis
+    from iiotbed.platform.layout import Layout
+    from iiotbed.platform.service import Platform
+    from iiotbed.scenario import load_scenario
+
+    opts = options or RunOptions()
+    stop = stop or asyncio.Event()
+    wall0 = time.monotonic()
+    run_id = run_id_for(scenario)
+    run_dir = opts.runs_dir / run_id
+    # a directory on local disk, once: a blocking call kept off the loop anyway
+    await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+    store_url = opts.store or f"sqlite:///{run_dir / 'store.db'}"
+    duration = opts.duration if opts.duration is not None else scenario.run.duration
+    start = min(scenario.run.warmup, duration)
+    layout = Layout.from_scenario(scenario)
+    base: Scenario | None = None
+    if opts.verdict and scenario.base_path is not None:
+        base = load_scenario(scenario.base_path)
+    baseline_run_id = f"{run_id}-baseline" if base is not None else None
+    warnings: list[str] = []
+
+    async with AsyncExitStack() as stack:
+        broker_url = opts.broker
+        if broker_url is None:
+            broker = await stack.enter_async_context(EmbeddedBroker())
+            broker_url = broker.url
+        platform = await stack.enter_async_context(
+            Platform(
+                broker=broker_url,
+                store=store_url,
+                host=opts.host,
+                port=opts.port,
+                scenario=scenario,
+            )
+        )
+        store = platform.store
+        assert store is not None
+        info = run_info(
+            scenario, run_id, replication=opts.replication, speed=opts.speed,
+            baseline_run_id=baseline_run_id, goal=opts.goal,
+        )  # fmt: skip
+        await store.upsert_assets(scenario_assets(scenario))
+        if base is not None and baseline_run_id is not None:
+            # the base's answer key for the same replication and window: the dashboard's
+            # progress line during the run (the verdict itself comes from the batch below);
+            # CPU work in a thread while nothing is paced yet
+            base_key = await asyncio.to_thread(
+                _base_answer_key,
+                base,
+                opts.replication,
+                Layout.from_scenario(base),
+                start,
+                duration,
+            )
+            await store.upsert_run(
+                run_info(
+                    base,
+                    baseline_run_id,
+                    replication=opts.replication,
+                    answer_key=base_key,
+                    status="finished",
+                )
+            )
+        await store.upsert_run(info)
+
+        settings = settings_from_scenario(
+            scenario, broker_url, opcua_port=opts.opcua_port, host=opts.host,
+            replication=opts.replication, buffer=run_dir / "gateway.db", run_id=run_id,
+        )  # fmt: skip
+        events_path = run_dir / "events.jsonl"
+        live = LiveFactory(
+            scenario,
+            LiveOptions(
+                speed=opts.speed, duration=duration, replication=opts.replication,
+                host=opts.host, opcua_port=opts.opcua_port, broker=broker_url,
+                primary_host=settings.sparkplug.host_id if settings.sparkplug else None,
+                events=events_path, fast_forward=opts.fast_forward,
+            ),
+        )  # fmt: skip
+        # held at sim time 0 until the gateway listens: telemetry starts with the first record
+        live.pacer.pause()
+        devices = AsyncExitStack()
+        stack.push_async_callback(devices.aclose)
+        await devices.enter_async_context(live)
+        # the gateway and the devices have their own stacks, left explicitly once the data
+        # are in (gateway first: no reconnect attempts to closing servers); on a failure the
+        # outer stack leaves them in the same order. The devices start first, paused: the
+        # Sparkplug edge waits for the gateway host's STATE before its births.
+        collectors = AsyncExitStack()
+        stack.push_async_callback(collectors.aclose)
+        gw = await collectors.enter_async_context(Gateway(settings))
+        await _wait_ready(gw, live, opts.ready_timeout)
+
+        endpoints: dict[str, Any] = {
+            "dashboard": f"{platform.url}/",
+            "api": f"{platform.url}/api",
+            "broker": broker_url,
+            "store": store.url,
+            "devices": live.endpoints,
+            "uns": f"{settings.output.root}/_stream/{scenario.line_path}",
+        }
+        _print(say, f"run {run_id}")
+        _print(say, f"  dashboard  {platform.url}/   (API {platform.url}/docs)")
+        _print(say, f"  broker     {broker_url}" + ("" if opts.broker else "  (embedded)"))
+        _print(say, f"  store      {store.url}")
+        for line in live.endpoints:
+            _print(say, f"  {line}")
+        _print(say, f"  gateway    {gw.settings.id}: {', '.join(settings.collector_names())} -> "
+                    f"{endpoints['uns']}")  # fmt: skip
+        live.pacer.resume()
+
+        run_task = asyncio.ensure_future(live.wait())
+        stop_task = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+        ended = "duration"
+        if run_task.done():
+            run_task.result()  # raises what stopped the simulation
+        else:
+            ended = "stopped"
+            live.pacer.pause()  # sim time freezes; the endpoints stay up until drained
+            run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run_task
+            await asyncio.sleep(0)
+        end = max(start, live.now)
+        _print(say, f"simulation {'reached its duration' if ended == 'duration' else 'stopped'} "
+                    f"at {end:.0f} s of sim time; draining the gateway")  # fmt: skip
+
+        settle = await _settle(gw, platform, opts)
+        if settle["timed_out"]:
+            warnings.append(
+                f"ingest did not settle within {opts.settle_timeout:g} s "
+                f"(gateway forwarded {settle['gateway_forwarded']}, platform received "
+                f"{settle['ingest_received']}): the telemetry KPIs may miss the newest data"
+            )
+        telemetry = await store.kpis(run_id, layout, start, end)
+        # the report's window is read: stop collecting, then close the devices (and their
+        # event log, the answer key's source)
+        await collectors.aclose()
+        await devices.aclose()
+        # reading a file: a worker thread
+        records = await asyncio.to_thread(load_records, events_path)
+        truth = compute_kpis(records, layout, start=start, end=end)
+        tele_view, key_view = _line_view(telemetry), _line_view(truth)
+        agree = agreement(tele_view, key_view)
+
+        report = RunReport(
+            run_id=run_id, scenario=scenario.name, dashboard=f"{platform.url}/",
+            endpoints=endpoints, start=start, end=end, ended=ended, wall_s=0.0,
+            kpis=tele_view, answer_key=key_view, agreement=agree, metric=opts.metric,
+            goal=opts.goal, settle=settle, baseline_run_id=baseline_run_id,
+            store=store.url, run_dir=str(run_dir), warnings=warnings,
+        )  # fmt: skip
+
+        answer: dict[str, Any] = truth.to_dict()
+        if base is not None:
+            await _verdict(report, scenario, base, opts, end, progress)
+            answer["comparison"] = {
+                "metric": opts.metric, "goal": opts.goal, "improvement": report.improvement,
+                "verdict": report.verdict, "basis": report.verdict_basis,
+            }  # fmt: skip
+        await store.upsert_run(
+            run_info(
+                scenario,
+                run_id,
+                replication=opts.replication,
+                speed=opts.speed,
+                answer_key=answer,
+                baseline_run_id=baseline_run_id,
+                goal=opts.goal,
+                status="finished" if ended == "duration" else "stopped",
+            )
+        )
+        report.wall_s = time.monotonic() - wall0
+        return report
+
+
+async def _verdict(
+    report: RunReport,
+    scenario: Scenario,
+    base: Scenario,
+    opts: RunOptions,
+    end: float,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Paired batch replications (common random numbers) of base vs scenario over the
+    window the live run covered; the verdict on ``opts.metric``."""
+    from iiotbed.experiment import run_replications
+    from iiotbed.platform.kpi import KPI_INFO
+    from iiotbed.platform.stats import compare_paired
+
+    n = opts.replications or scenario.run.replications
+    seed = scenario.run.seed
+    if end <= scenario.run.warmup:
+        report.warnings.append("the run ended before its warmup: no verdict")
+        return
+    b = base.with_run(duration=end, seed=seed, replications=n)
+    u = scenario.with_run(duration=end, seed=seed, replications=n)
+    jobs = [(b, i) for i in range(n)] + [(u, i) for i in range(n)]
+    done = [0]
+
+    def tick(r: ReplicationResult) -> None:
+        done[0] += 1
+        _print(
+            progress,
+            f"verdict: replication {done[0]}/{len(jobs)} done ({r.scenario} #{r.replication})",
+        )
+
+    _print(progress, f"verdict: {n} paired batch replications of {end / 3600:g} h, base vs upgrade")
+    # the replications run in worker processes; this thread only waits for them
+    results = await asyncio.to_thread(run_replications, jobs, workers=opts.workers, on_done=tick)
+    b_res, u_res = results[:n], results[n:]
+    metric = opts.metric
+    higher = KPI_INFO[metric].higher_is_better
+    cmp = compare_paired(
+        metric,
+        [r.line.get(metric, math.nan) for r in b_res],
+        [r.line.get(metric, math.nan) for r in u_res],
+        opts.goal,
+        higher_is_better=higher,
+    )
+    imp = cmp.improvement
+    report.improvement = {
+        "mean": _finite(imp.mean),
+        "ci95": [_finite(imp.ci95[0]), _finite(imp.ci95[1])],
+        "n": imp.n,
+        "per_replication": [_finite(x) for x in cmp.ratios],
+        "baseline_mean": _finite(cmp.baseline.mean),
+        "upgrade_mean": _finite(cmp.upgrade.mean),
+    }
+    report.verdict = cmp.verdict.value
+    report.verdict_basis = (
+        f"{n} paired batch replications (common random numbers, seed {seed}) of "
+        f"{base.name!r} vs {scenario.name!r} over [{scenario.run.warmup:g}, {end:g}] s; "
+        f"paired Student-t 95 % CI of the relative improvement of {metric}"
+    )
+    rep = opts.replication
+    if rep < n:
+        bv = b_res[rep].line.get(metric, math.nan)
+        lv = report.answer_key.get(metric, math.nan)
+        if math.isfinite(bv) and bv != 0 and math.isfinite(lv):
+            report.live_improvement = lv / bv - 1 if higher else 1 - lv / bv
