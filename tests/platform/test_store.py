@@ -420,6 +420,64 @@ def test_kpis_of_a_simulated_day_equal_the_answer_key(store_url: str) -> None:
     run(store_url, body)
 
 
+def test_kpis_of_windows_that_cut_hour_buckets_equal_compute_kpis(store_url: str) -> None:
+    # the store rolls state seconds and counter maxima up per hour: windows that start and
+    # end inside buckets read whole buckets plus two replayed edges; batches arrive out of
+    # order (newest first), so closed buckets must be recomputed from late samples
+    from iiotbed.devices.sim import simulate
+    from iiotbed.scenario import load_scenario
+
+    scenario = load_scenario(Path(__file__).parents[2] / "scenarios" / "single-machine.yaml")
+    records = simulate(scenario, 1, duration=30 * 3600.0)
+    samples = [r for r in records if isinstance(r, Sample)]
+    layout = Layout.from_scenario(scenario)
+    batches = [samples[i : i + 700] for i in range(0, len(samples), 700)]
+    windows = [
+        (0.0, 30 * 3600.0),
+        (1234.5, 27 * 3600.0 + 17.25),  # cuts the first and the last bucket
+        (7200.0, 7300.5),  # inside one bucket
+        (5 * 3600.0 - 0.5, 9 * 3600.0 + 0.5),
+        (29.5 * 3600.0, 40 * 3600.0),  # past the last sample: the open bucket is an edge
+    ]
+
+    async def body(store: Store) -> None:
+        for batch in batches[len(batches) // 2 :]:
+            await store.write_samples(batch, RUN)
+        for batch in reversed(batches[: len(batches) // 2]):
+            await store.write_samples(batch, RUN)
+        await store.write_samples(samples[:500], RUN)  # a resend changes nothing
+        for start, end in windows:
+            expected = compute_kpis(records, layout, start=start, end=end)
+            _assert_same(await store.kpis(RUN, layout, start, end), expected)
+        assert compute_kpis(records, layout, start=1234.5, end=97217.25).line["pbt_h"] > 0
+        # a late state sample deep in the past: the rolled-up hours after it change too
+        late = Sample(t=10 * 3600.0 + 60.0, asset=layout.stations[0].path, tag=Tag.ITEM_STATE,
+                      value=int(ItemState.NotExecuting))  # fmt: skip
+        assert await store.write_samples([late], RUN) == 1
+        ordered = sorted([*samples, late], key=lambda x: x.t)  # stable: late after its peers
+        before = compute_kpis(records, layout, start=0.0, end=30 * 3600.0)
+        after = compute_kpis(ordered, layout, start=0.0, end=30 * 3600.0)
+        assert after.line["availability"] < before.line["availability"]
+        for start, end in windows[:2]:
+            expected = compute_kpis(ordered, layout, start=start, end=end)
+            _assert_same(await store.kpis(RUN, layout, start, end), expected)
+
+    run(store_url, body)
+
+
+def test_kpis_ignore_a_calendar_of_another_asset(store_url: str) -> None:
+    # a PlannedState of an asset that is not the layout's line: the engine ignores it
+    layout, records = _small_line()
+    other = [s(50.0, Tag.PLANNED_STATE, int(PlannedState.Break), "p/elsewhere"), *records]
+    expected = compute_kpis(records, layout, start=0.0, end=400.0)
+
+    async def body(store: Store) -> None:
+        await store.write_samples(other, RUN)
+        _assert_same(await store.kpis(RUN, layout, 0.0, 400.0), expected)
+
+    run(store_url, body)
+
+
 # --------------------------------------------------------------------------- errors
 
 

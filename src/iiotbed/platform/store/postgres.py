@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
@@ -22,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
-from iiotbed.platform.store import _sql
+from iiotbed.platform.store import _rollup, _sql
 from iiotbed.platform.store.base import (
     Agg,
     AssetInfo,
@@ -34,8 +35,8 @@ from iiotbed.platform.store.base import (
     check_query,
     epoch_seconds,
 )
-from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import event_id, sample_id
+from iiotbed.telemetry import Event, Sample, Tag
+from iiotbed.uns import event_id
 
 __all__ = ["PostgresStore"]
 
@@ -44,15 +45,30 @@ _D = _sql.POSTGRES
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _TABLES: Final = """
+CREATE TABLE IF NOT EXISTS run_keys (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL UNIQUE,
+    closed bigint
+);
+CREATE TABLE IF NOT EXISTS series (
+    id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run integer NOT NULL,
+    asset text NOT NULL, tag text NOT NULL, kind smallint NOT NULL, UNIQUE (run, asset, tag)
+);
 CREATE TABLE IF NOT EXISTS samples (
     n bigint GENERATED ALWAYS AS IDENTITY,
-    run_id text NOT NULL, asset text NOT NULL, tag text NOT NULL, t double precision NOT NULL,
+    run integer NOT NULL, series integer NOT NULL, t double precision NOT NULL,
     value_num double precision, value_text text, unit text, quality smallint NOT NULL,
-    source_ts timestamptz NOT NULL, gateway_ts double precision, seq bigint, id text NOT NULL,
-    PRIMARY KEY ({pk})
+    source_ts timestamptz NOT NULL, gateway_ts double precision, seq bigint,
+    UNIQUE NULLS NOT DISTINCT ({key})
 );
-CREATE INDEX IF NOT EXISTS samples_series ON samples (run_id, asset, tag, t);
-CREATE INDEX IF NOT EXISTS samples_time ON samples (run_id, t, n);
+CREATE INDEX IF NOT EXISTS samples_time ON samples (run, t, n);
+CREATE TABLE IF NOT EXISTS state_buckets (
+    run integer NOT NULL, bucket bigint NOT NULL, asset text NOT NULL, name text NOT NULL,
+    seconds double precision NOT NULL, PRIMARY KEY (run, bucket, asset, name)
+);
+CREATE TABLE IF NOT EXISTS counter_buckets (
+    series integer NOT NULL, bucket bigint NOT NULL, vmax double precision NOT NULL,
+    texts smallint NOT NULL, PRIMARY KEY (series, bucket)
+);
 CREATE TABLE IF NOT EXISTS events (
     n bigint GENERATED ALWAYS AS IDENTITY,
     run_id text NOT NULL, asset text NOT NULL, name text NOT NULL, t double precision NOT NULL,
@@ -73,18 +89,16 @@ CREATE TABLE IF NOT EXISTS assets (
 # staging tables live per connection and empty themselves at commit
 _STAGING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS stage_samples (
-    ord bigint GENERATED ALWAYS AS IDENTITY, asset text, tag text, t double precision,
+    ord bigint GENERATED ALWAYS AS IDENTITY, series integer, t double precision,
     value_num double precision, value_text text, unit text, quality smallint,
-    gateway_ts double precision, seq bigint, id text
+    gateway_ts double precision, seq bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_events (
     ord bigint GENERATED ALWAYS AS IDENTITY, asset text, name text, t double precision,
     fields text, id text
 ) ON COMMIT DELETE ROWS;
 """
-_SAMPLE_TYPES: Final = [
-    "text", "text", "float8", "float8", "text", "text", "int2", "float8", "int8", "text"
-]  # fmt: skip
+_SAMPLE_TYPES: Final = ["int4", "float8", "float8", "text", "text", "int2", "float8", "int8"]
 _EVENT_TYPES: Final = ["text", "text", "float8", "text", "text"]
 
 _RUN_COLS: Final = (
@@ -128,6 +142,8 @@ class PostgresStore(Store):
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one transaction at a time on the one connection
         self._epochs: dict[str, float] = {}
+        # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
+        self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
         self.timescale = False
 
     # ----------------------------------------------------------------------- lifecycle
@@ -173,22 +189,26 @@ class PostgresStore(Store):
         cur = await conn.execute("SELECT to_regclass('samples') IS NOT NULL")
         row = await cur.fetchone()
         exists = bool(row and row[0])
-        # a hypertable's unique keys must hold its time column; id already implies it
-        pk = "id, source_ts" if self.timescale else "id"
+        # a hypertable's unique keys must hold its time column; the run and t imply it
+        key = "series, t, value_num, value_text, quality"
+        if self.timescale:
+            key += ", source_ts"
         async with conn.transaction():
-            await conn.execute(_TABLES.format(pk=pk))
+            if exists:
+                cur = await conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_name = 'samples'"
+                    " AND column_name = 'id' AND table_schema = current_schema()"
+                )
+                if await cur.fetchone() is not None:
+                    raise psycopg.errors.FeatureNotSupported(
+                        "its samples table has the layout of iiotbed 0.1 (keyed by a text id);"
+                        " use another schema (?schema=name) or load its runs into a new one"
+                    )
+            await conn.execute(_TABLES.format(key=key))
             if self.timescale and not exists:
                 await conn.execute(
                     "SELECT create_hypertable('samples', 'source_ts', if_not_exists => TRUE)"
                 )
-        if exists:  # an existing table keeps its key: dedup on what it has
-            cur = await conn.execute(
-                "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
-                " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'samples'::regclass"
-                " AND i.indisprimary"
-            )
-            row = await cur.fetchone()
-            self.timescale = bool(row and row[0] == 2)
         await conn.execute(_STAGING)
 
     async def close(self) -> None:
@@ -216,35 +236,110 @@ class PostgresStore(Store):
         if not samples:
             return 0
         epoch = await self._epoch(run_id)
-        conflict = "(id, source_ts)" if self.timescale else "(id)"
-        insert = f"""
-            INSERT INTO samples (run_id, asset, tag, t, value_num, value_text, unit, quality,
-                                 source_ts, gateway_ts, seq, id)
-            SELECT %s, asset, tag, t, value_num, value_text, unit, quality,
-                   to_timestamp(%s + t), gateway_ts, seq, id
-            FROM stage_samples ORDER BY ord ON CONFLICT {conflict} DO NOTHING"""
-        split = _sql.split_value
+        insert = """
+            INSERT INTO samples (run, series, t, value_num, value_text, unit, quality,
+                                 source_ts, gateway_ts, seq)
+            SELECT %s, series, t, value_num, value_text, unit, quality,
+                   to_timestamp(%s + t), gateway_ts, seq
+            FROM stage_samples ORDER BY ord ON CONFLICT DO NOTHING"""
         async with self._lock:
             db = self._db
             try:
                 async with db.transaction():
+                    rk, closed = await self._run_key(run_id)
+                    ids = self._series.get(run_id)
+                    if ids is None:
+                        ids = await self._load_series(run_id, rk)
+                    try:
+                        built = _build(samples, ids)
+                    except KeyError:  # a series seen for the first time
+                        await db.cursor().executemany(
+                            "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
+                            " ON CONFLICT DO NOTHING",
+                            [(rk, a, t, _rollup.series_kind(t)) for a, t in
+                             sorted({(s.asset, s.tag) for s in samples})],
+                        )  # fmt: skip
+                        ids = await self._load_series(run_id, rk)
+                        built = _build(samples, ids)
+                    rows, counters, state_min_t, max_t = built
                     cur = db.cursor()
                     async with cur.copy(
-                        "COPY stage_samples (asset, tag, t, value_num, value_text, unit,"
-                        " quality, gateway_ts, seq, id) FROM STDIN (FORMAT BINARY)"
+                        "COPY stage_samples (series, t, value_num, value_text, unit, quality,"
+                        " gateway_ts, seq) FROM STDIN (FORMAT BINARY)"
                     ) as copy:
                         copy.set_types(_SAMPLE_TYPES)
-                        for s in samples:
-                            num, text = split(s.value)
-                            await copy.write_row(
-                                (s.asset, s.tag, s.t, num, text, s.unit, int(s.quality),
-                                 s.gateway_ts, s.seq,
-                                 sample_id(run_id, s.asset, s.tag, s.t, s.value, s.quality))
-                            )  # fmt: skip
-                    await cur.execute(insert, (run_id, epoch))
-                    return max(cur.rowcount, 0)
-            except psycopg.Error as exc:
-                raise self._error("cannot write samples", exc) from exc
+                        for row in rows:
+                            await copy.write_row(row)
+                    await cur.execute(insert, (rk, epoch))
+                    inserted = max(cur.rowcount, 0)
+                    if counters:
+                        await cur.executemany(
+                            "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
+                            " (series, bucket) DO UPDATE SET"
+                            " vmax = greatest(counter_buckets.vmax, excluded.vmax),"
+                            " texts = greatest(counter_buckets.texts, excluded.texts)",
+                            [(sid, k, m[0], int(m[1])) for (sid, k), m in counters.items()],
+                        )
+                    lo, hi, closed_new = _rollup.roll_bounds(closed, state_min_t, max_t)
+                    if lo < hi:
+                        await self._roll(rk, lo, hi)
+                    await db.execute(
+                        "UPDATE run_keys SET closed = %s WHERE id = %s", (closed_new, rk)
+                    )
+                    return inserted
+            except BaseException as exc:
+                self._series.pop(run_id, None)  # series made in a rolled-back transaction
+                if isinstance(exc, psycopg.Error):
+                    raise self._error("cannot write samples", exc) from exc
+                raise
+
+    async def _run_key(self, run_id: str) -> tuple[int, int | None]:
+        db = self._db
+        cur = await db.execute("SELECT id, closed FROM run_keys WHERE run_id = %s", (run_id,))
+        row = await cur.fetchone()
+        if row is None:
+            cur = await db.execute(
+                "INSERT INTO run_keys (run_id) VALUES (%s) ON CONFLICT (run_id)"
+                " DO UPDATE SET run_id = excluded.run_id RETURNING id, closed",
+                (run_id,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+        return row[0], row[1]
+
+    async def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
+        ids: dict[str, dict[str, tuple[int, int]]] = {}
+        cur = await self._db.execute(
+            "SELECT id, asset, tag, kind FROM series WHERE run = %s", (rk,)
+        )
+        for sid, asset, tag, kind in await cur.fetchall():
+            ids.setdefault(asset, {})[tag] = (sid, kind)
+        self._series[run_id] = ids
+        return ids
+
+    async def _roll(self, rk: int, lo: int, hi: int) -> None:
+        """Recompute the state buckets ``[lo, hi)`` of a run from its samples."""
+        b = _rollup.BUCKET_S
+        seconds = await self._integrate(rk, lo * b, hi * b, b)
+        cur = self._db.cursor()
+        await cur.execute(_D.sql(_sql.DELETE_BUCKETS), {"rk": rk, "lo": lo, "hi": hi})
+        if seconds:
+            await cur.executemany(
+                "INSERT INTO state_buckets VALUES (%s, %s, %s, %s, %s)",
+                [(rk, k, asset, name, v) for (k, asset, name), v in seconds.items()],
+            )
+
+    async def _integrate(
+        self, rk: int, lo: float, hi: float, size: float | None
+    ) -> dict[tuple[int, str, str], float]:
+        db = self._db
+        integ = _rollup.Integrator(lo, hi, size)
+        row = _rollup.state_row
+        cur = await db.execute(_D.sql(_sql.STATE_SEED), {"rk": rk, "lo": lo})
+        integ.feed(row(*r) for r in await cur.fetchall())
+        cur = await db.execute(_D.sql(_sql.STATE_ROWS), {"rk": rk, "lo": lo, "hi": hi})
+        integ.feed(row(*r) for r in await cur.fetchall())
+        return integ.finish()
 
     async def write_events(self, events: Sequence[Event], run_id: str) -> int:
         if not events:
@@ -386,35 +481,61 @@ class PostgresStore(Store):
         return [Event(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def counts(self, run_id: str) -> Counts:
-        rows = await self._fetch(
-            "SELECT (SELECT count(*) FROM samples WHERE run_id = %(r)s),"
-            " (SELECT count(*) FROM events WHERE run_id = %(r)s),"
-            " (SELECT min(t) FROM samples WHERE run_id = %(r)s),"
-            " (SELECT max(t) FROM samples WHERE run_id = %(r)s)",
-            {"r": run_id},
-        )
+        rows = await self._fetch(_D.sql(_sql.counts_sql()), {"run": run_id})
         n, e, lo, hi = rows[0]
         return Counts(n, e, lo, hi)
 
     async def _kpi_totals(
         self, run_id: str, layout: Layout, start: float, end: float
     ) -> KpiTotals | None:
-        window = {"run": run_id, "start": float(start), "end": float(end)}
-        state_sql, sp = _sql.kpi_state_sql(layout)
-        counter_sql, cp = _sql.kpi_counter_sql(layout)
+        start, end = float(start), float(end)
         async with self._lock:
-            db = self._db
             try:
-                async with db.transaction():
-                    # the state timeline is sorted three times: keep the sorts in memory
-                    await db.execute("SET LOCAL work_mem = '256MB'")
-                    cur = await db.execute(_D.sql(state_sql), {**window, **sp})
-                    states = await cur.fetchall()
-                    cur = await db.execute(_D.sql(counter_sql), {**window, **cp})
-                    counters = await cur.fetchall()
+                return await self._kpi_totals_locked(run_id, layout, start, end)
             except psycopg.Error as exc:
                 raise self._error("KPI query failed", exc) from exc
-        return _sql.kpi_totals(layout, states, counters)
+
+    async def _kpi_totals_locked(
+        self, run_id: str, layout: Layout, start: float, end: float
+    ) -> KpiTotals | None:
+        db = self._db
+        cur = await db.execute("SELECT id, closed FROM run_keys WHERE run_id = %s", (run_id,))
+        key = await cur.fetchone()
+        if key is None:
+            return _rollup.totals(layout, {}, {})
+        rk, closed = key
+        ids: dict[tuple[str, str], int] = {}
+        cur = await db.execute("SELECT id, asset, tag FROM series WHERE run = %s", (rk,))
+        for sid, asset, tag in await cur.fetchall():
+            ids[(asset, tag)] = sid
+            if tag == Tag.PLANNED_STATE and asset != layout.line:
+                return None  # another calendar than the layout's: the engine decides
+        win = _rollup.split_window(start, end, closed)
+        seconds: dict[tuple[str, str], float] = {}
+        if win.k1 > win.k0:
+            cur = await db.execute(_D.sql(_sql.STATE_SUMS), {"rk": rk, "k0": win.k0, "k1": win.k1})
+            for asset, name, v in await cur.fetchall():
+                seconds[(asset, name)] = v
+        for a, b in win.edges:
+            for (_, asset, name), v in (await self._integrate(rk, a, b, None)).items():
+                seconds[(asset, name)] = seconds.get((asset, name), 0.0) + v
+        pairs = _rollup.counter_pairs(layout)
+        wanted = [ids[p] for p in pairs if p in ids]
+        at: list[tuple[list[Any], list[Any]]] = []
+        for x in (start, end):
+            k = _rollup.bucket_of(x)
+            if not wanted:
+                at.append(([], []))
+                continue
+            c1 = await db.execute(_D.sql(_sql.counter_bucket_sql(wanted)), {"k": k})
+            c2 = await db.execute(
+                _D.sql(_sql.counter_edge_sql(wanted)), {"lo": k * _rollup.BUCKET_S, "x": x}
+            )
+            at.append((await c1.fetchall(), await c2.fetchall()))
+        counters = _rollup.counter_values(pairs, ids, at[0], at[1])
+        if counters is None:
+            return None
+        return _rollup.totals(layout, seconds, counters)
 
 
 def _run(r: Sequence[Any]) -> RunInfo:
@@ -425,3 +546,42 @@ def _run(r: Sequence[Any]) -> RunInfo:
         seed=r[5], replication=r[6], speed=r[7], started=started, ended=ended,
         status=r[10], baseline_run_id=r[11], goal=r[12], answer_key=r[13],
     )  # fmt: skip
+
+
+def _build(
+    samples: Sequence[Sample], ids: dict[str, dict[str, tuple[int, int]]]
+) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], list[float]], float | None, float]:
+    """COPY rows for ``samples`` and what the rollups need; KeyError on an unknown series."""
+    # one pass, no calls but the counter fold: this loop is the ingest hot path
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    counters: dict[tuple[int, int], list[float]] = {}
+    add_counter = _rollup.add_counter
+    state_min = math.inf
+    max_t = -math.inf
+    for s in samples:
+        sid, kind = ids[s.asset][s.tag]
+        v = s.value
+        tv = type(v)
+        num: Any = None
+        text: str | None = None
+        if tv is float:
+            num = v if v == v else None  # NaN is no value
+        elif tv is int:
+            num = float(v)  # type: ignore[arg-type]
+        elif tv is str:
+            text = v  # type: ignore[assignment]
+        elif v is not None:
+            num = float(v)
+        t = s.t
+        q = s.quality
+        append((sid, t, num, text, s.unit, q, s.gateway_ts, s.seq))
+        if kind:
+            if kind == _rollup.STATE:
+                if t < state_min:
+                    state_min = t
+            else:
+                add_counter(counters, sid, t, num if text is None else text, q)
+        if t > max_t:
+            max_t = t
+    return rows, counters, (None if state_min == math.inf else state_min), max_t

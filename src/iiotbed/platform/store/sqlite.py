@@ -20,7 +20,7 @@ import orjson
 
 from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
-from iiotbed.platform.store import _sql
+from iiotbed.platform.store import _rollup, _sql
 from iiotbed.platform.store.base import (
     Agg,
     AssetInfo,
@@ -32,8 +32,8 @@ from iiotbed.platform.store.base import (
     check_query,
     epoch_seconds,
 )
-from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import event_id, sample_id
+from iiotbed.telemetry import Event, Sample, Tag
+from iiotbed.uns import event_id
 
 __all__ = ["DEFAULT_PATH", "SqliteStore"]
 
@@ -43,13 +43,31 @@ _T = TypeVar("_T")
 _D = _sql.SQLITE
 
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS samples (
-    run_id TEXT NOT NULL, asset TEXT NOT NULL, tag TEXT NOT NULL, t REAL NOT NULL,
-    value_num REAL, value_text TEXT, unit TEXT, quality INTEGER NOT NULL,
-    source_ts REAL NOT NULL, gateway_ts REAL, seq INTEGER, id TEXT NOT NULL UNIQUE
+CREATE TABLE IF NOT EXISTS run_keys (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, next_n INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER
 );
-CREATE INDEX IF NOT EXISTS samples_series ON samples (run_id, asset, tag, t);
-CREATE INDEX IF NOT EXISTS samples_time ON samples (run_id, t);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY, run INTEGER NOT NULL, asset TEXT NOT NULL, tag TEXT NOT NULL,
+    kind INTEGER NOT NULL, UNIQUE (run, asset, tag)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    series INTEGER NOT NULL, t REAL NOT NULL, v NOT NULL, quality INTEGER NOT NULL,
+    run INTEGER NOT NULL, n INTEGER NOT NULL, unit TEXT, source_ts REAL NOT NULL,
+    gateway_ts REAL, seq INTEGER,
+    value_num REAL GENERATED ALWAYS AS (CASE WHEN typeof(v) = 'real' THEN v END) VIRTUAL,
+    value_text TEXT GENERATED ALWAYS AS (CASE WHEN typeof(v) = 'text' THEN v END) VIRTUAL,
+    PRIMARY KEY (series, t, v, quality)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_time ON samples (run, t, n);
+CREATE TABLE IF NOT EXISTS state_buckets (
+    run INTEGER NOT NULL, bucket INTEGER NOT NULL, asset TEXT NOT NULL, name TEXT NOT NULL,
+    seconds REAL NOT NULL, PRIMARY KEY (run, bucket, asset, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counter_buckets (
+    series INTEGER NOT NULL, bucket INTEGER NOT NULL, vmax REAL NOT NULL,
+    texts INTEGER NOT NULL, PRIMARY KEY (series, bucket)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     run_id TEXT NOT NULL, asset TEXT NOT NULL, name TEXT NOT NULL, t REAL NOT NULL,
     fields TEXT NOT NULL, id TEXT NOT NULL UNIQUE
@@ -95,6 +113,8 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._epochs: dict[str, float] = {}
+        # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
+        self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -127,8 +147,14 @@ class SqliteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             # with WAL, NORMAL keeps the file consistent; a power cut may lose the last commits
             conn.execute("PRAGMA synchronous=NORMAL")
-            # 64 MiB page cache: dedup ids are random keys, their index pages must stay hot
+            # 64 MiB page cache: every series appends to its own leaf pages of the key
             conn.execute("PRAGMA cache_size=-65536")
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
+            if "id" in cols:
+                raise sqlite3.OperationalError(
+                    "its samples table has the layout of iiotbed 0.1 (keyed by a text id); "
+                    "move the file aside, or load its runs into a new file"
+                )
             conn.executescript(_SCHEMA)
             try:
                 conn.execute("SELECT floor(1.5)")
@@ -166,25 +192,90 @@ class SqliteStore(Store):
         return await self._call(self._write_samples, samples, run_id, epoch)
 
     def _write_samples(self, samples: Sequence[Sample], run_id: str, epoch: float) -> int:
-        split = _sql.split_value
-        rows = []
-        for s in samples:
-            num, text = split(s.value)
-            rows.append(
-                (
-                    run_id, s.asset, s.tag, s.t, num, text, s.unit, int(s.quality),
-                    epoch + s.t, s.gateway_ts, s.seq,
-                    sample_id(run_id, s.asset, s.tag, s.t, s.value, s.quality),
-                )
-            )  # fmt: skip
         db = self._db
-        before = db.total_changes
-        with _transaction(db):
-            db.executemany(
-                "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
-                rows,
-            )
-        return db.total_changes - before
+        try:
+            with _transaction(db):
+                rk, next_n, closed = self._run_key(run_id)
+                ids = self._series.get(run_id)
+                if ids is None:
+                    ids = self._load_series(run_id, rk)
+                try:
+                    built = _build(samples, ids, rk, epoch, next_n)
+                except KeyError:  # a series seen for the first time
+                    db.executemany(
+                        "INSERT INTO series (run, asset, tag, kind) VALUES (?,?,?,?)"
+                        " ON CONFLICT DO NOTHING",
+                        [(rk, a, t, _rollup.series_kind(t)) for a, t in
+                         {(s.asset, s.tag) for s in samples}],
+                    )  # fmt: skip
+                    ids = self._load_series(run_id, rk)
+                    built = _build(samples, ids, rk, epoch, next_n)
+                rows, counters, state_min_t, max_t = built
+                before = db.total_changes
+                db.executemany(
+                    "INSERT INTO samples (series, t, v, quality, run, n, unit, source_ts,"
+                    " gateway_ts, seq) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+                inserted = db.total_changes - before
+                if counters:
+                    db.executemany(
+                        "INSERT INTO counter_buckets VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET"
+                        " vmax = max(vmax, excluded.vmax), texts = max(texts, excluded.texts)",
+                        [(sid, k, m[0], int(m[1])) for (sid, k), m in counters.items()],
+                    )
+                lo, hi, closed_new = _rollup.roll_bounds(closed, state_min_t, max_t)
+                if lo < hi:
+                    self._roll(rk, lo, hi)
+                db.execute(
+                    "UPDATE run_keys SET next_n = ?, closed = ? WHERE id = ?",
+                    (next_n + len(rows), closed_new, rk),
+                )
+        except BaseException:
+            self._series.pop(run_id, None)  # series made in a rolled-back transaction
+            raise
+        return inserted
+
+    def _run_key(self, run_id: str) -> tuple[int, int, int | None]:
+        db = self._db
+        row = db.execute(
+            "SELECT id, next_n, closed FROM run_keys WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            cur = db.execute("INSERT INTO run_keys (run_id) VALUES (?)", (run_id,))
+            assert cur.lastrowid is not None
+            return cur.lastrowid, 0, None
+        return row[0], row[1], row[2]
+
+    def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
+        ids: dict[str, dict[str, tuple[int, int]]] = {}
+        for sid, asset, tag, kind in self._db.execute(
+            "SELECT id, asset, tag, kind FROM series WHERE run = ?", (rk,)
+        ):
+            ids.setdefault(asset, {})[tag] = (sid, kind)
+        self._series[run_id] = ids
+        return ids
+
+    def _roll(self, rk: int, lo: int, hi: int) -> None:
+        """Recompute the state buckets ``[lo, hi)`` of a run from its samples."""
+        db = self._db
+        b = _rollup.BUCKET_S
+        seconds = self._integrate(rk, lo * b, hi * b, b)
+        db.execute(_sql.DELETE_BUCKETS, {"rk": rk, "lo": lo, "hi": hi})
+        db.executemany(
+            "INSERT INTO state_buckets VALUES (?,?,?,?,?)",
+            [(rk, k, asset, name, v) for (k, asset, name), v in seconds.items()],
+        )
+
+    def _integrate(
+        self, rk: int, lo: float, hi: float, size: float | None
+    ) -> dict[tuple[int, str, str], float]:
+        db = self._db
+        integ = _rollup.Integrator(lo, hi, size)
+        row = _rollup.state_row
+        integ.feed(row(*r) for r in db.execute(_sql.STATE_SEED, {"rk": rk, "lo": lo}))
+        integ.feed(row(*r) for r in db.execute(_sql.STATE_ROWS, {"rk": rk, "lo": lo, "hi": hi}))
+        return integ.finish()
 
     async def write_events(self, events: Sequence[Event], run_id: str) -> int:
         if not events:
@@ -324,26 +415,58 @@ class SqliteStore(Store):
         return [Event(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
 
     async def counts(self, run_id: str) -> Counts:
-        rows = await self._call(
-            self._execute,
-            "SELECT (SELECT count(*) FROM samples WHERE run_id = :r),"
-            " (SELECT count(*) FROM events WHERE run_id = :r),"
-            " (SELECT min(t) FROM samples WHERE run_id = :r),"
-            " (SELECT max(t) FROM samples WHERE run_id = :r)",
-            {"r": run_id},
-        )
+        rows = await self._call(self._execute, _sql.counts_sql(), {"run": run_id})
         n, e, lo, hi = rows[0]
         return Counts(n, e, lo, hi)
 
     async def _kpi_totals(
         self, run_id: str, layout: Layout, start: float, end: float
     ) -> KpiTotals | None:
-        window = {"run": run_id, "start": float(start), "end": float(end)}
-        state_sql, sp = _sql.kpi_state_sql(layout)
-        counter_sql, cp = _sql.kpi_counter_sql(layout)
-        states = await self._call(self._execute, _D.sql(state_sql), {**window, **sp})
-        counters = await self._call(self._execute, _D.sql(counter_sql), {**window, **cp})
-        return _sql.kpi_totals(layout, states, counters)
+        return await self._call(self._kpi_totals_sync, run_id, layout, float(start), float(end))
+
+    def _kpi_totals_sync(
+        self, run_id: str, layout: Layout, start: float, end: float
+    ) -> KpiTotals | None:
+        db = self._db
+        key = db.execute("SELECT id, closed FROM run_keys WHERE run_id = ?", (run_id,)).fetchone()
+        if key is None:
+            return _rollup.totals(layout, {}, {})
+        rk, closed = key
+        ids: dict[tuple[str, str], int] = {}
+        for sid, asset, tag in db.execute("SELECT id, asset, tag FROM series WHERE run = ?", (rk,)):
+            ids[(asset, tag)] = sid
+            if tag == Tag.PLANNED_STATE and asset != layout.line:
+                return None  # another calendar than the layout's: the engine decides
+        win = _rollup.split_window(start, end, closed)
+        seconds: dict[tuple[str, str], float] = {}
+        if win.k1 > win.k0:
+            for asset, name, v in db.execute(
+                _sql.STATE_SUMS, {"rk": rk, "k0": win.k0, "k1": win.k1}
+            ):
+                seconds[(asset, name)] = v
+        for a, b in win.edges:
+            for (_, asset, name), v in self._integrate(rk, a, b, None).items():
+                seconds[(asset, name)] = seconds.get((asset, name), 0.0) + v
+        pairs = _rollup.counter_pairs(layout)
+        wanted = [ids[p] for p in pairs if p in ids]
+        at: list[tuple[list[Any], list[Any]]] = []
+        for x in (start, end):
+            k = _rollup.bucket_of(x)
+            if not wanted:
+                at.append(([], []))
+                continue
+            at.append(
+                (
+                    db.execute(_sql.counter_bucket_sql(wanted), {"k": k}).fetchall(),
+                    db.execute(
+                        _sql.counter_edge_sql(wanted), {"lo": k * _rollup.BUCKET_S, "x": x}
+                    ).fetchall(),
+                )
+            )
+        counters = _rollup.counter_values(pairs, ids, at[0], at[1])
+        if counters is None:
+            return None
+        return _rollup.totals(layout, seconds, counters)
 
 
 class _transaction:
@@ -376,3 +499,51 @@ def _run(r: Sequence[Any]) -> RunInfo:
         status=r[10], baseline_run_id=r[11], goal=r[12],
         answer_key=None if r[13] is None else orjson.loads(r[13]),
     )  # fmt: skip
+
+
+_NONE: Final = b""  # the key value of a sample without one (a key column cannot be NULL)
+
+
+def _build(
+    samples: Sequence[Sample],
+    ids: dict[str, dict[str, tuple[int, int]]],
+    rk: int,
+    epoch: float,
+    n: int,
+) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], list[float]], float | None, float]:
+    """Rows for ``samples`` and what the rollups need; KeyError on an unknown series."""
+    # one pass, no calls but the counter fold: this loop is the ingest hot path
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    counters: dict[tuple[int, int], list[float]] = {}
+    add_counter = _rollup.add_counter
+    state_min = math.inf
+    max_t = -math.inf
+    for s in samples:
+        sid, kind = ids[s.asset][s.tag]
+        v = s.value
+        tv = type(v)
+        x: Any
+        if tv is float:
+            x = v if v == v else _NONE  # NaN is no value
+        elif tv is int:
+            x = float(v)  # type: ignore[arg-type]
+        elif v is None:
+            x = _NONE
+        elif tv is str:
+            x = v
+        else:
+            x = float(v)
+        t = s.t
+        q = s.quality
+        n += 1
+        append((sid, t, x, q, rk, n, s.unit, epoch + t, s.gateway_ts, s.seq))
+        if kind:
+            if kind == _rollup.STATE:
+                if t < state_min:
+                    state_min = t
+            else:
+                add_counter(counters, sid, t, x, q)
+        if t > max_t:
+            max_t = t
+    return rows, counters, (None if state_min == math.inf else state_min), max_t

@@ -1,0 +1,310 @@
+"""KPI rollups kept at ingest, shared by both stores.
+
+Two tables, maintained in the transaction that writes the samples:
+
+* ``state_buckets (run, bucket, asset, name, seconds)``: per hour bucket, the seconds each
+  asset spent in the states the KPI engine integrates — ``pbt``/``apt``/``fault`` of a
+  station (its own item state, mode and fault, inside the run's PlannedState Production),
+  ``planned`` of the asset that sends PlannedState, ``heads/<role>`` person-seconds of a
+  Headcount tag. A batch recomputes the buckets it closes, and every bucket from the
+  oldest one it touches when it brings late state samples, so arrival order never matters.
+* ``counter_buckets (series, bucket, vmax, texts)``: per hour bucket, the largest Good
+  value of a counter (at least 0, as the engine's counters start at 0).
+
+A KPI window then sums whole buckets and replays only its two partial edges from the
+samples; the rules below mirror :class:`iiotbed.platform.kpi.KpiAccumulator` exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from iiotbed.platform.layout import Layout
+from iiotbed.platform.store.base import KpiTotals
+from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Quality, Tag
+
+BUCKET_S: Final = 3600.0
+OTHER, STATE, COUNTER = 0, 1, 2
+
+_BAD: Final = int(Quality.Bad)
+_EXECUTING: Final = int(ItemState.Executing)
+_PRODUCTION: Final = int(PlannedState.Production)
+_NOT_APT: Final = frozenset({int(OperationMode.Setup), int(OperationMode.Maintenance)})
+_STATE_TAGS: Final = frozenset({Tag.ITEM_STATE, Tag.OPERATION_MODE, Tag.FAULT, Tag.PLANNED_STATE})
+STATION_COUNTERS: Final = (
+    Tag.PROCESSED,
+    Tag.DEFECTIVE,
+    Tag.FAILURES,
+    Tag.ENERGY,
+    Tag.INSPECTED,
+    Tag.PASSED_FIRST,
+)
+LINE_COUNTERS: Final = (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
+_COUNTER_TAGS: Final = frozenset(STATION_COUNTERS + LINE_COUNTERS)
+_HEADS: Final = "heads/"
+
+
+def series_kind(tag: str) -> int:
+    """STATE for tags whose durations KPIs integrate, COUNTER for KPI counters, else OTHER."""
+    if tag in _STATE_TAGS or tag.startswith(Tag.HEADCOUNT_PREFIX):
+        return STATE
+    if tag in _COUNTER_TAGS or tag.startswith(Tag.PROCESSED + "/"):
+        return COUNTER
+    return OTHER
+
+
+def bucket_of(t: float) -> int:
+    return math.floor(t / BUCKET_S)
+
+
+class StateRow(NamedTuple):
+    """A state sample as read back: asset, tag, t, value (None when Bad or no value)."""
+
+    asset: str
+    tag: str
+    t: float
+    value: float | str | None
+
+
+def state_row(asset: str, tag: str, t: float, num: Any, text: Any, quality: int) -> StateRow:
+    return StateRow(asset, tag, t, None if quality == _BAD else (num if num is not None else text))
+
+
+def _int(v: Any) -> int | None:
+    # the engine's parse: int(value), and a value that is no number counts as none
+    if v is None:
+        return None
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _float(v: Any) -> float:
+    if v is None:
+        return 0.0
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class _Station:
+    __slots__ = ("blocked", "fault", "item", "seg_t")
+
+    def __init__(self) -> None:
+        self.seg_t = -math.inf
+        self.item: int | None = None
+        self.blocked = False
+        self.fault = False
+
+
+class Integrator:
+    """Seconds per (bucket, asset, name) over ``[lo, hi)``; ``size`` None: one bucket 0.
+
+    Feed rows in (t, insertion) order, the seed rows (the last ones before ``lo``) first.
+    """
+
+    def __init__(self, lo: float, hi: float, size: float | None = BUCKET_S) -> None:
+        self.lo, self.hi, self.size = lo, hi, size
+        self.out: dict[tuple[int, str, str], float] = {}
+        self.planned = False
+        self._stations: dict[str, _Station] = {}
+        self._lines: dict[str, tuple[float, bool]] = {}  # asset -> (segment start, planned)
+        self._heads: dict[tuple[str, str], tuple[float, float]] = {}  # -> (start, n)
+
+    def _add(self, asset: str, name: str, t0: float, t1: float, w: float = 1.0) -> None:
+        a = t0 if t0 > self.lo else self.lo
+        b = t1 if t1 < self.hi else self.hi
+        out = self.out
+        if b <= a or w == 0.0:
+            return
+        size = self.size
+        if size is None:
+            key = (0, asset, name)
+            out[key] = out.get(key, 0.0) + (b - a) * w
+            return
+        k = math.floor(a / size)
+        while a < b:
+            edge = (k + 1) * size
+            if edge > b:
+                edge = b
+            key = (k, asset, name)
+            out[key] = out.get(key, 0.0) + (edge - a) * w
+            a = edge
+            k += 1
+
+    def _close(self, asset: str, st: _Station, t: float) -> None:
+        if t > st.seg_t:
+            if self.planned and st.item is not None:
+                self._add(asset, "pbt", st.seg_t, t)
+                if st.item == _EXECUTING and not st.blocked:
+                    self._add(asset, "apt", st.seg_t, t)
+                if st.fault:
+                    self._add(asset, "fault", st.seg_t, t)
+            st.seg_t = t
+
+    def feed(self, rows: Iterable[StateRow]) -> None:
+        stations = self._stations
+        for asset, tag, t, value in rows:
+            if tag == Tag.PLANNED_STATE:
+                seg, planned = self._lines.get(asset, (-math.inf, False))
+                if planned and t > seg:
+                    self._add(asset, "planned", seg, t)
+                now = _int(value) == _PRODUCTION
+                self._lines[asset] = (t if t > seg else seg, now)
+                if now != self.planned:
+                    for a, st in stations.items():
+                        self._close(a, st, t)
+                    self.planned = now
+            elif tag.startswith(Tag.HEADCOUNT_PREFIX):
+                key = (asset, tag[len(Tag.HEADCOUNT_PREFIX) :])
+                seg, n = self._heads.get(key, (-math.inf, 0.0))
+                if t > seg:
+                    self._add(asset, _HEADS + key[1], seg, t, n)
+                    seg = t
+                self._heads[key] = (seg, _float(value))
+            else:
+                known = stations.get(asset)
+                st = stations[asset] = _Station() if known is None else known
+                self._close(asset, st, t)
+                if tag == Tag.ITEM_STATE:
+                    st.item = _int(value)
+                elif tag == Tag.OPERATION_MODE:
+                    st.blocked = _int(value) in _NOT_APT
+                else:
+                    st.fault = bool(_int(value))
+
+    def finish(self) -> dict[tuple[int, str, str], float]:
+        """Close every open segment at ``hi``; the seconds, zeros left out."""
+        hi = self.hi
+        for a, st in self._stations.items():
+            self._close(a, st, hi)
+        for a, (seg, planned) in self._lines.items():
+            if planned:
+                self._add(a, "planned", seg, hi)
+        for (a, role), (seg, n) in self._heads.items():
+            self._add(a, _HEADS + role, seg, hi, n)
+        return {k: v for k, v in self.out.items() if v != 0.0}
+
+
+@dataclass
+class Window:
+    """How a KPI window ``[start, end]`` splits: whole buckets ``[k0, k1)`` and edges."""
+
+    k0: int
+    k1: int
+    edges: list[tuple[float, float]]
+
+
+def split_window(start: float, end: float, closed: int | None) -> Window:
+    """Whole rolled-up buckets inside the window (below ``closed``), the rest as edges."""
+    k0 = math.ceil(start / BUCKET_S)
+    k1 = math.floor(end / BUCKET_S)
+    if closed is not None:
+        k1 = min(k1, closed)
+    if closed is None or k1 <= k0:
+        return Window(0, 0, [(start, end)] if end > start else [])
+    edges = [(start, k0 * BUCKET_S), (k1 * BUCKET_S, end)]
+    return Window(k0, k1, [(a, b) for a, b in edges if b > a])
+
+
+def counter_pairs(layout: Layout) -> list[tuple[str, str]]:
+    """(asset, tag) of every counter the layout's KPIs read."""
+    pairs: list[tuple[str, str]] = []
+    for st in layout.stations:
+        pairs += [(st.path, tag) for tag in STATION_COUNTERS]
+        pairs += [(st.path, f"{Tag.PROCESSED}/{p}") for p in st.ideal_cycle_time]
+    pairs += [(layout.line, tag) for tag in LINE_COUNTERS]
+    return pairs
+
+
+def totals(
+    layout: Layout,
+    seconds: Mapping[tuple[str, str], float],
+    counters: Mapping[tuple[str, str], tuple[float, float]],
+) -> KpiTotals:
+    """KpiTotals from summed seconds per (asset, name) and counter (base, last) values."""
+    out = KpiTotals()
+    for st in layout.stations:
+        p = st.path
+        out.station_times[p] = (
+            seconds.get((p, "pbt"), 0.0),
+            seconds.get((p, "apt"), 0.0),
+            seconds.get((p, "fault"), 0.0),
+        )
+    out.line_pbt = seconds.get((layout.line, "planned"), 0.0)
+    out.line_person_s = sum(
+        seconds.get((layout.line, _HEADS + r), 0.0) for r in sorted(layout.counted_roles)
+    )
+    out.counters.update(counters)
+    return out
+
+
+def roll_bounds(
+    closed: int | None, state_min_t: float | None, max_t: float
+) -> tuple[int, int, int]:
+    """After a batch: (lo, hi, closed) — recompute buckets ``[lo, hi)``, then all below
+    ``closed`` are rolled up. The bucket holding the newest sample stays open."""
+    new = bucket_of(max_t)
+    if closed is not None and closed > new:
+        new = closed
+    lo = closed if closed is not None else new
+    if state_min_t is not None:
+        lo = min(lo, bucket_of(state_min_t))
+    return lo, new, new
+
+
+def add_counter(
+    maxima: dict[tuple[int, int], list[float]], sid: int, t: float, value: Any, quality: int
+) -> None:
+    """Fold one counter sample into its bucket's [max Good value (>= 0), text seen]."""
+    if quality == _BAD:
+        return
+    key = (sid, math.floor(t / BUCKET_S))
+    m = maxima.get(key)
+    if m is None:
+        m = maxima[key] = [0.0, 0.0]
+    if type(value) is float:
+        if value > m[0]:
+            m[0] = value
+    elif type(value) is str:
+        m[1] = 1.0
+
+
+def counter_values(
+    pairs: Sequence[tuple[str, str]],
+    ids: Mapping[tuple[str, str], int],
+    at_start: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]],
+    at_end: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]],
+) -> dict[tuple[str, str], tuple[float, float]] | None:
+    """(base, last) per counter from (bucket rows, edge rows) at the window start and end;
+    None when a counter holds a number sent as text (the engine parses it: stream instead)."""
+
+    def maxima(rows: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for part in rows:
+            for sid, v, texts in part:
+                if texts:
+                    raise _TextValue
+                if v is not None and v > out.get(sid, 0.0):
+                    out[sid] = float(v)
+        return out
+
+    try:
+        base, last = maxima(at_start), maxima(at_end)
+    except _TextValue:
+        return None
+    result: dict[tuple[str, str], tuple[float, float]] = {}
+    for pair in pairs:
+        sid = ids.get(pair)
+        if sid is not None:
+            result[pair] = (base.get(sid, 0.0), last.get(sid, 0.0))
+    return result
+
+
+class _TextValue(Exception):
+    pass
