@@ -1,7 +1,8 @@
 """The store contract: records of runs kept in a database, the same API on every backend.
 
-Samples are deduplicated by :func:`iiotbed.uns.sample_id` (run, asset, tag, t, value,
-quality), so a resend, a replayed buffer or an overlapping batch is stored once.
+Samples are deduplicated on their identity (run, asset, tag, t, value, quality), the
+fields :func:`iiotbed.uns.sample_id` hashes, so a resend, a replayed buffer or an
+overlapping batch is stored once.
 Times ``t`` are seconds since the scenario epoch, as in :mod:`iiotbed.telemetry`.
 """
 
