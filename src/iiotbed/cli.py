@@ -943,7 +943,8 @@ def _print_run_report(report: Any, info: dict[str, Any]) -> None:
     typer.echo(
         f"telemetry: gateway received {st.get('gateway_received')}, forwarded "
         f"{st.get('gateway_forwarded')}, platform stored {st.get('stored')} "
-        f"(settled in {st.get('seconds')} s); wall time {report.wall_s:.1f} s"
+        f"(settled in {st.get('seconds')} s); wall time {report.wall_s:.1f} s, "
+        f"worst lag behind the pace {report.live.get('max_lag_s')} s"
     )
     for w in report.warnings:
         typer.echo(f"warning: {w}")

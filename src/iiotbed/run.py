@@ -128,6 +128,7 @@ class RunReport:
     store: str = ""
     run_dir: str = ""
     warnings: list[str] = field(default_factory=list)
+    live: dict[str, Any] = field(default_factory=dict)  # records, max lag, messages
 
     @property
     def agrees(self) -> bool:
@@ -156,6 +157,7 @@ class RunReport:
             "live_improvement": _finite(self.live_improvement),
             "baseline_run_id": self.baseline_run_id,
             "settle": self.settle,
+            "live": self.live,
             "warnings": self.warnings,
         }
 
@@ -333,7 +335,10 @@ async def run_all(
     layout = Layout.from_scenario(scenario)
     base: Scenario | None = None
     if opts.verdict and scenario.base_path is not None:
-        base = load_scenario(scenario.base_path)
+        # the base on this run's seed and warmup: replication i of both shares its streams
+        base = load_scenario(scenario.base_path).with_run(
+            seed=scenario.run.seed, warmup=scenario.run.warmup
+        )
     baseline_run_id = f"{run_id}-baseline" if base is not None else None
     warnings: list[str] = []
 
@@ -473,9 +478,24 @@ async def run_all(
             store=store.url, run_dir=str(run_dir), warnings=warnings,
         )  # fmt: skip
 
+        summary = live.summary
+        report.live = {
+            "speed": opts.speed,
+            "records": summary.records,
+            "max_lag_s": round(summary.max_lag_s, 3),
+            "opcua_writes": summary.opcua_writes,
+            "sparkplug_published": summary.sparkplug_published,
+            "vda5050_published": summary.vda_published,
+        }
         answer: dict[str, Any] = truth.to_dict()
         if base is not None:
-            await _verdict(report, scenario, base, opts, end, progress)
+            base_line = await _verdict(report, scenario, base, opts, end, progress)
+            if base_line is not None and baseline_run_id is not None and end != duration:
+                # the run stopped early: the baseline's answer key over the same window
+                await store.upsert_run(
+                    run_info(base, baseline_run_id, replication=opts.replication,
+                             answer_key={"line": _clean(base_line)}, status="finished")
+                )  # fmt: skip
             answer["comparison"] = {
                 "metric": opts.metric, "goal": opts.goal, "improvement": report.improvement,
                 "verdict": report.verdict, "basis": report.verdict_basis,
@@ -503,7 +523,7 @@ async def _verdict(
     opts: RunOptions,
     end: float,
     progress: Callable[[str], None] | None,
-) -> None:
+) -> dict[str, float] | None:
     """Paired batch replications (common random numbers) of base vs scenario over the
     window the live run covered; the verdict on ``opts.metric``."""
     from iiotbed.experiment import run_replications
@@ -514,7 +534,7 @@ async def _verdict(
     seed = scenario.run.seed
     if end <= scenario.run.warmup:
         report.warnings.append("the run ended before its warmup: no verdict")
-        return
+        return None
     b = base.with_run(duration=end, seed=seed, replications=n)
     u = scenario.with_run(duration=end, seed=seed, replications=n)
     jobs = [(b, i) for i in range(n)] + [(u, i) for i in range(n)]
@@ -556,8 +576,10 @@ async def _verdict(
         f"paired Student-t 95 % CI of the relative improvement of {metric}"
     )
     rep = opts.replication
-    if rep < n:
-        bv = b_res[rep].line.get(metric, math.nan)
-        lv = report.answer_key.get(metric, math.nan)
-        if math.isfinite(bv) and bv != 0 and math.isfinite(lv):
-            report.live_improvement = lv / bv - 1 if higher else 1 - lv / bv
+    if rep >= n:
+        return None
+    bv = b_res[rep].line.get(metric, math.nan)
+    lv = report.answer_key.get(metric, math.nan)
+    if math.isfinite(bv) and bv != 0 and math.isfinite(lv):
+        report.live_improvement = lv / bv - 1 if higher else 1 - lv / bv
+    return b_res[rep].line

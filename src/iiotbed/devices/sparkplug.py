@@ -264,7 +264,9 @@ class SparkplugEdgeNode:
                 table[d.name] = _Metric(d, alias)
                 self._by_alias[alias] = (device, d.name)
             self._metrics[device] = table
-        self._pending: dict[str | None, dict[str, tuple[object, int]]] = {}
+        # every change since the last flush, in order: a value that goes 1 -> 2 -> 1 between
+        # two flushes is two transitions a KPI needs, not "unchanged"
+        self._pending: dict[str | None, dict[str, list[tuple[object, int]]]] = {}
         self._bd_seq = -1
         self._seq = 0
         self._born = False
@@ -335,11 +337,14 @@ class SparkplugEdgeNode:
             )
         if value is not None:
             value = _check(m.defn.datatype, value)
-        pending = self._pending.setdefault(device, {})
-        if m.timestamp_ms is not None and value == m.value and type(value) is type(m.value):
-            pending.pop(metric, None)
+        changes = self._pending.setdefault(device, {}).setdefault(metric, [])
+        if changes:
+            last, known = changes[-1][0], True
         else:
-            pending[metric] = (value, timestamp_ms)
+            last, known = m.value, m.timestamp_ms is not None
+        if known and value == last and type(value) is type(last):
+            return  # unchanged since the last value reported or buffered
+        changes.append((value, timestamp_ms))
 
     async def flush(self) -> None:
         """Publish one NDATA/DDATA per node/device with the changes since the last flush."""
@@ -350,20 +355,21 @@ class SparkplugEdgeNode:
             payload = pb.Payload()
             table = self._metrics[device]
             newest = 0
-            for name, (value, ts) in changes.items():
+            for name, values in changes.items():
                 m = table[name]
-                m.value, m.timestamp_ms = value, ts
-                newest = max(newest, ts)
-                if not self._born:
-                    continue  # the next birth carries it
-                pm = payload.metrics.add(timestamp=ts)
-                if self._use_aliases:
-                    pm.alias = m.alias
-                else:
-                    pm.name = name
-                    pm.datatype = DATATYPES[m.defn.datatype][0]
-                _encode_value(pm, m.defn.datatype, value)
-            if self._born:
+                for value, ts in values:
+                    m.value, m.timestamp_ms = value, ts
+                    newest = max(newest, ts)
+                    if not self._born:
+                        continue  # the next birth carries the last one
+                    pm = payload.metrics.add(timestamp=ts)
+                    if self._use_aliases:
+                        pm.alias = m.alias
+                    else:
+                        pm.name = name
+                        pm.datatype = DATATYPES[m.defn.datatype][0]
+                    _encode_value(pm, m.defn.datatype, value)
+            if self._born and payload.metrics:
                 payload.timestamp = newest
                 payload.seq = self._next_seq()
                 kind = "NDATA" if device is None else "DDATA"
@@ -418,9 +424,10 @@ class SparkplugEdgeNode:
     def _publish_births(self) -> None:
         # Births carry every value, including changes not flushed yet.
         for device, changes in self._pending.items():
-            for name, (value, ts) in changes.items():
-                m = self._metrics[device][name]
-                m.value, m.timestamp_ms = value, ts
+            for name, values in changes.items():
+                if values:
+                    m = self._metrics[device][name]
+                    m.value, m.timestamp_ms = values[-1]
         self._pending = {}
         now = self._clock()
         self._seq = 0

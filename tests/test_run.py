@@ -1,0 +1,214 @@
+"""`iiotbed run` end to end, as a subprocess: devices, broker, gateway, platform, report.
+
+Each run proves the answer-key rule of docs/answer-key.md: the KPIs the platform derives
+from telemetry equal the simulator's own (counters exactly, the rest within
+``REL_TOLERANCE``), computed here again from the report's two columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from iiotbed.cli import app
+from iiotbed.platform.broker import free_port
+from iiotbed.run import COUNTERS, REL_TOLERANCE
+
+ROOT = Path(__file__).resolve().parents[1]
+SINGLE = ROOT / "scenarios" / "single-machine.yaml"
+TCL_5G = ROOT / "scenarios" / "tcl-huizhou-5g.yaml"
+PG = "postgresql://127.0.0.1:5432/test"
+runner = CliRunner()
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from iiotbed.cli import main; main()", "run", *args]
+
+
+def _run(tmp_path: Path, *args: str, timeout: float = 240) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run(
+        _cmd(*args, "--opcua-port", str(free_port()), "--json"),
+        cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), proc.stderr
+
+
+def _check_agreement(report: dict[str, Any]) -> None:
+    kpis, key = report["kpis"], report["answer_key"]
+    assert key["good_count"] > 0, "nothing produced: the check would be empty"
+    for k in COUNTERS:
+        assert kpis[k] == key[k], (k, kpis[k], key[k])
+    for k, truth in key.items():
+        got = kpis[k]
+        if k in COUNTERS:
+            continue
+        if truth is None:
+            assert got is None, (k, got)
+            continue
+        assert got is not None, k
+        assert math.isclose(got, truth, rel_tol=REL_TOLERANCE, abs_tol=1e-9), (k, got, truth)
+        assert report["agreement"][k]["ok"], k
+    assert report["agrees"] is True
+    assert report["settle"]["timed_out"] is False
+    assert report["settle"]["stored"] == report["settle"]["gateway_forwarded"]
+
+
+def _printed_endpoints(stderr: str) -> None:
+    assert "dashboard  http://127.0.0.1:" in stderr
+    assert "OPC UA  opc.tcp://127.0.0.1:" in stderr
+    assert "Sparkplug B  mqtt://127.0.0.1:" in stderr
+
+
+def test_single_machine_embedded_broker_and_store(tmp_path: Path) -> None:
+    report, err = _run(tmp_path, str(SINGLE), "--speed", "20000")
+    _printed_endpoints(err)
+    _check_agreement(report)
+    assert report["ended"] == "duration" and report["window"]["end"] == 86400
+    assert report["improvement"] is None and report["verdict"] is None  # no `extends:`
+    broker = report["endpoints"]["broker"]
+    assert broker.startswith("mqtt://127.0.0.1:") and not broker.endswith(":1883")
+    run_dir = tmp_path / ".iiotbed" / "runs" / report["run_id"]
+    assert (run_dir / "store.db").is_file() and (run_dir / "events.jsonl").is_file()
+    assert report["store"].endswith(f"{report['run_id']}/store.db")
+    assert report["dashboard"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.network
+def test_single_machine_on_mosquitto_and_postgresql(tmp_path: Path) -> None:
+    schema = f"run_{uuid.uuid4().hex[:12]}"
+    try:
+        report, err = _run(
+            tmp_path, str(SINGLE), "--speed", "20000", "--duration", "20h",
+            "--broker", "mqtt://127.0.0.1:1883", "--store", f"{PG}?schema={schema}",
+        )  # fmt: skip
+        _printed_endpoints(err)
+        _check_agreement(report)
+        assert report["endpoints"]["broker"] == "mqtt://127.0.0.1:1883"
+        assert "(embedded)" not in err
+        with psycopg.connect(PG, autocommit=True) as conn:
+            row = conn.execute(
+                f"SELECT status, answer_key IS NOT NULL FROM {schema}.runs WHERE run_id = %s",  # type: ignore[arg-type]
+                (report["run_id"],),
+            ).fetchone()
+        assert row == ("finished", True)
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+
+
+def test_5g_short_run_gives_improvement_and_verdict(tmp_path: Path) -> None:
+    # 10 h from the midnight epoch: unpaced to 08:00, then two paced hours of the first shift
+    report, err = _run(
+        tmp_path, str(TCL_5G), "--duration", "10h", "--speed", "2000", "--replications", "2",
+    )  # fmt: skip
+    _check_agreement(report)
+    assert "VDA 5050  mqtt://127.0.0.1:" in err
+    assert "paired batch replications" in err
+    imp = report["improvement"]
+    assert imp["n"] == 2 and len(imp["per_replication"]) == 2
+    lo, hi = imp["ci95"]
+    assert lo <= imp["mean"] <= hi
+    assert report["verdict"] in ("met", "not met", "inconclusive")
+    assert report["metric"] == "labour_productivity" and report["goal"] == 0.20
+    assert "2 paired batch replications" in report["verdict_basis"]
+    assert "common random numbers" in report["verdict_basis"]
+    # the live run is replication 0: its own improvement equals the batch pair 0's
+    assert math.isclose(report["live_improvement"], imp["per_replication"][0], rel_tol=1e-9)
+    assert report["baseline_run_id"] == f"{report['run_id']}-baseline"
+
+
+def _port_closed(url: str) -> bool:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, int(port))) != 0
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_sigint_mid_run_prints_the_report_and_cleans_up(tmp_path: Path) -> None:
+    opcua = free_port()
+    with subprocess.Popen(
+        _cmd(str(SINGLE), "--speed", "300", "--opcua-port", str(opcua), "--json"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            lines: queue.Queue[str] = queue.Queue()
+            # a thread reads stderr: a pipe read blocks, and the rest must go on
+            reader = threading.Thread(
+                target=lambda: [lines.put(line) for line in proc.stderr],
+                daemon=True,  # type: ignore[union-attr]
+            )
+            reader.start()
+            seen = ""
+            deadline = time.monotonic() + 60
+            while "gateway " not in seen and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    seen += lines.get(timeout=1.0)
+            assert "gateway " in seen, seen
+            children = _children(proc.pid)
+            assert children, "the embedded broker runs as a child process"
+            time.sleep(3.0)  # some production: 08:00 + ~900 sim s
+            proc.send_signal(signal.SIGINT)
+            out = proc.stdout.read() if proc.stdout is not None else ""
+            proc.wait(timeout=90)
+            reader.join(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = "".join(lines.queue)
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopping" in err
+    report = json.loads(out)
+    assert report["ended"] == "stopped"
+    assert 28800 < report["window"]["end"] < 86400
+    _check_agreement(report)
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert _port_closed(report["endpoints"]["broker"])
+    assert _port_closed(report["dashboard"])
+    assert _port_closed(f"opc.tcp://127.0.0.1:{opcua}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.yaml"], "missing.yaml"),
+        ([str(SINGLE), "--store", "mysql://127.0.0.1/x"], "unknown store URL scheme"),
+        ([str(SINGLE), "--duration", "soon"], "is not a duration"),
+        ([str(SINGLE), "--broker", "http://127.0.0.1:1883"], "mqtt://host:port"),
+        ([str(SINGLE), "--metric", "happiness"], "unknown KPI"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    tmp_path: Path, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["run", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / ".iiotbed").exists()  # nothing started
