@@ -755,7 +755,7 @@ def platform(
 
 
 #: sim seconds per wall second of `iiotbed run` by default: the shipped 5G week paced from
-#: the first shift in about 5 minutes (docs/answer-key.md)
+#: the first shift in about 5.5 minutes (docs/answer-key.md)
 RUN_SPEED = 1500.0
 
 
