@@ -97,11 +97,13 @@ def test_single_machine_on_mosquitto_and_postgresql(tmp_path: Path) -> None:
         report, err = _run(
             tmp_path, str(SINGLE), "--speed", "20000", "--duration", "20h",
             "--broker", "mqtt://127.0.0.1:1883", "--store", f"{PG}?schema={schema}",
+            "--sparkplug-group", f"g-{schema}",  # a shared broker: our own topics
         )  # fmt: skip
         _printed_endpoints(err)
         _check_agreement(report)
         assert report["endpoints"]["broker"] == "mqtt://127.0.0.1:1883"
         assert "(embedded)" not in err
+        assert f"spBv1.0/g-{schema}/+/" in err
         with psycopg.connect(PG, autocommit=True) as conn:
             row = conn.execute(
                 f"SELECT status, answer_key IS NOT NULL FROM {schema}.runs WHERE run_id = %s",  # type: ignore[arg-type]

@@ -790,6 +790,10 @@ def run_cmd(
     opcua_port: Annotated[
         int, typer.Option("--opcua-port", min=1, max=65535, help="OPC UA server port.")
     ] = 4840,
+    sparkplug_group: Annotated[
+        str | None,
+        typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
+    ] = None,
     replications: Replications = None,
     goal: Annotated[
         float,
@@ -838,7 +842,8 @@ def run_cmd(
         scenario = _load(file, duration=d)
         opts = RunOptions(
             speed=speed, duration=d, broker=broker, store=store, port=port,
-            opcua_port=opcua_port, verdict=not no_verdict, replications=replications,
+            opcua_port=opcua_port, sparkplug_group=sparkplug_group,
+            verdict=not no_verdict, replications=replications,
             goal=goal, metric=metric, workers=workers,
         )  # fmt: skip
         # the endpoints go to stdout, or to stderr when stdout carries the JSON report

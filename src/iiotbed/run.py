@@ -70,6 +70,7 @@ class RunOptions:
     host: str = "127.0.0.1"
     port: int = 0  # dashboard; 0 = a free port
     opcua_port: int = 4840
+    sparkplug_group: str | None = None  # default <enterprise>-<site>
     fast_forward: bool = True
     verdict: bool = True
     replications: int | None = None  # of the batch comparison (default: the scenario's)
@@ -389,13 +390,20 @@ async def run_all(
         settings = settings_from_scenario(
             scenario, broker_url, opcua_port=opts.opcua_port, host=opts.host,
             replication=opts.replication, buffer=run_dir / "gateway.db", run_id=run_id,
+            sparkplug_group=opts.sparkplug_group,
         )  # fmt: skip
+        if settings.sparkplug is not None:
+            # this run's own host id: the edge node births for this gateway, not for
+            # another one that happens to share the broker
+            host = settings.sparkplug.model_copy(update={"host_id": f"iiotbed-{run_id}"})
+            settings = settings.model_copy(update={"sparkplug": host})
         events_path = run_dir / "events.jsonl"
         live = LiveFactory(
             scenario,
             LiveOptions(
                 speed=opts.speed, duration=duration, replication=opts.replication,
                 host=opts.host, opcua_port=opts.opcua_port, broker=broker_url,
+                sparkplug_group=opts.sparkplug_group,
                 primary_host=settings.sparkplug.host_id if settings.sparkplug else None,
                 events=events_path, fast_forward=opts.fast_forward,
             ),
