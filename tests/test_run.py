@@ -26,9 +26,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from iiotbed.agreement import COUNTERS, REL_TOLERANCE
 from iiotbed.cli import app
 from iiotbed.platform.broker import free_port
-from iiotbed.run import COUNTERS, REL_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 SINGLE = ROOT / "scenarios" / "single-machine.yaml"
@@ -193,6 +193,13 @@ def test_sigint_mid_run_prints_the_report_and_cleans_up(tmp_path: Path) -> None:
     assert _port_closed(report["endpoints"]["broker"])
     assert _port_closed(report["dashboard"])
     assert _port_closed(f"opc.tcp://127.0.0.1:{opcua}")
+
+
+def test_cli_default_speed_is_the_run_default() -> None:
+    from iiotbed.cli import RUN_SPEED
+    from iiotbed.run import DEFAULT_SPEED, RunOptions
+
+    assert RUN_SPEED == DEFAULT_SPEED == RunOptions().speed
 
 
 @pytest.mark.parametrize(

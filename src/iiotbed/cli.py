@@ -754,8 +754,7 @@ def platform(
             typer.echo("stopped")
 
 
-#: sim seconds per wall second of `iiotbed run` by default: the shipped 5G week paced from
-#: the first shift in about 5.5 minutes (docs/answer-key.md)
+#: `iiotbed.run.DEFAULT_SPEED`, not imported from there: asyncio would slow `--help`
 RUN_SPEED = 1500.0
 
 

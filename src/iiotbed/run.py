@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iiotbed.agreement import Agreement, agreement, finite, line_view
 from iiotbed.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -36,33 +37,23 @@ if TYPE_CHECKING:
     from iiotbed.platform.kpi import KpiReport
     from iiotbed.platform.layout import Layout
     from iiotbed.platform.service import Platform
+    from iiotbed.platform.store import Store
     from iiotbed.scenario import Scenario
 
-__all__ = [
-    "COUNTERS",
-    "REL_TOLERANCE",
-    "Agreement",
-    "RunOptions",
-    "RunReport",
-    "agreement",
-    "run_all",
-    "run_id_for",
-]
+__all__ = ["DEFAULT_SPEED", "RunOptions", "RunReport", "run_all", "run_id_for"]
 
 log = logging.getLogger(__name__)
 
-#: counts that must be equal exactly on both paths (station totals for processed/failures)
-COUNTERS = ("good_count", "scrap_count", "processed", "failures")
-#: relative tolerance of every other KPI (time-based or derived); see docs/answer-key.md
-REL_TOLERANCE = 1e-6
-_ABS_FLOOR = 1e-9  # below this an absolute difference is float noise whatever the scale
+#: sim seconds per wall second by default: the shipped 5G week, paced from its first
+#: shift, in about 5.5 minutes (docs/answer-key.md)
+DEFAULT_SPEED = 1500.0
 
 
 @dataclass
 class RunOptions:
     """How ``iiotbed run`` runs. ``speed`` None = as fast as the machine allows."""
 
-    speed: float | None = 1000.0
+    speed: float | None = DEFAULT_SPEED
     duration: float | None = None  # sim seconds (default: the scenario's)
     replication: int = 0
     broker: str | None = None  # None: an embedded broker on a free port
@@ -81,26 +72,6 @@ class RunOptions:
     ready_timeout: float = 30.0  # collectors subscribed before the simulation starts
     settle_timeout: float = 120.0  # everything forwarded is stored
     quiet_s: float = 0.5  # no new telemetry for this long (wall s) = the gateway has it all
-
-
-@dataclass
-class Agreement:
-    """One KPI on both paths: telemetry vs answer key."""
-
-    kind: str  # "counter" (exact) or "time" (relative tolerance)
-    telemetry: float | None
-    answer_key: float | None
-    difference: float | None
-    tolerance: float
-    ok: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "kind": self.kind,
-            "difference": self.difference,
-            "tolerance": self.tolerance,
-        }
 
 
 @dataclass
@@ -155,7 +126,7 @@ class RunReport:
             "improvement": self.improvement,
             "verdict": self.verdict,
             "verdict_basis": self.verdict_basis,
-            "live_improvement": _finite(self.live_improvement),
+            "live_improvement": finite(self.live_improvement),
             "baseline_run_id": self.baseline_run_id,
             "settle": self.settle,
             "live": self.live,
@@ -163,12 +134,11 @@ class RunReport:
         }
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+# --------------------------------------------------------------------------- agreement
 
 
 def _clean(values: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: _finite(v) for k, v in values.items()}
+    return {k: finite(v) for k, v in values.items()}
 
 
 def run_id_for(scenario: Scenario, now: dt.datetime | None = None) -> str:
@@ -176,39 +146,6 @@ def run_id_for(scenario: Scenario, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.UTC)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", scenario.name).strip("-").lower()[:40] or "run"
     return f"{slug}-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-
-
-# --------------------------------------------------------------------------- agreement
-
-
-def _line_view(report: KpiReport) -> dict[str, float]:
-    """Line KPIs plus station totals of the counters the line view lacks."""
-    out = dict(report.line)
-    out["processed"] = math.fsum(s.get("processed", 0.0) for s in report.stations.values())
-    out["failures"] = math.fsum(s.get("failures", 0.0) for s in report.stations.values())
-    return out
-
-
-def agreement(
-    telemetry: Mapping[str, float], answer_key: Mapping[str, float], rel: float = REL_TOLERANCE
-) -> dict[str, Agreement]:
-    """Per KPI: counters equal exactly, the rest within ``rel`` (relative to the answer key)."""
-    out: dict[str, Agreement] = {}
-    for k, truth in answer_key.items():
-        got = telemetry.get(k, math.nan)
-        counter = k in COUNTERS
-        tol = 0.0 if counter else rel
-        t_ok, g_ok = math.isfinite(truth), math.isfinite(got)
-        if not t_ok or not g_ok:
-            ok = t_ok == g_ok  # both undefined (e.g. MTBF without failures) agree
-            diff = None
-        else:
-            diff = got - truth
-            ok = diff == 0 if counter else abs(diff) <= max(rel * abs(truth), _ABS_FLOOR)
-        out[k] = Agreement(
-            "counter" if counter else "time", _finite(got), _finite(truth), diff, tol, ok
-        )
-    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -299,6 +236,46 @@ def _base_answer_key(
     return compute_kpis(records, layout, start=start, end=end).to_dict()
 
 
+async def _register(
+    store: Store,
+    scenario: Scenario,
+    run_id: str,
+    base: Scenario | None,
+    baseline_run_id: str | None,
+    opts: RunOptions,
+    start: float,
+    end: float,
+) -> None:
+    """The run, its assets and, with a base, the baseline run with its answer key."""
+    from iiotbed.platform.catalog import run_info, scenario_assets
+    from iiotbed.platform.layout import Layout
+
+    await store.upsert_assets(scenario_assets(scenario))
+    if base is not None and baseline_run_id is not None:
+        # the base's answer key for the same replication and window: the dashboard's
+        # progress line during the run (the verdict itself comes from the batch at the
+        # end); CPU work in a thread, while nothing is paced yet
+        base_key = await asyncio.to_thread(
+            _base_answer_key, base, opts.replication, Layout.from_scenario(base), start, end
+        )
+        await store.upsert_run(
+            run_info(base, baseline_run_id, replication=opts.replication, answer_key=base_key,
+                     status="finished")
+        )  # fmt: skip
+    await store.upsert_run(
+        run_info(scenario, run_id, replication=opts.replication, speed=opts.speed,
+                 baseline_run_id=baseline_run_id, goal=opts.goal)
+    )  # fmt: skip
+
+
+def _answer_key(events: Path, layout: Layout, start: float, end: float) -> KpiReport:
+    """The simulator's KPIs: the engine over the live run's own event log."""
+    from iiotbed.eventlog import load_records
+    from iiotbed.platform.kpi import compute_kpis
+
+    return compute_kpis(load_records(events), layout, start=start, end=end)
+
+
 async def run_all(
     scenario: Scenario,
     options: RunOptions | None = None,
@@ -313,12 +290,10 @@ async def run_all(
     the endpoint lines as soon as they are up, ``progress`` the verdict's progress.
     """
     from iiotbed.devices.live import LiveFactory, LiveOptions
-    from iiotbed.eventlog import load_records
     from iiotbed.gateway.service import Gateway
     from iiotbed.gateway.settings import settings_from_scenario
     from iiotbed.platform.broker import EmbeddedBroker
-    from iiotbed.platform.catalog import run_info, scenario_assets
-    from iiotbed.platform.kpi import compute_kpis
+    from iiotbed.platform.catalog import run_info
     from iiotbed.platform.layout import Layout
     from iiotbed.platform.service import Platform
     from iiotbed.scenario import load_scenario
@@ -359,33 +334,7 @@ async def run_all(
         )
         store = platform.store
         assert store is not None
-        info = run_info(
-            scenario, run_id, replication=opts.replication, speed=opts.speed,
-            baseline_run_id=baseline_run_id, goal=opts.goal,
-        )  # fmt: skip
-        await store.upsert_assets(scenario_assets(scenario))
-        if base is not None and baseline_run_id is not None:
-            # the base's answer key for the same replication and window: the dashboard's
-            # progress line during the run (the verdict itself comes from the batch below);
-            # CPU work in a thread while nothing is paced yet
-            base_key = await asyncio.to_thread(
-                _base_answer_key,
-                base,
-                opts.replication,
-                Layout.from_scenario(base),
-                start,
-                duration,
-            )
-            await store.upsert_run(
-                run_info(
-                    base,
-                    baseline_run_id,
-                    replication=opts.replication,
-                    answer_key=base_key,
-                    status="finished",
-                )
-            )
-        await store.upsert_run(info)
+        await _register(store, scenario, run_id, base, baseline_run_id, opts, start, duration)
 
         settings = settings_from_scenario(
             scenario, broker_url, opcua_port=opts.opcua_port, host=opts.host,
@@ -472,10 +421,9 @@ async def run_all(
         # event log, the answer key's source)
         await collectors.aclose()
         await devices.aclose()
-        # reading a file: a worker thread
-        records = await asyncio.to_thread(load_records, events_path)
-        truth = compute_kpis(records, layout, start=start, end=end)
-        tele_view, key_view = _line_view(telemetry), _line_view(truth)
+        # reading and replaying the event log: file I/O and CPU work, in a worker thread
+        truth = await asyncio.to_thread(_answer_key, events_path, layout, start, end)
+        tele_view, key_view = line_view(telemetry), line_view(truth)
         agree = agreement(tele_view, key_view)
 
         report = RunReport(
@@ -534,7 +482,6 @@ async def _verdict(
 ) -> dict[str, float] | None:
     """Paired batch replications (common random numbers) of base vs scenario over the
     window the live run covered; the verdict on ``opts.metric``."""
-    from iiotbed.experiment import run_replications
     from iiotbed.platform.kpi import KPI_INFO
     from iiotbed.platform.stats import compare_paired
 
@@ -557,7 +504,10 @@ async def _verdict(
 
     _print(progress, f"verdict: {n} paired batch replications of {end / 3600:g} h, base vs upgrade")
     # the replications run in worker processes; this thread only waits for them
-    results = await asyncio.to_thread(run_replications, jobs, workers=opts.workers, on_done=tick)
+    results = await asyncio.to_thread(_batch, jobs, opts.workers, tick)
+    if results is None:
+        report.warnings.append("the verdict's batch replications were interrupted: no verdict")
+        return None
     b_res, u_res = results[:n], results[n:]
     metric = opts.metric
     higher = KPI_INFO[metric].higher_is_better
@@ -570,12 +520,12 @@ async def _verdict(
     )
     imp = cmp.improvement
     report.improvement = {
-        "mean": _finite(imp.mean),
-        "ci95": [_finite(imp.ci95[0]), _finite(imp.ci95[1])],
+        "mean": finite(imp.mean),
+        "ci95": [finite(imp.ci95[0]), finite(imp.ci95[1])],
         "n": imp.n,
-        "per_replication": [_finite(x) for x in cmp.ratios],
-        "baseline_mean": _finite(cmp.baseline.mean),
-        "upgrade_mean": _finite(cmp.upgrade.mean),
+        "per_replication": [finite(x) for x in cmp.ratios],
+        "baseline_mean": finite(cmp.baseline.mean),
+        "upgrade_mean": finite(cmp.upgrade.mean),
     }
     report.verdict = cmp.verdict.value
     report.verdict_basis = (
@@ -591,3 +541,20 @@ async def _verdict(
     if math.isfinite(bv) and bv != 0 and math.isfinite(lv):
         report.live_improvement = lv / bv - 1 if higher else 1 - lv / bv
     return b_res[rep].line
+
+
+def _batch(
+    jobs: list[tuple[Scenario, int]],
+    workers: int | None,
+    tick: Callable[[ReplicationResult], None],
+) -> list[ReplicationResult] | None:
+    """The replications; None when Ctrl-C reached the worker processes (they share the
+    terminal's process group) and broke the pool."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from iiotbed.experiment import run_replications
+
+    try:
+        return run_replications(jobs, workers=workers, on_done=tick)
+    except (KeyboardInterrupt, BrokenProcessPool):
+        return None
