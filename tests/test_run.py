@@ -7,6 +7,7 @@ from telemetry equal the simulator's own (counters exactly, the rest within
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -134,6 +135,26 @@ def test_5g_short_run_gives_improvement_and_verdict(tmp_path: Path) -> None:
     # the live run is replication 0: its own improvement equals the batch pair 0's
     assert math.isclose(report["live_improvement"], imp["per_replication"][0], rel_tol=1e-9)
     assert report["baseline_run_id"] == f"{report['run_id']}-baseline"
+    # the store keeps the run, its answer key and the comparison for the API
+    run, base, cmp = asyncio.run(_stored(tmp_path, report["run_id"]))
+    assert run is not None and run.status == "finished" and run.ended is not None
+    assert run.answer_key is not None
+    assert run.answer_key["line"]["good_count"] == report["answer_key"]["good_count"]
+    assert run.baseline_run_id == report["baseline_run_id"]
+    assert base is not None and base.answer_key is not None
+    assert cmp["source"] == "stored comparison" and cmp["verdict"] == report["verdict"]
+
+
+async def _stored(tmp_path: Path, run_id: str) -> tuple[Any, Any, dict[str, Any]]:
+    from iiotbed.platform.catalog import RunCatalog
+    from iiotbed.platform.queries import PlatformView
+    from iiotbed.platform.store import open_store
+
+    url = f"sqlite:///{tmp_path / '.iiotbed' / 'runs' / run_id / 'store.db'}"
+    async with open_store(url) as store:
+        view = PlatformView(store, RunCatalog(store))
+        cmp = await view.compare(run_id, "labour_productivity", None)
+        return await store.get_run(run_id), await store.get_run(f"{run_id}-baseline"), cmp
 
 
 def _port_closed(url: str) -> bool:

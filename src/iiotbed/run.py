@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from iiotbed.platform.kpi import KpiReport
     from iiotbed.platform.layout import Layout
     from iiotbed.platform.service import Platform
-    from iiotbed.platform.store import Store
+    from iiotbed.platform.store import RunInfo, Store
     from iiotbed.scenario import Scenario
 
 __all__ = ["DEFAULT_SPEED", "RunOptions", "RunReport", "run_all", "run_id_for"]
@@ -245,12 +246,13 @@ async def _register(
     opts: RunOptions,
     start: float,
     end: float,
-) -> None:
+) -> tuple[RunInfo, RunInfo | None]:
     """The run, its assets and, with a base, the baseline run with its answer key."""
     from iiotbed.platform.catalog import run_info, scenario_assets
     from iiotbed.platform.layout import Layout
 
     await store.upsert_assets(scenario_assets(scenario))
+    base_key = None
     if base is not None and baseline_run_id is not None:
         # the base's answer key for the same replication and window: the dashboard's
         # progress line during the run (the verdict itself comes from the batch at the
@@ -258,14 +260,15 @@ async def _register(
         base_key = await asyncio.to_thread(
             _base_answer_key, base, opts.replication, Layout.from_scenario(base), start, end
         )
-        await store.upsert_run(
-            run_info(base, baseline_run_id, replication=opts.replication, answer_key=base_key,
-                     status="finished")
-        )  # fmt: skip
-    await store.upsert_run(
-        run_info(scenario, run_id, replication=opts.replication, speed=opts.speed,
-                 baseline_run_id=baseline_run_id, goal=opts.goal)
-    )  # fmt: skip
+    base_info = None
+    if base is not None and baseline_run_id is not None:
+        base_info = run_info(base, baseline_run_id, replication=opts.replication,
+                             answer_key=base_key, status="finished")  # fmt: skip
+        await store.upsert_run(base_info)
+    info = run_info(scenario, run_id, replication=opts.replication, speed=opts.speed,
+                    baseline_run_id=baseline_run_id, goal=opts.goal)  # fmt: skip
+    await store.upsert_run(info)
+    return info, base_info
 
 
 def _answer_key(events: Path, layout: Layout, start: float, end: float) -> KpiReport:
@@ -293,7 +296,6 @@ async def run_all(
     from iiotbed.gateway.service import Gateway
     from iiotbed.gateway.settings import settings_from_scenario
     from iiotbed.platform.broker import EmbeddedBroker
-    from iiotbed.platform.catalog import run_info
     from iiotbed.platform.layout import Layout
     from iiotbed.platform.service import Platform
     from iiotbed.scenario import load_scenario
@@ -334,7 +336,9 @@ async def run_all(
         )
         store = platform.store
         assert store is not None
-        await _register(store, scenario, run_id, base, baseline_run_id, opts, start, duration)
+        info, base_info = await _register(
+            store, scenario, run_id, base, baseline_run_id, opts, start, duration
+        )
 
         settings = settings_from_scenario(
             scenario, broker_url, opcua_port=opts.opcua_port, host=opts.host,
@@ -446,26 +450,19 @@ async def run_all(
         answer: dict[str, Any] = truth.to_dict()
         if base is not None:
             base_line = await _verdict(report, scenario, base, opts, end, progress)
-            if base_line is not None and baseline_run_id is not None and end != duration:
+            if base_line is not None and base_info is not None and end != duration:
                 # the run stopped early: the baseline's answer key over the same window
                 await store.upsert_run(
-                    run_info(base, baseline_run_id, replication=opts.replication,
-                             answer_key={"line": _clean(base_line)}, status="finished")
-                )  # fmt: skip
+                    dataclasses.replace(base_info, answer_key={"line": _clean(base_line)})
+                )
             answer["comparison"] = {
                 "metric": opts.metric, "goal": opts.goal, "improvement": report.improvement,
                 "verdict": report.verdict, "basis": report.verdict_basis,
             }  # fmt: skip
+        status = "finished" if ended == "duration" else "stopped"
         await store.upsert_run(
-            run_info(
-                scenario,
-                run_id,
-                replication=opts.replication,
-                speed=opts.speed,
-                answer_key=answer,
-                baseline_run_id=baseline_run_id,
-                goal=opts.goal,
-                status="finished" if ended == "duration" else "stopped",
+            dataclasses.replace(
+                info, answer_key=answer, status=status, ended=dt.datetime.now(dt.UTC)
             )
         )
         report.wall_s = time.monotonic() - wall0
