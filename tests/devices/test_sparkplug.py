@@ -214,6 +214,30 @@ def test_seq_increments_by_one_and_wraps(group: str, peer: Peer) -> None:
     asyncio.run(main())
 
 
+def test_every_transition_between_two_flushes_is_reported(group: str, peer: Peer) -> None:
+    # a break that starts and ends within one pacer advance: both changes must travel
+    async def main() -> None:
+        async with make_node(group) as node:
+            await peer.next_on("NBIRTH")
+            node.set("press-01", "Running", True, T0 + 1)
+            await node.flush()
+            await peer.next_on("DDATA")
+            node.set("press-01", "Running", False, T0 + 10)
+            node.set("press-01", "Running", False, T0 + 11)  # unchanged: not repeated
+            node.set("press-01", "Running", True, T0 + 20)
+            await node.flush()
+            _, ddata = await peer.next_on("DDATA")
+            assert [(m.boolean_value, m.timestamp) for m in ddata.metrics] == [
+                (False, T0 + 10),
+                (True, T0 + 20),
+            ]
+            node.set("press-01", "Running", True, T0 + 30)  # as last reported: nothing
+            await node.flush()
+            assert peer.nothing_for(0.3)
+
+    asyncio.run(main())
+
+
 def test_will_is_ndeath_with_the_birth_bdseq(group: str, peer: Peer) -> None:
     async def main() -> None:
         async with make_node(group) as node:
