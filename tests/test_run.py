@@ -96,13 +96,14 @@ def test_single_machine_on_mosquitto_and_postgresql(tmp_path: Path) -> None:
     schema = f"run_{uuid.uuid4().hex[:12]}"
     try:
         report, err = _run(
-            tmp_path, str(SINGLE), "--speed", "20000", "--duration", "20h",
+            tmp_path, str(SINGLE), "--speed", "20000", "--duration", "12h",  # to 20:00
             "--broker", "mqtt://127.0.0.1:1883", "--store", f"{PG}?schema={schema}",
             "--sparkplug-group", f"g-{schema}",  # a shared broker: our own topics
         )  # fmt: skip
         _printed_endpoints(err)
         _check_agreement(report)
         assert report["endpoints"]["broker"] == "mqtt://127.0.0.1:1883"
+        assert report["window"]["end"] == 20 * 3600.0  # 08:00 + 12 h
         assert "(embedded)" not in err
         assert f"spBv1.0/g-{schema}/+/" in err
         with psycopg.connect(PG, autocommit=True) as conn:
@@ -117,10 +118,11 @@ def test_single_machine_on_mosquitto_and_postgresql(tmp_path: Path) -> None:
 
 
 def test_5g_short_run_gives_improvement_and_verdict(tmp_path: Path) -> None:
-    # 10 h from the midnight epoch: unpaced to 08:00, then two paced hours of the first shift
+    # --duration counts from the first shift: unpaced to 08:00, then two paced hours
     report, err = _run(
-        tmp_path, str(TCL_5G), "--duration", "10h", "--speed", "2000", "--replications", "2",
+        tmp_path, str(TCL_5G), "--duration", "2h", "--speed", "2000", "--replications", "2",
     )  # fmt: skip
+    assert report["window"] == {"start": 0.0, "end": 10 * 3600.0}
     _check_agreement(report)
     assert "VDA 5050  mqtt://127.0.0.1:" in err
     assert "paired batch replications" in err

@@ -838,9 +838,14 @@ def run_cmd(
                 open_store(store)  # checks the URL; nothing is opened
             except IiotbedError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--store") from None
-        scenario = _load(file, duration=d)
+        scenario = _load(file)
+        if d is not None:
+            # counted from the first shift: the unpaced stretch before it (the shipped
+            # scenarios start at midnight) is not what `--duration 8h` asks to see
+            end = _first_production(scenario) + d
+            scenario = _load(file, duration=end)
         opts = RunOptions(
-            speed=speed, duration=d, broker=broker, store=store, port=port,
+            speed=speed, duration=scenario.run.duration, broker=broker, store=store, port=port,
             opcua_port=opcua_port, sparkplug_group=sparkplug_group,
             verdict=not no_verdict, replications=replications,
             goal=goal, metric=metric, workers=workers,
@@ -896,14 +901,19 @@ def run_cmd(
             raise typer.Exit(1)
 
 
-def _run_plan(scenario: Scenario, speed: float, opts: Any) -> str:
+def _first_production(scenario: Scenario) -> float:
+    """Sim time of the first production window (where a live run starts pacing)."""
     from iiotbed.devices.sim.calendar import ProductionCalendar
 
-    duration = opts.duration if opts.duration is not None else scenario.run.duration
     try:
-        first = min(ProductionCalendar(scenario).next_production(0.0), duration)
-    except ValueError:
-        first = 0.0
+        return float(ProductionCalendar(scenario).next_production(0.0))
+    except ValueError:  # a calendar without production: paced from the epoch
+        return 0.0
+
+
+def _run_plan(scenario: Scenario, speed: float, opts: Any) -> str:
+    duration = scenario.run.duration
+    first = min(_first_production(scenario), duration)
     wall = (duration - first) / speed
     ff = f"unpaced to the first shift (t={first:g} s), then " if first > 0 else ""
     n = opts.replications or scenario.run.replications
@@ -913,7 +923,7 @@ def _run_plan(scenario: Scenario, speed: float, opts: Any) -> str:
         else ""
     )
     return (
-        f"{scenario.name}: {duration / 3600:g} h of sim time, {ff}paced at {speed:g}x: "
+        f"{scenario.name}: sim time 0 .. {duration / 3600:g} h, {ff}paced at {speed:g}x: "
         f"about {wall / 60:.1f} min of wall time{then}. Ctrl-C ends early with a report."
     )
 
