@@ -454,3 +454,32 @@ def test_fast_forward_skips_to_the_first_shift_then_paces() -> None:
     assert now == 28800 + 120
     assert 1.9 <= wall <= 10.0
     assert lag < 1.0
+
+
+def test_every_amr_trip_becomes_one_accepted_order_at_full_speed(tmp_path: Path) -> None:
+    # At 20,000x a trip can end before its order has crossed the broker; master control must
+    # then hold the next order until the agent finished the previous one, not have it refused.
+    sc = _five_g(6 * 3600)
+    group = f"o{uuid.uuid4().hex[:8]}"
+
+    async def main() -> tuple[int, int, int]:
+        events = tmp_path / "ev.jsonl"
+        opts = LiveOptions(speed=20000, opcua_port=_free_port(),
+                           broker="mqtt://127.0.0.1:1883", sparkplug_group=group,
+                           vda_manufacturer=group, events=events)  # fmt: skip
+        async with LiveFactory(sc, opts) as live:
+            await live.wait()
+            trips = sum(
+                1 for r in load_records(events) if isinstance(r, Event) and r.name == "AmrTripStart"
+            )
+            await _until(
+                lambda: sum(a.stats.orders_accepted for a in live.agents.values()) >= trips,
+                "every order accepted",
+            )
+            accepted = sum(a.stats.orders_accepted for a in live.agents.values())
+            rejected = sum(a.stats.orders_rejected for a in live.agents.values())
+            return trips, accepted, rejected
+
+    trips, accepted, rejected = asyncio.run(main())
+    assert trips >= 5
+    assert (accepted, rejected) == (trips, 0)

@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal, Self
+from typing import IO, TYPE_CHECKING, Any, Literal, Self
 
 from iiotbed.devices.network import Channel, LinkStats, LiveLink, endpoint_links
 from iiotbed.devices.pacing import Pacer
@@ -210,7 +211,13 @@ class LiveFactory:
         self._st_state: dict[str, list[int]] = {p: [0, 0, 0] for p in self._station_name}
         self._power: dict[str, float] = {}
         self._planned = int(PlannedState.OffShift)
-        self._trips: dict[str, _Trip] = {}
+        self._trips: dict[str, _Trip] = {}  # the trip the simulation runs now, per AMR
+        # Master control sends an AMR its next order only once the agent has finished the
+        # previous one (as a fleet manager does): at high speed a trip can end before its
+        # order has crossed the broker, and the agent refuses a new order while executing.
+        self._open: dict[str, dict[str, _Trip]] = {}  # sent or queued, not yet finished
+        self._to_send: dict[str, deque[tuple[_Trip, list[Any], list[Any]]]] = {}
+        self._in_flight: dict[str, str] = {}  # AMR -> order id sent and not finished
         self._amr_pos: dict[str, list[float]] = {}
         # endpoints, built in __aenter__
         self.servers: MachineServers | None = None
@@ -540,14 +547,15 @@ class LiveFactory:
                 sname = self._station_name.get(station, station.rsplit("/", 1)[-1])
                 trip = _Trip(f"trip-{r.fields['trip']}", sname)
                 self._trips[name] = trip
+                self._open.setdefault(name, {})[trip.order_id] = trip
                 wx, wy = self._warehouse
                 sx, sy = self._stage_pos.get(station, self._warehouse)
-                assert self.master is not None
-                self.master.send_order(
-                    name, trip.order_id, 0,
+                self._to_send.setdefault(name, deque()).append((
+                    trip,
                     [node("warehouse", 0, x=wx, y=wy), node(sname, 2, x=sx, y=sy)],
                     [edge(f"warehouse-{sname}", 1, "warehouse", sname)],
-                )  # fmt: skip
+                ))  # fmt: skip
+                self._send_next(name)
                 agent.update(t, driving=True)
             elif r.name == "AmrTripEnd":
                 self._flush_position(name, touched)
@@ -575,25 +583,41 @@ class LiveFactory:
         if trip is not None and (x, y) == tuple(self._warehouse) and not trip.reached:
             self._progress(name, trip, t, ("warehouse", 0))
 
+    def _send_next(self, name: str) -> None:
+        queue = self._to_send.get(name)
+        if name in self._in_flight or not queue:
+            return
+        trip, nodes, edges = queue.popleft()
+        self._in_flight[name] = trip.order_id
+        assert self.master is not None
+        self.master.send_order(name, trip.order_id, 0, nodes, edges)
+
     def _progress(self, name: str, trip: _Trip, t: float, reached: tuple[str, int]) -> None:
         trip.reached.append(reached)
         agent = self.agents[name]
         if agent.order_id == trip.order_id:
-            agent.update(t, node_reached=reached)
+            self._report(name, trip, t, reached)
         else:  # the order is still on its way over the broker: report once accepted
             trip.pending.append((t, reached))
 
+    def _report(self, name: str, trip: _Trip, t: float, reached: tuple[str, int]) -> None:
+        self.agents[name].update(t, node_reached=reached)
+        if reached == (trip.station, 2):  # last node: the order is done, the next may go
+            self._open.get(name, {}).pop(trip.order_id, None)
+            if self._in_flight.get(name) == trip.order_id:
+                del self._in_flight[name]
+            self._send_next(name)
+
     def _order_handler(self, name: str) -> Callable[[Order], None]:
         def on_order(order: Order) -> None:
-            trip = self._trips.get(name)
-            if trip is None or order.order_id != trip.order_id or not trip.pending:
+            trip = self._open.get(name, {}).get(order.order_id)
+            if trip is None or not trip.pending:
                 return
             pending, trip.pending = trip.pending, []
-            agent = self.agents[name]
             # the agent calls us inside its own order handling: report on the next loop turn
             loop = asyncio.get_running_loop()
             for t, reached in pending:
-                loop.call_soon(_report_node, agent, t, reached)
+                loop.call_soon(self._report, name, trip, t, reached)
 
         return on_order
 
@@ -634,10 +658,6 @@ class LiveFactory:
         assert self.edge is not None
         self.edge.set(device, _SPEED_METRIC, value, self._clock_ms())
         return True
-
-
-def _report_node(agent: AmrAgent, t: float, reached: tuple[str, int]) -> None:
-    agent.update(t, node_reached=reached)
 
 
 async def run_live(scenario: Scenario, options: LiveOptions,
