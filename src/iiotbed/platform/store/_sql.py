@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from iiotbed.platform.store.base import Point
+from iiotbed.platform.store.base import (
+    Agg,
+    Counts,
+    Point,
+    RunInfo,
+    Store,
+    check_query,
+    epoch_seconds,
+)
 from iiotbed.telemetry import Quality, Sample
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
@@ -42,6 +51,87 @@ class Dialect:
 
 SQLITE = Dialect(greatest="max", pyformat=False)
 POSTGRES = Dialect(greatest="greatest", pyformat=True)
+
+_PAGE: Final = 10_000
+
+RUN_COLS: Final = (
+    "run_id, scenario, scenario_file, scenario_hash, epoch, seed, replication, speed, "
+    "started, ended, status, baseline_run_id, goal, answer_key"
+)
+UPSERT_RUN: Final = (
+    f"INSERT INTO runs ({RUN_COLS}) VALUES ({', '.join(':' + c for c in RUN_COLS.split(', '))}) "
+    f"ON CONFLICT (run_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in RUN_COLS.split(', ')[1:])}"
+)
+
+
+def run_params(run: RunInfo) -> dict[str, Any]:
+    """The columns ``RUN_COLS`` of a run as :data:`UPSERT_RUN` parameters, unconverted."""
+    return {c: getattr(run, c) for c in RUN_COLS.split(", ")}
+
+
+class SqlStore(Store):
+    """What the SQLite and PostgreSQL stores share: run epochs and the reads of this module."""
+
+    _dialect: Dialect
+    _epochs: dict[str, float]
+
+    @abstractmethod
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[Any]:
+        """The rows of ``query`` (``:name`` placeholders, already in the dialect)."""
+
+    async def _epoch(self, run_id: str) -> float:
+        epoch = self._epochs.get(run_id)
+        if epoch is None:
+            run = await self.get_run(run_id)
+            epoch = self._epochs[run_id] = epoch_seconds(run.epoch if run else None)
+        return epoch
+
+    async def latest(self, run_id: str, asset_prefix: str | None = None) -> list[Sample]:
+        query, params = latest_sql(asset_prefix)
+        rows = await self._rows(self._dialect.sql(query), {"run": run_id, **params})
+        return [row_to_sample(r, run_id) for r in rows]
+
+    async def query(
+        self,
+        run_id: str,
+        asset: str,
+        tag: str,
+        start: float | None = None,
+        end: float | None = None,
+        every: float | None = None,
+        agg: Agg = "last",
+    ) -> list[Point]:
+        check_query(every, agg)
+        query, params = query_sql(start, end, every, agg)
+        params.update(run=run_id, asset=asset, tag=tag)
+        rows = await self._rows(self._dialect.sql(query), params)
+        return to_points(rows, agg if every is not None else "last")
+
+    async def iter_samples(
+        self, run_id: str, start: float | None = None, end: float | None = None
+    ) -> AsyncIterator[Sample]:
+        query = self._dialect.sql(iter_sql(end))
+        params: dict[str, Any] = {
+            "run": run_id,
+            "after_t": float("-inf") if start is None else float(start),
+            "after_ins": -(2**62),  # the first page includes rows at exactly ``start``
+            "limit": _PAGE,
+        }
+        if end is not None:
+            params["end"] = float(end)
+        while True:
+            rows = await self._rows(query, params)
+            for r in rows:
+                yield row_to_sample(r, run_id)
+            if len(rows) < _PAGE:
+                return
+            params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
+
+    async def counts(self, run_id: str) -> Counts:
+        rows = await self._rows(self._dialect.sql(counts_sql()), {"run": run_id})
+        n, e, lo, hi = rows[0]
+        return Counts(n, e, lo, hi)
 
 
 # --------------------------------------------------------------------------- rows

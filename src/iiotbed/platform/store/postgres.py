@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,14 +25,9 @@ from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup, _sql
 from iiotbed.platform.store.base import (
-    Agg,
     AssetInfo,
-    Counts,
     KpiTotals,
-    Point,
     RunInfo,
-    Store,
-    check_query,
     epoch_seconds,
 )
 from iiotbed.telemetry import Event, Sample, Tag
@@ -40,7 +35,6 @@ from iiotbed.uns import event_id
 
 __all__ = ["PostgresStore"]
 
-_PAGE: Final = 10_000
 _D = _sql.POSTGRES
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -101,11 +95,6 @@ CREATE TEMP TABLE IF NOT EXISTS stage_events (
 _SAMPLE_TYPES: Final = ["int4", "float8", "float8", "text", "text", "int2", "float8", "int8"]
 _EVENT_TYPES: Final = ["text", "text", "float8", "text", "text"]
 
-_RUN_COLS: Final = (
-    "run_id, scenario, scenario_file, scenario_hash, epoch, seed, replication, speed, "
-    "started, ended, status, baseline_run_id, goal, answer_key"
-)
-
 
 def _redact(url: str) -> str:
     """The URL without its password, fit for messages."""
@@ -127,7 +116,7 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(rest))), schema
 
 
-class PostgresStore(Store):
+class PostgresStore(_sql.SqlStore):
     """Samples, events, runs and assets in PostgreSQL (TimescaleDB when available)."""
 
     def __init__(self, url: str) -> None:
@@ -140,6 +129,7 @@ class PostgresStore(Store):
                 url=self.url,
             )
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._dialect = _D
         self._lock = asyncio.Lock()  # one transaction at a time on the one connection
         self._epochs: dict[str, float] = {}
         # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
@@ -229,6 +219,9 @@ class PostgresStore(Store):
                 return await cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
                 raise self._error("query failed", exc) from exc
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[Any]:
+        return await self._fetch(query, params)
 
     # ----------------------------------------------------------------------- writes
 
@@ -369,17 +362,10 @@ class PostgresStore(Store):
                 raise self._error("cannot write events", exc) from exc
 
     async def upsert_run(self, run: RunInfo) -> None:
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLS.split(", ")[1:])
-        await self._fetch(
-            f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join(['%s'] * 14)}) "
-            f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
-            (
-                run.run_id, run.scenario, run.scenario_file, run.scenario_hash, run.epoch,
-                run.seed, run.replication, run.speed, run.started, run.ended, run.status,
-                run.baseline_run_id, run.goal,
-                None if run.answer_key is None else Jsonb(dict(run.answer_key)),
-            ),
-        )  # fmt: skip
+        params = _sql.run_params(run)
+        if run.answer_key is not None:
+            params["answer_key"] = Jsonb(dict(run.answer_key))
+        await self._fetch(_D.sql(_sql.UPSERT_RUN), params)
         self._epochs[run.run_id] = epoch_seconds(run.epoch)
 
     async def upsert_assets(self, assets: Sequence[AssetInfo]) -> None:
@@ -398,21 +384,14 @@ class PostgresStore(Store):
             except psycopg.Error as exc:
                 raise self._error("cannot write assets", exc) from exc
 
-    async def _epoch(self, run_id: str) -> float:
-        epoch = self._epochs.get(run_id)
-        if epoch is None:
-            run = await self.get_run(run_id)
-            epoch = self._epochs[run_id] = epoch_seconds(run.epoch if run else None)
-        return epoch
-
     # ----------------------------------------------------------------------- reads
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        rows = await self._fetch(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = %s", (run_id,))
+        rows = await self._fetch(f"SELECT {_sql.RUN_COLS} FROM runs WHERE run_id = %s", (run_id,))
         return _run(rows[0]) if rows else None
 
     async def list_runs(self) -> list[RunInfo]:
-        rows = await self._fetch(f"SELECT {_RUN_COLS} FROM runs ORDER BY started, run_id")
+        rows = await self._fetch(f"SELECT {_sql.RUN_COLS} FROM runs ORDER BY started, run_id")
         return [_run(r) for r in rows]
 
     async def assets(self, prefix: str | None = None) -> list[AssetInfo]:
@@ -424,47 +403,6 @@ class PostgresStore(Store):
             params = (p, len(p) + 1, p + "/")
         rows = await self._fetch(query + " ORDER BY path", params)
         return [AssetInfo(r[0], r[1], r[2], r[3]) for r in rows]
-
-    async def latest(self, run_id: str, asset_prefix: str | None = None) -> list[Sample]:
-        query, params = _sql.latest_sql(asset_prefix)
-        rows = await self._fetch(_D.sql(query), {"run": run_id, **params})
-        return [_sql.row_to_sample(r, run_id) for r in rows]
-
-    async def query(
-        self,
-        run_id: str,
-        asset: str,
-        tag: str,
-        start: float | None = None,
-        end: float | None = None,
-        every: float | None = None,
-        agg: Agg = "last",
-    ) -> list[Point]:
-        check_query(every, agg)
-        query, params = _sql.query_sql(start, end, every, agg)
-        params.update(run=run_id, asset=asset, tag=tag)
-        rows = await self._fetch(_D.sql(query), params)
-        return _sql.to_points(rows, agg if every is not None else "last")
-
-    async def iter_samples(
-        self, run_id: str, start: float | None = None, end: float | None = None
-    ) -> AsyncIterator[Sample]:
-        query = _D.sql(_sql.iter_sql(end))
-        params: dict[str, Any] = {
-            "run": run_id,
-            "after_t": float("-inf") if start is None else float(start),
-            "after_ins": -(2**62),  # the first page includes rows at exactly ``start``
-            "limit": _PAGE,
-        }
-        if end is not None:
-            params["end"] = float(end)
-        while True:
-            rows = await self._fetch(query, params)
-            for r in rows:
-                yield _sql.row_to_sample(r, run_id)
-            if len(rows) < _PAGE:
-                return
-            params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
 
     async def events(
         self, run_id: str, start: float | None = None, end: float | None = None
@@ -479,11 +417,6 @@ class PostgresStore(Store):
             params.append(end)
         rows = await self._fetch(query + " ORDER BY t, n", params)
         return [Event(r[0], r[1], r[2], r[3]) for r in rows]
-
-    async def counts(self, run_id: str) -> Counts:
-        rows = await self._fetch(_D.sql(_sql.counts_sql()), {"run": run_id})
-        n, e, lo, hi = rows[0]
-        return Counts(n, e, lo, hi)
 
     async def _kpi_totals(
         self, run_id: str, layout: Layout, start: float, end: float

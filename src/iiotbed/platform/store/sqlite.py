@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -22,14 +22,9 @@ from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup, _sql
 from iiotbed.platform.store.base import (
-    Agg,
     AssetInfo,
-    Counts,
     KpiTotals,
-    Point,
     RunInfo,
-    Store,
-    check_query,
     epoch_seconds,
 )
 from iiotbed.telemetry import Event, Sample, Tag
@@ -38,7 +33,6 @@ from iiotbed.uns import event_id
 __all__ = ["DEFAULT_PATH", "SqliteStore"]
 
 DEFAULT_PATH: Final = Path("iiotbed.db")
-_PAGE: Final = 10_000
 _T = TypeVar("_T")
 _D = _sql.SQLITE
 
@@ -84,11 +78,6 @@ CREATE TABLE IF NOT EXISTS assets (
 );
 """
 
-_RUN_COLS: Final = (
-    "run_id, scenario, scenario_file, scenario_hash, epoch, seed, replication, speed, "
-    "started, ended, status, baseline_run_id, goal, answer_key"
-)
-
 
 def sqlite_path(url: str | None) -> Path:
     """The file of ``sqlite:///relative.db``, ``sqlite:////abs.db``, a bare path, or default."""
@@ -104,7 +93,7 @@ def sqlite_path(url: str | None) -> Path:
     return Path(url)
 
 
-class SqliteStore(Store):
+class SqliteStore(_sql.SqlStore):
     """Samples, events, runs and assets in one SQLite file."""
 
     def __init__(self, url: str | None = None) -> None:
@@ -112,6 +101,7 @@ class SqliteStore(Store):
         self.url = url if url is not None and "://" in url else f"sqlite:///{self.path}"
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._dialect = _D
         self._epochs: dict[str, float] = {}
         # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
         self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
@@ -182,6 +172,9 @@ class SqliteStore(Store):
     def _db(self) -> sqlite3.Connection:
         assert self._conn is not None
         return self._conn
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[Any]:
+        return await self._call(self._execute, query, params)
 
     # ----------------------------------------------------------------------- writes
 
@@ -297,18 +290,11 @@ class SqliteStore(Store):
         return db.total_changes - before
 
     async def upsert_run(self, run: RunInfo) -> None:
-        row = (
-            run.run_id, run.scenario, run.scenario_file, run.scenario_hash, run.epoch, run.seed,
-            run.replication, run.speed, _iso(run.started), _iso(run.ended), run.status,
-            run.baseline_run_id, run.goal,
-            None if run.answer_key is None else orjson.dumps(run.answer_key).decode(),
-        )  # fmt: skip
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLS.split(", ")[1:])
-        sql = (
-            f"INSERT INTO runs ({_RUN_COLS}) VALUES ({', '.join('?' * 14)}) "
-            f"ON CONFLICT (run_id) DO UPDATE SET {updates}"
-        )
-        await self._call(self._execute, sql, row)
+        params = _sql.run_params(run)
+        params.update(started=_iso(run.started), ended=_iso(run.ended))
+        if run.answer_key is not None:
+            params["answer_key"] = orjson.dumps(run.answer_key).decode()
+        await self._call(self._execute, _sql.UPSERT_RUN, params)
         self._epochs[run.run_id] = epoch_seconds(run.epoch)
 
     async def upsert_assets(self, assets: Sequence[AssetInfo]) -> None:
@@ -328,24 +314,17 @@ class SqliteStore(Store):
         with _transaction(self._db):
             self._db.executemany(sql, rows)
 
-    async def _epoch(self, run_id: str) -> float:
-        epoch = self._epochs.get(run_id)
-        if epoch is None:
-            run = await self.get_run(run_id)
-            epoch = self._epochs[run_id] = epoch_seconds(run.epoch if run else None)
-        return epoch
-
     # ----------------------------------------------------------------------- reads
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._call(
-            self._execute, f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
+            self._execute, f"SELECT {_sql.RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
         )
         return _run(rows[0]) if rows else None
 
     async def list_runs(self) -> list[RunInfo]:
         rows = await self._call(
-            self._execute, f"SELECT {_RUN_COLS} FROM runs ORDER BY started, run_id", ()
+            self._execute, f"SELECT {_sql.RUN_COLS} FROM runs ORDER BY started, run_id", ()
         )
         return [_run(r) for r in rows]
 
@@ -358,47 +337,6 @@ class SqliteStore(Store):
             params = (p, len(p) + 1, p + "/")
         rows = await self._call(self._execute, sql + " ORDER BY path", params)
         return [AssetInfo(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
-
-    async def latest(self, run_id: str, asset_prefix: str | None = None) -> list[Sample]:
-        sql, params = _sql.latest_sql(asset_prefix)
-        rows = await self._call(self._execute, _D.sql(sql), {"run": run_id, **params})
-        return [_sql.row_to_sample(r, run_id) for r in rows]
-
-    async def query(
-        self,
-        run_id: str,
-        asset: str,
-        tag: str,
-        start: float | None = None,
-        end: float | None = None,
-        every: float | None = None,
-        agg: Agg = "last",
-    ) -> list[Point]:
-        check_query(every, agg)
-        sql, params = _sql.query_sql(start, end, every, agg)
-        params.update(run=run_id, asset=asset, tag=tag)
-        rows = await self._call(self._execute, _D.sql(sql), params)
-        return _sql.to_points(rows, agg if every is not None else "last")
-
-    async def iter_samples(
-        self, run_id: str, start: float | None = None, end: float | None = None
-    ) -> AsyncIterator[Sample]:
-        sql = _D.sql(_sql.iter_sql(end))
-        params: dict[str, Any] = {
-            "run": run_id,
-            "after_t": float("-inf") if start is None else float(start),
-            "after_ins": -(2**62),  # the first page includes rows at exactly ``start``
-            "limit": _PAGE,
-        }
-        if end is not None:
-            params["end"] = float(end)
-        while True:
-            rows = await self._call(self._execute, sql, params)
-            for r in rows:
-                yield _sql.row_to_sample(r, run_id)
-            if len(rows) < _PAGE:
-                return
-            params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
 
     async def events(
         self, run_id: str, start: float | None = None, end: float | None = None
@@ -413,11 +351,6 @@ class SqliteStore(Store):
             params.append(end)
         rows = await self._call(self._execute, sql + " ORDER BY t, rowid", params)
         return [Event(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
-
-    async def counts(self, run_id: str) -> Counts:
-        rows = await self._call(self._execute, _sql.counts_sql(), {"run": run_id})
-        n, e, lo, hi = rows[0]
-        return Counts(n, e, lo, hi)
 
     async def _kpi_totals(
         self, run_id: str, layout: Layout, start: float, end: float
