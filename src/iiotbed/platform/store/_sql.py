@@ -10,20 +10,27 @@ from __future__ import annotations
 import math
 import re
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from iiotbed.platform.layout import Layout
+from iiotbed.platform.store import _rollup
 from iiotbed.platform.store.base import (
     Agg,
     Counts,
+    KpiTotals,
     Point,
     RunInfo,
     Store,
     check_query,
     epoch_seconds,
 )
-from iiotbed.telemetry import Quality, Sample
+from iiotbed.telemetry import Quality, Sample, Tag
+
+_T = TypeVar("_T")
+# a database conversation without I/O: yields (``:name`` query, params), is sent the rows
+Plan = Generator[tuple[str, dict[str, Any]], list[Any], _T]
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 _BAD = int(Quality.Bad)
@@ -282,3 +289,54 @@ def counter_edge_sql(ids: Sequence[int]) -> str:
         FROM samples WHERE series IN ({", ".join(str(int(i)) for i in ids)})
           AND t >= :lo AND t <= :x
         GROUP BY series"""
+
+
+def integrate_plan(
+    rk: int, lo: float, hi: float, size: float | None
+) -> Plan[dict[tuple[int, str, str], float]]:
+    """Seconds per (bucket, asset, state name) of a run's state samples in ``[lo, hi)``."""
+    integ = _rollup.Integrator(lo, hi, size)
+    row = _rollup.state_row
+    rows = yield STATE_SEED, {"rk": rk, "lo": lo}
+    integ.feed(row(*r) for r in rows)
+    rows = yield STATE_ROWS, {"rk": rk, "lo": lo, "hi": hi}
+    integ.feed(row(*r) for r in rows)
+    return integ.finish()
+
+
+def kpi_totals_plan(
+    run_id: str, layout: Layout, start: float, end: float
+) -> Plan[KpiTotals | None]:
+    """The totals of :meth:`Store.kpis` from the rollups; None to fall back to streaming."""
+    keys = yield "SELECT id, closed FROM run_keys WHERE run_id = :run", {"run": run_id}
+    if not keys:
+        return _rollup.totals(layout, {}, {})
+    rk, closed = keys[0]
+    ids: dict[tuple[str, str], int] = {}
+    for sid, asset, tag in (yield "SELECT id, asset, tag FROM series WHERE run = :rk", {"rk": rk}):
+        ids[(asset, tag)] = sid
+        if tag == Tag.PLANNED_STATE and asset != layout.line:
+            return None  # another calendar than the layout's: the engine decides
+    win = _rollup.split_window(start, end, closed)
+    seconds: dict[tuple[str, str], float] = {}
+    if win.k1 > win.k0:
+        for asset, name, v in (yield STATE_SUMS, {"rk": rk, "k0": win.k0, "k1": win.k1}):
+            seconds[(asset, name)] = v
+    for a, b in win.edges:
+        for (_, asset, name), v in (yield from integrate_plan(rk, a, b, None)).items():
+            seconds[(asset, name)] = seconds.get((asset, name), 0.0) + v
+    pairs = _rollup.counter_pairs(layout)
+    wanted = [ids[p] for p in pairs if p in ids]
+    at: list[tuple[list[Any], list[Any]]] = []
+    for x in (start, end):
+        k = _rollup.bucket_of(x)
+        if not wanted:
+            at.append(([], []))
+            continue
+        below = yield counter_bucket_sql(wanted), {"k": k}
+        edge = yield counter_edge_sql(wanted), {"lo": k * _rollup.BUCKET_S, "x": x}
+        at.append((below, edge))
+    counters = _rollup.counter_values(pairs, ids, at[0], at[1])
+    if counters is None:
+        return None
+    return _rollup.totals(layout, seconds, counters)

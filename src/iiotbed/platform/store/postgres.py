@@ -13,7 +13,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -30,12 +30,13 @@ from iiotbed.platform.store.base import (
     RunInfo,
     epoch_seconds,
 )
-from iiotbed.telemetry import Event, Sample, Tag
+from iiotbed.telemetry import Event, Sample
 from iiotbed.uns import event_id
 
 __all__ = ["PostgresStore"]
 
 _D = _sql.POSTGRES
+_T = TypeVar("_T")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _TABLES: Final = """
@@ -325,14 +326,18 @@ class PostgresStore(_sql.SqlStore):
     async def _integrate(
         self, rk: int, lo: float, hi: float, size: float | None
     ) -> dict[tuple[int, str, str], float]:
-        db = self._db
-        integ = _rollup.Integrator(lo, hi, size)
-        row = _rollup.state_row
-        cur = await db.execute(_D.sql(_sql.STATE_SEED), {"rk": rk, "lo": lo})
-        integ.feed(row(*r) for r in await cur.fetchall())
-        cur = await db.execute(_D.sql(_sql.STATE_ROWS), {"rk": rk, "lo": lo, "hi": hi})
-        integ.feed(row(*r) for r in await cur.fetchall())
-        return integ.finish()
+        return await self._drive(_sql.integrate_plan(rk, lo, hi, size))
+
+    async def _drive(self, plan: _sql.Plan[_T]) -> _T:
+        """Run a plan's queries on the connection; the caller holds the lock."""
+        try:
+            query, params = next(plan)
+            while True:
+                cur = await self._db.execute(_D.sql(query), params)
+                query, params = plan.send(await cur.fetchall())
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
 
     async def write_events(self, events: Sequence[Event], run_id: str) -> int:
         if not events:
@@ -431,44 +436,7 @@ class PostgresStore(_sql.SqlStore):
     async def _kpi_totals_locked(
         self, run_id: str, layout: Layout, start: float, end: float
     ) -> KpiTotals | None:
-        db = self._db
-        cur = await db.execute("SELECT id, closed FROM run_keys WHERE run_id = %s", (run_id,))
-        key = await cur.fetchone()
-        if key is None:
-            return _rollup.totals(layout, {}, {})
-        rk, closed = key
-        ids: dict[tuple[str, str], int] = {}
-        cur = await db.execute("SELECT id, asset, tag FROM series WHERE run = %s", (rk,))
-        for sid, asset, tag in await cur.fetchall():
-            ids[(asset, tag)] = sid
-            if tag == Tag.PLANNED_STATE and asset != layout.line:
-                return None  # another calendar than the layout's: the engine decides
-        win = _rollup.split_window(start, end, closed)
-        seconds: dict[tuple[str, str], float] = {}
-        if win.k1 > win.k0:
-            cur = await db.execute(_D.sql(_sql.STATE_SUMS), {"rk": rk, "k0": win.k0, "k1": win.k1})
-            for asset, name, v in await cur.fetchall():
-                seconds[(asset, name)] = v
-        for a, b in win.edges:
-            for (_, asset, name), v in (await self._integrate(rk, a, b, None)).items():
-                seconds[(asset, name)] = seconds.get((asset, name), 0.0) + v
-        pairs = _rollup.counter_pairs(layout)
-        wanted = [ids[p] for p in pairs if p in ids]
-        at: list[tuple[list[Any], list[Any]]] = []
-        for x in (start, end):
-            k = _rollup.bucket_of(x)
-            if not wanted:
-                at.append(([], []))
-                continue
-            c1 = await db.execute(_D.sql(_sql.counter_bucket_sql(wanted)), {"k": k})
-            c2 = await db.execute(
-                _D.sql(_sql.counter_edge_sql(wanted)), {"lo": k * _rollup.BUCKET_S, "x": x}
-            )
-            at.append((await c1.fetchall(), await c2.fetchall()))
-        counters = _rollup.counter_values(pairs, ids, at[0], at[1])
-        if counters is None:
-            return None
-        return _rollup.totals(layout, seconds, counters)
+        return await self._drive(_sql.kpi_totals_plan(run_id, layout, start, end))
 
 
 def _run(r: Sequence[Any]) -> RunInfo:

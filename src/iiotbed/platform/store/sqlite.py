@@ -27,7 +27,7 @@ from iiotbed.platform.store.base import (
     RunInfo,
     epoch_seconds,
 )
-from iiotbed.telemetry import Event, Sample, Tag
+from iiotbed.telemetry import Event, Sample
 from iiotbed.uns import event_id
 
 __all__ = ["DEFAULT_PATH", "SqliteStore"]
@@ -263,12 +263,17 @@ class SqliteStore(_sql.SqlStore):
     def _integrate(
         self, rk: int, lo: float, hi: float, size: float | None
     ) -> dict[tuple[int, str, str], float]:
-        db = self._db
-        integ = _rollup.Integrator(lo, hi, size)
-        row = _rollup.state_row
-        integ.feed(row(*r) for r in db.execute(_sql.STATE_SEED, {"rk": rk, "lo": lo}))
-        integ.feed(row(*r) for r in db.execute(_sql.STATE_ROWS, {"rk": rk, "lo": lo, "hi": hi}))
-        return integ.finish()
+        return self._drive(_sql.integrate_plan(rk, lo, hi, size))
+
+    def _drive(self, plan: _sql.Plan[_T]) -> _T:
+        """Run a plan's queries on the connection (on the store's thread)."""
+        try:
+            query, params = next(plan)
+            while True:
+                query, params = plan.send(self._db.execute(query, params).fetchall())
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
 
     async def write_events(self, events: Sequence[Event], run_id: str) -> int:
         if not events:
@@ -360,46 +365,7 @@ class SqliteStore(_sql.SqlStore):
     def _kpi_totals_sync(
         self, run_id: str, layout: Layout, start: float, end: float
     ) -> KpiTotals | None:
-        db = self._db
-        key = db.execute("SELECT id, closed FROM run_keys WHERE run_id = ?", (run_id,)).fetchone()
-        if key is None:
-            return _rollup.totals(layout, {}, {})
-        rk, closed = key
-        ids: dict[tuple[str, str], int] = {}
-        for sid, asset, tag in db.execute("SELECT id, asset, tag FROM series WHERE run = ?", (rk,)):
-            ids[(asset, tag)] = sid
-            if tag == Tag.PLANNED_STATE and asset != layout.line:
-                return None  # another calendar than the layout's: the engine decides
-        win = _rollup.split_window(start, end, closed)
-        seconds: dict[tuple[str, str], float] = {}
-        if win.k1 > win.k0:
-            for asset, name, v in db.execute(
-                _sql.STATE_SUMS, {"rk": rk, "k0": win.k0, "k1": win.k1}
-            ):
-                seconds[(asset, name)] = v
-        for a, b in win.edges:
-            for (_, asset, name), v in self._integrate(rk, a, b, None).items():
-                seconds[(asset, name)] = seconds.get((asset, name), 0.0) + v
-        pairs = _rollup.counter_pairs(layout)
-        wanted = [ids[p] for p in pairs if p in ids]
-        at: list[tuple[list[Any], list[Any]]] = []
-        for x in (start, end):
-            k = _rollup.bucket_of(x)
-            if not wanted:
-                at.append(([], []))
-                continue
-            at.append(
-                (
-                    db.execute(_sql.counter_bucket_sql(wanted), {"k": k}).fetchall(),
-                    db.execute(
-                        _sql.counter_edge_sql(wanted), {"lo": k * _rollup.BUCKET_S, "x": x}
-                    ).fetchall(),
-                )
-            )
-        counters = _rollup.counter_values(pairs, ids, at[0], at[1])
-        if counters is None:
-            return None
-        return _rollup.totals(layout, seconds, counters)
+        return self._drive(_sql.kpi_totals_plan(run_id, layout, start, end))
 
 
 class _transaction:
