@@ -28,6 +28,7 @@ __all__ = [
     "BrokerUrl",
     "ConnectionStats",
     "Message",
+    "MqttAdapter",
     "MqttConnection",
     "Will",
     "parse_broker_url",
@@ -388,7 +389,47 @@ class MqttConnection:
             log.exception("handler for %s failed on topic %s", self.client_id, msg.topic)
 
 
+class MqttAdapter:
+    """A protocol adapter on one :class:`MqttConnection`, opened and closed with ``async with``."""
+
+    _conn: MqttConnection
+
+    @property
+    def connection(self) -> MqttConnection:
+        """The underlying MQTT connection (stats, :meth:`MqttConnection.abort`)."""
+        return self._conn
+
+    async def __aenter__(self) -> Self:
+        await self._conn.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Disconnect."""
+        await self._conn.close()
+
+    async def _publish_farewell(
+        self, topic: str, payload: bytes, *, retain: bool = False, what: str
+    ) -> bool:
+        """Publish the goodbye a clean close owes (QoS 1) if connected; True once confirmed."""
+        if not self._conn.connected:
+            return False
+        try:
+            await self._conn.publish_and_wait(topic, payload, qos=1, retain=retain)
+        except Exception as exc:  # the link may die while closing; the Will covers it
+            # logged under the adapter's module, as its other messages are
+            logging.getLogger(type(self).__module__).warning("%s not confirmed: %s", what, exc)
+            return False
+        return True
+
+
 def _resolve(fut: asyncio.Future[int], value: int) -> None:
     if not fut.done():
         fut.set_result(value)
-

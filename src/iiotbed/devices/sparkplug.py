@@ -16,13 +16,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from google.protobuf.message import DecodeError
 
 from iiotbed.devices import _sparkplug_b_pb2 as pb
-from iiotbed.devices.mqtt import Message, MqttConnection, Will
+from iiotbed.devices.mqtt import Message, MqttAdapter, MqttConnection, Will
 
 __all__ = [
     "DATATYPES",
@@ -215,7 +214,7 @@ def _check_id(kind: str, value: str) -> None:
 # ---- the edge node --------------------------------------------------------------------
 
 
-class SparkplugEdgeNode:
+class SparkplugEdgeNode(MqttAdapter):
     """One Sparkplug edge node with its devices, over one MQTT connection.
 
     ``clock`` gives the source time in epoch ms for births and deaths (default: wall
@@ -302,27 +301,10 @@ class SparkplugEdgeNode:
         """True once NBIRTH went out on the current connection."""
         return self._born
 
-    @property
-    def connection(self) -> MqttConnection:
-        """The underlying MQTT connection (for its stats, or :meth:`MqttConnection.abort`)."""
-        return self._conn
-
     def topic(self, message_type: str, device: str | None = None) -> str:
         """The topic of a message type, e.g. ``topic("DDATA", "press-01")``."""
         t = f"{NAMESPACE}/{self.group_id}/{message_type}/{self.edge_node_id}"
         return t if device is None else f"{t}/{device}"
-
-    async def __aenter__(self) -> Self:
-        await self._conn.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def set(self, device: str | None, metric: str, value: object, timestamp_ms: int) -> None:
         """Buffer a new value (None = node metric); unchanged values are not reported."""
@@ -381,16 +363,14 @@ class SparkplugEdgeNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._conn.connected:
-            try:
-                await self._conn.publish_and_wait(
-                    self.topic("NDEATH"), self._death_payload(self._bd_seq), qos=1
-                )
-                self.stats.published += 1
-            except Exception as exc:  # the link may die while closing; the Will covers it
-                log.warning("NDEATH of %s not confirmed: %s", self.edge_node_id, exc)
+        if await self._publish_farewell(
+            self.topic("NDEATH"),
+            self._death_payload(self._bd_seq),
+            what=f"NDEATH of {self.edge_node_id}",
+        ):
+            self.stats.published += 1
         self._born = False
-        await self._conn.close()
+        await super().close()
 
     # -- connection life cycle --
 

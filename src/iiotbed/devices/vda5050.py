@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
-from iiotbed.devices.mqtt import Message, MqttConnection, Will
+from iiotbed.devices.mqtt import Message, MqttAdapter, MqttConnection, Will
 from iiotbed.devices.vda5050_messages import (
     INTERFACE_NAME,
     MAJOR_VERSION,
@@ -58,7 +57,7 @@ class AmrStats:
     invalid_messages: int = 0
 
 
-class AmrAgent:
+class AmrAgent(MqttAdapter):
     """One AMR on the broker under ``<interface>/<major>/<manufacturer>/<serial>/...``.
 
     Times ``t`` are UTC seconds since the Unix epoch from the caller's clock (scenario
@@ -125,11 +124,6 @@ class AmrAgent:
     # -- public API --
 
     @property
-    def connection(self) -> MqttConnection:
-        """The underlying MQTT connection (stats, :meth:`MqttConnection.abort`)."""
-        return self._conn
-
-    @property
     def order_id(self) -> str:
         return self._order_id
 
@@ -142,29 +136,16 @@ class AmrAgent:
         """The active errors, as the state reports them."""
         return [dict(e) for e in self._errors]
 
-    async def __aenter__(self) -> Self:
-        await self._conn.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
         """Publish the retained OFFLINE connection message, then disconnect."""
-        if self._conn.connected:
-            try:
-                await self._conn.publish_and_wait(
-                    f"{self.prefix}/connection", self._connection_message("OFFLINE"), qos=1, retain=True
-                )
-                self.stats.published += 1
-            except Exception as exc:  # the link may die while closing; the Will covers it
-                log.warning("OFFLINE of %s not confirmed: %s", self.serial_number, exc)
-        await self._conn.close()
+        if await self._publish_farewell(
+            f"{self.prefix}/connection",
+            self._connection_message("OFFLINE"),
+            retain=True,
+            what=f"OFFLINE of {self.serial_number}",
+        ):
+            self.stats.published += 1
+        await super().close()
 
     def update(
         self,

@@ -13,10 +13,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from iiotbed.devices.mqtt import Message, MqttConnection
+from iiotbed.devices.mqtt import Message, MqttAdapter, MqttConnection
 from iiotbed.devices.vda5050_messages import (
     INTERFACE_NAME,
     MAJOR_VERSION,
@@ -42,7 +41,7 @@ class MasterStats:
     invalid_received: int = 0
 
 
-class MasterControl:
+class MasterControl(MqttAdapter):
     """Master control for every AMR of one ``manufacturer``.
 
     ``on_state(serial, state)`` and ``on_connection(serial, connectionState)`` run in
@@ -78,18 +77,6 @@ class MasterControl:
             on_message=self._on_message,
             subscriptions=[(f"{base}/state", 0), (f"{base}/connection", 1)],
         )
-
-    async def __aenter__(self) -> Self:
-        await self._conn.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._conn.close()
 
     def send_order(
         self,
