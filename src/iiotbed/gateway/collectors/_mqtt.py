@@ -8,11 +8,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from iiotbed.devices.mqtt import MqttConnection
+from iiotbed.devices.mqtt import Message, MqttConnection, Will
 from iiotbed.errors import ConnectorError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats
 
-__all__ = ["count_message", "hold_connection", "match_topic"]
+__all__ = ["MqttCollector", "count_message", "hold_connection", "match_topic"]
 
 
 async def hold_connection(
@@ -44,6 +44,58 @@ async def hold_connection(
             wait = backoff.next()
             log.warning("%s; retrying in %.2f s", exc, wait)
             await asyncio.sleep(wait)
+
+
+class MqttCollector:
+    """A collector on one MQTT connection, held by :func:`hold_connection` until cancelled."""
+
+    broker: str
+    client_id: str
+    stats: CollectorStats
+    _backoff: Backoff
+    _conn: MqttConnection | None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def _on_message(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def _will(self) -> Will | None:
+        return None
+
+    def _make(self) -> MqttConnection:
+        return MqttConnection(
+            self.broker,
+            client_id=self.client_id,
+            on_message=self._on_message,
+            subscriptions=self._subscriptions(),
+            will=self._will,
+            on_connect=self._on_connect,
+            on_connection_lost=self._on_lost,
+        )
+
+    def _on_connect(self) -> None:
+        self.stats.connects += 1
+
+    def _on_lost(self) -> None:
+        self.stats.connection_losses += 1
+
+    def _opened(self, conn: MqttConnection | None) -> None:
+        self._conn = conn
+
+    async def _before_close(self, conn: MqttConnection) -> None:
+        """What to publish on a clean way out (nothing by default)."""
+
+    async def run(self) -> None:
+        """Collect until cancelled."""
+        # logged under the collector's module, as its other messages are
+        log = logging.getLogger(type(self).__module__)
+        await hold_connection(self._make, self._opened, self._backoff, log, self._before_close)
 
 
 def count_message(stats: CollectorStats) -> float:

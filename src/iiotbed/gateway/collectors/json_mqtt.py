@@ -17,7 +17,7 @@ from typing import Any, Final
 import orjson
 
 from iiotbed.devices.mqtt import Message, MqttConnection
-from iiotbed.gateway.collectors._mqtt import count_message, hold_connection, match_topic
+from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message, match_topic
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
 from iiotbed.telemetry import Quality, Sample
@@ -83,7 +83,7 @@ class _Bad(Exception):
     pass
 
 
-class JsonMqttCollector:
+class JsonMqttCollector(MqttCollector):
     """Collects JSON messages by a list of :class:`JsonMapping` rules into a :class:`Sink`."""
 
     def __init__(
@@ -114,33 +114,9 @@ class JsonMqttCollector:
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._conn: MqttConnection | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
-
-    def _make(self) -> MqttConnection:
+    def _subscriptions(self) -> list[tuple[str, int]]:
         filters = list(dict.fromkeys(m.topic for m in self.mappings))
-        return MqttConnection(
-            self.broker,
-            client_id=self.client_id,
-            on_message=self._on_message,
-            subscriptions=[(f, self.qos) for f in filters],
-            on_connect=self._on_connect,
-            on_connection_lost=self._on_lost,
-        )
-
-    def _on_connect(self) -> None:
-        self.stats.connects += 1
-
-    def _on_lost(self) -> None:
-        self.stats.connection_losses += 1
-
-    def _opened(self, conn: MqttConnection | None) -> None:
-        self._conn = conn
-
-    async def run(self) -> None:
-        """Collect until cancelled."""
-        await hold_connection(self._make, self._opened, self._backoff, log)
+        return [(f, self.qos) for f in filters]
 
     def _on_message(self, msg: Message) -> None:
         now = count_message(self.stats)

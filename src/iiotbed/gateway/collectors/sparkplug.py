@@ -27,7 +27,7 @@ from iiotbed.devices.sparkplug import (
     decode_payload,
     metric_value,
 )
-from iiotbed.gateway.collectors._mqtt import count_message, hold_connection
+from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
 from iiotbed.telemetry import Quality, Sample
@@ -85,7 +85,7 @@ class _Bad(Exception):
     """A message (or metric) the host refuses; the text says why."""
 
 
-class SparkplugHost:
+class SparkplugHost(MqttCollector):
     """A Sparkplug B host application feeding a :class:`Sink`; ``await run()`` until cancelled.
 
     ``assets`` maps ``device``, ``edge/device``, ``group/edge/device`` (devices) or
@@ -120,7 +120,7 @@ class SparkplugHost:
         self.name = name
         self.client_id = client_id or f"iiotbed-host-{host_id}"
         self.rebirth_interval = rebirth_interval
-        self.stats = SparkplugHostStats()
+        self.stats: SparkplugHostStats = SparkplugHostStats()
         self.state_topic = f"{NAMESPACE}/STATE/{host_id}"
         self._malformed = MalformedLog(self.stats, log)
         self._backoff = Backoff(backoff_initial, backoff_max)
@@ -130,30 +130,15 @@ class SparkplugHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
-
     def _subscriptions(self) -> list[tuple[str, int]]:
         filters = [f"{NAMESPACE}/{g}/#" for g in self.groups] or [f"{NAMESPACE}/#"]
         return [(f, 1) for f in filters]
 
-    def _make(self) -> MqttConnection:
-        return MqttConnection(
-            self.broker,
-            client_id=self.client_id,
-            on_message=self._on_message,
-            subscriptions=self._subscriptions(),
-            will=self._will,
-            on_connect=self._on_connect,
-            on_connection_lost=self._on_lost,
-        )
-
     async def run(self) -> None:
         """Collect until cancelled; publishes STATE offline (retained) on the way out."""
-        await hold_connection(self._make, self._opened, self._backoff, log, self._offline)
+        await super().run()
 
-    async def _offline(self, conn: MqttConnection) -> None:
+    async def _before_close(self, conn: MqttConnection) -> None:
         await conn.publish_and_wait(
             self.state_topic, self._state(False), qos=1, retain=True, ack_wait=2.0
         )
@@ -176,9 +161,6 @@ class SparkplugHost:
         conn = self._conn
         if conn is not None:  # a reconnect (the first connect is handled in _opened)
             conn.publish(self.state_topic, self._state(True), qos=1, retain=True)
-
-    def _on_lost(self) -> None:
-        self.stats.connection_losses += 1
 
     # ------------------------------------------------------------------ messages
 

@@ -16,7 +16,7 @@ import orjson
 
 from iiotbed.devices.mqtt import Message, MqttConnection
 from iiotbed.devices.vda5050_messages import INTERFACE_NAME, MAJOR_VERSION
-from iiotbed.gateway.collectors._mqtt import count_message, hold_connection
+from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.telemetry import Quality, Sample, Tag
 
@@ -43,7 +43,7 @@ def _get(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], requir
     return v
 
 
-class Vda5050Collector:
+class Vda5050Collector(MqttCollector):
     """Collects an AMR fleet's VDA 5050 messages into a :class:`Sink`.
 
     ``assets`` maps a serial number (or ``manufacturer/serial``) to an asset path; unmapped
@@ -81,33 +81,8 @@ class Vda5050Collector:
         self._seen: dict[str, dict[str, str | None]] = {}  # asset -> tag -> unit
         self._last_t: dict[str, float] = {}
 
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
-
-    def _make(self) -> MqttConnection:
-        subs = [(f"{self.base}/{t}", 1) for t in ("state", "connection", "visualization")]
-        return MqttConnection(
-            self.broker,
-            client_id=self.client_id,
-            on_message=self._on_message,
-            subscriptions=subs,
-            on_connect=self._on_connect,
-            on_connection_lost=self._on_lost,
-        )
-
-    def _on_connect(self) -> None:
-        self.stats.connects += 1
-
-    def _on_lost(self) -> None:
-        self.stats.connection_losses += 1
-
-    def _opened(self, conn: MqttConnection | None) -> None:
-        self._conn = conn
-
-    async def run(self) -> None:
-        """Collect until cancelled."""
-        await hold_connection(self._make, self._opened, self._backoff, log)
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        return [(f"{self.base}/{t}", 1) for t in ("state", "connection", "visualization")]
 
     # ------------------------------------------------------------------ messages
 
