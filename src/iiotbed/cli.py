@@ -163,6 +163,10 @@ Workers = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Goal = Annotated[
+    float,
+    typer.Option("--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."),
+]
 
 
 @app.command()
@@ -213,6 +217,17 @@ def _run_jobs(
     with _progress(len(jobs), label) as progress:
         task = progress.add_task(label, total=len(jobs))
         return run_replications(jobs, workers=workers, on_done=lambda _r: progress.advance(task))
+
+
+def _check_metric(metric: str) -> dict[str, Any]:
+    """The KPI info of :func:`_kpi_info`, once ``metric`` is known to be one of them."""
+    info = _kpi_info()
+    if metric not in info:
+        raise typer.BadParameter(
+            f"unknown KPI {metric!r}; choose one of {', '.join(sorted(info))}",
+            param_hint="--metric",
+        )
+    return info
 
 
 def _kpi_info() -> dict[str, Any]:
@@ -348,12 +363,7 @@ def compare(
     baseline: Annotated[Path, typer.Argument(help="Baseline scenario YAML.", dir_okay=False)],
     upgrade: Annotated[Path, typer.Argument(help="Upgrade scenario YAML.", dir_okay=False)],
     replications: Replications = None,
-    goal: Annotated[
-        float,
-        typer.Option(
-            "--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."
-        ),
-    ] = 0.20,
+    goal: Goal = 0.20,
     metric: Annotated[
         str, typer.Option("--metric", help="KPI to compare (see the README's KPI list).")
     ] = "labour_productivity",
@@ -366,12 +376,7 @@ def compare(
     from iiotbed.platform.stats import compare_paired
 
     with _user_errors():
-        info = _kpi_info()
-        if metric not in info:
-            raise typer.BadParameter(
-                f"unknown KPI {metric!r}; choose one of {', '.join(sorted(info))}",
-                param_hint="--metric",
-            )
+        info = _check_metric(metric)
         d = _duration(duration)
         base = _load(baseline, duration=d, seed=seed, replications=replications)
         # Both sides use the same seed, duration and count so that replication i of each
@@ -794,12 +799,7 @@ def run_cmd(
         typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
     ] = None,
     replications: Replications = None,
-    goal: Annotated[
-        float,
-        typer.Option(
-            "--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."
-        ),
-    ] = 0.20,
+    goal: Goal = 0.20,
     metric: Annotated[
         str, typer.Option("--metric", help="KPI of the verdict (see the README's KPI list).")
     ] = "labour_productivity",
@@ -818,12 +818,7 @@ def run_cmd(
 
     with _user_errors():
         d = _duration(duration)
-        info = _kpi_info()
-        if metric not in info:
-            raise typer.BadParameter(
-                f"unknown KPI {metric!r}; choose one of {', '.join(sorted(info))}",
-                param_hint="--metric",
-            )
+        info = _check_metric(metric)
         if broker is not None:
             from iiotbed.devices.mqtt import parse_broker_url
 
