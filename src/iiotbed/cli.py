@@ -167,6 +167,33 @@ Goal = Annotated[
     float,
     typer.Option("--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."),
 ]
+OpcuaPort = Annotated[
+    int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
+]
+OpcuaLayout = Annotated[
+    str, typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine.")
+]
+SparkplugGroup = Annotated[
+    str | None,
+    typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
+]
+
+
+def _check_broker(broker: str | None) -> None:
+    if broker is not None:
+        from iiotbed.devices.mqtt import parse_broker_url
+
+        try:
+            parse_broker_url(broker)
+        except IiotbedError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--broker") from None
+
+
+def _check_opcua_layout(opcua_layout: str) -> None:
+    if opcua_layout not in ("line", "machine"):
+        raise typer.BadParameter(
+            f"{opcua_layout!r}: use 'line' or 'machine'", param_hint="--opcua-layout"
+        )
 
 
 @app.command()
@@ -463,13 +490,8 @@ def devices(
     replication: Annotated[
         int, typer.Option("--replication", min=0, help="Which replication's random streams.")
     ] = 0,
-    opcua_port: Annotated[
-        int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
-    ] = 4840,
-    opcua_layout: Annotated[
-        str,
-        typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine."),
-    ] = "line",
+    opcua_port: OpcuaPort = 4840,
+    opcua_layout: OpcuaLayout = "line",
     security: Annotated[
         str, typer.Option("--security", help="OPC UA security: 'open' or 'secure'.")
     ] = "open",
@@ -494,10 +516,7 @@ def devices(
             help="MQTT broker, e.g. mqtt://127.0.0.1:1883 (Sparkplug B and VDA 5050 need one).",
         ),
     ] = None,
-    sparkplug_group: Annotated[
-        str | None,
-        typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
-    ] = None,
+    sparkplug_group: SparkplugGroup = None,
     primary_host: Annotated[
         str | None,
         typer.Option("--primary-host", help="Sparkplug Primary Host id to wait for before births."),
@@ -520,19 +539,10 @@ def devices(
     from iiotbed.devices.live import LiveFactory, LiveOptions, run_live
 
     with _user_errors():
-        if opcua_layout not in ("line", "machine"):
-            raise typer.BadParameter(
-                f"{opcua_layout!r}: use 'line' or 'machine'", param_hint="--opcua-layout"
-            )
+        _check_opcua_layout(opcua_layout)
         if security not in ("open", "secure"):
             raise typer.BadParameter(f"{security!r}: use 'open' or 'secure'", param_hint="--security")
-        if broker is not None:
-            from iiotbed.devices.mqtt import parse_broker_url
-
-            try:
-                parse_broker_url(broker)
-            except IiotbedError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+        _check_broker(broker)
         sec: Any = None
         if security == "secure":
             if not opcua_user or not opcua_password:
@@ -600,13 +610,8 @@ def gateway(
         str | None,
         typer.Option("--broker", envvar="IIOTBED_BROKER", help="MQTT broker for devices and UNS."),
     ] = None,
-    opcua_port: Annotated[
-        int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
-    ] = 4840,
-    opcua_layout: Annotated[
-        str,
-        typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine."),
-    ] = "line",
+    opcua_port: OpcuaPort = 4840,
+    opcua_layout: OpcuaLayout = "line",
     replication: Annotated[
         int, typer.Option("--replication", min=0, help="Replication the devices run (run id).")
     ] = 0,
@@ -614,10 +619,7 @@ def gateway(
     buffer: Annotated[
         Path, typer.Option("--buffer", dir_okay=False, help="Durable buffer file (SQLite).")
     ] = Path(".iiotbed/gateway.db"),
-    sparkplug_group: Annotated[
-        str | None,
-        typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
-    ] = None,
+    sparkplug_group: SparkplugGroup = None,
     stop_after: Annotated[
         float | None,
         typer.Option("--stop-after", min=0.0, help="Stop after this many wall seconds."),
@@ -633,22 +635,14 @@ def gateway(
     with _user_errors():
         if (scenario_file is None) == (config is None):
             raise typer.BadParameter("give either --scenario FILE --broker URL or --config FILE")
-        if opcua_layout not in ("line", "machine"):
-            raise typer.BadParameter(
-                f"{opcua_layout!r}: use 'line' or 'machine'", param_hint="--opcua-layout"
-            )
+        _check_opcua_layout(opcua_layout)
         if config is not None:
             settings = load_settings(config)
         else:
             assert scenario_file is not None
             if broker is None:
                 raise typer.BadParameter("--scenario needs --broker mqtt://host:port")
-            from iiotbed.devices.mqtt import parse_broker_url
-
-            try:
-                parse_broker_url(broker)
-            except IiotbedError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+            _check_broker(broker)
             try:
                 settings = settings_from_scenario(
                     _load(scenario_file), broker, opcua_port=opcua_port,
@@ -728,13 +722,7 @@ def platform(
     from iiotbed.platform.service import Platform
 
     with _user_errors():
-        if broker is not None:
-            from iiotbed.devices.mqtt import parse_broker_url
-
-            try:
-                parse_broker_url(broker)
-            except IiotbedError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+        _check_broker(broker)
         scenario = _load(scenario_file) if scenario_file is not None else None
 
         async def serve() -> None:
@@ -794,10 +782,7 @@ def run_cmd(
     opcua_port: Annotated[
         int, typer.Option("--opcua-port", min=1, max=65535, help="OPC UA server port.")
     ] = 4840,
-    sparkplug_group: Annotated[
-        str | None,
-        typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
-    ] = None,
+    sparkplug_group: SparkplugGroup = None,
     replications: Replications = None,
     goal: Goal = 0.20,
     metric: Annotated[
@@ -819,13 +804,7 @@ def run_cmd(
     with _user_errors():
         d = _duration(duration)
         info = _check_metric(metric)
-        if broker is not None:
-            from iiotbed.devices.mqtt import parse_broker_url
-
-            try:
-                parse_broker_url(broker)
-            except IiotbedError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--broker") from None
+        _check_broker(broker)
         if store is not None:
             from iiotbed.platform.store import open_store
 
