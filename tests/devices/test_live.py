@@ -483,3 +483,22 @@ def test_every_amr_trip_becomes_one_accepted_order_at_full_speed(tmp_path: Path)
     trips, accepted, rejected = asyncio.run(main())
     assert trips >= 5
     assert (accepted, rejected) == (trips, 0)
+
+
+def test_opcua_cycle_time_is_the_executing_time_of_the_last_unit() -> None:
+    # single-machine: ideal 30 s x cycle_time_factor gamma(mean 1.05, cv 0.05) -> ~31.5 s;
+    # no breaks in the first hour of the shift, so each cycle is one executing stretch
+    # unless a breakdown cuts it (then executing time still sums to one cycle's work).
+    sc = load_scenario(ROOT / "scenarios/single-machine.yaml").with_run(duration=28800 + 3600)
+
+    async def main() -> list[float]:
+        port = _free_port()
+        async with LiveFactory(sc, LiveOptions(speed=None, opcua_port=port)) as live:
+            await live.wait()
+            async with Client(f"opc.tcp://127.0.0.1:{port}/iiotbed/") as client:
+                ns = await client.get_namespace_index(namespace_uri(sc))
+                node = client.get_node(ua.NodeId("bonder-01/Monitoring/CycleTime", ns))
+                return [float(await node.read_value())]
+
+    (cycle,) = asyncio.run(main())
+    assert 31.5 * 0.75 <= cycle <= 31.5 * 1.25  # 5 sd of the factor either side

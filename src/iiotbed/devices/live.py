@@ -30,7 +30,7 @@ from iiotbed.devices.sim.states import Power
 from iiotbed.devices.sim.station import StationControl
 from iiotbed.eventlog import record_to_json
 from iiotbed.scenario import LiveEndpoint, Scenario
-from iiotbed.telemetry import PlannedState, Record, Sample, Tag
+from iiotbed.telemetry import ItemState, PlannedState, Record, Sample, Tag
 
 if TYPE_CHECKING:  # the adapters import asyncua and paho: loaded only when the run starts
     from iiotbed.devices.opcua import MachineServers, Security
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _LINE_METRICS = (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
 _STATE_TAGS = (Tag.ITEM_STATE, Tag.OPERATION_MODE, Tag.PACKML_STATE)
+_CYCLE_TIME_TAG = "CycleTime"  # s, derived here: the simulator emits no per-cycle tag
 _POWER_TAG = "Power"  # kW, derived from the station's state (the OPC UA servers' process value
 _SPEED_METRIC = "SpeedSetpoint"
 _HEADSETS = "ar-headsets"
@@ -210,6 +211,9 @@ class LiveFactory:
         self._power_of = _power_index()
         self._st_state: dict[str, list[int]] = {p: [0, 0, 0] for p in self._station_name}
         self._power: dict[str, float] = {}
+        # CycleTime (OPC UA process value): executing time spent on the last completed unit
+        self._exec_since: dict[str, float | None] = dict.fromkeys(self._station_name)
+        self._exec_acc: dict[str, float] = dict.fromkeys(self._station_name, 0.0)
         self._planned = int(PlannedState.OffShift)
         self._trips: dict[str, _Trip] = {}  # the trip the simulation runs now, per AMR
         # Master control sends an AMR its next order only once the agent has finished the
@@ -446,9 +450,13 @@ class LiveFactory:
                     opcua.append(r)
                     if tag == Tag.ENERGY:
                         spb.append((station_name[a], Tag.ENERGY, float(r.value or 0.0), ts))
+                    elif tag == Tag.PROCESSED:
+                        opcua.append(Sample(r.t, a, _CYCLE_TIME_TAG, self._cycle_done(a, r.t), "SEC"))
                     elif tag in _STATE_TAGS:
                         self._st_state[a][_STATE_TAGS.index(tag)] = int(r.value or 0)
                         changed[a] = r.t
+                        if tag == Tag.ITEM_STATE:
+                            self._executing(a, r.t, int(r.value or 0) == ItemState.Executing)
                 elif a == line:
                     if tag in _LINE_METRICS:
                         spb.append(("line", tag, int(r.value or 0), ts))
@@ -486,6 +494,23 @@ class LiveFactory:
             self._spb_ch.send(now, spb)
         if vda and self.agents:
             self._vda_ch.send(now, vda)
+
+    def _executing(self, path: str, t: float, executing: bool) -> None:
+        since = self._exec_since[path]
+        if executing and since is None:
+            self._exec_since[path] = t
+        elif not executing and since is not None:
+            self._exec_acc[path] += t - since
+            self._exec_since[path] = None
+
+    def _cycle_done(self, path: str, t: float) -> float:
+        """Executing seconds since the previous unit finished (pauses at breaks excluded)."""
+        since = self._exec_since[path]
+        cycle = self._exec_acc[path] + (t - since if since is not None else 0.0)
+        self._exec_acc[path] = 0.0
+        if since is not None:
+            self._exec_since[path] = t
+        return round(cycle, 6)
 
     def _derived_power(self, path: str) -> float | None:
         item, mode, packml = self._st_state[path]
