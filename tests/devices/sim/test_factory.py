@@ -179,3 +179,22 @@ def test_initial_values_at_time_zero(five_g: Scenario) -> None:
     assert (f"{line}/technicians", Tag.BUSY) in at0
     assert (line, "Headcount/amr_supervisors") in at0
     assert not [r for r in f.records if isinstance(r, Event) and r.t < 0]
+
+
+def test_lazy_records_equal_records_built_by_their_constructors(five_g: Scenario) -> None:
+    """Factory.records fills Sample slots directly; the result must be a plain Sample."""
+    sunk: list[Record] = []
+    Factory(five_g, 0, sink=sunk.append).run(0.5 * DAY)
+    lazy = Factory(five_g, 0)
+    lazy.run(0.5 * DAY)
+    built = lazy.records
+    assert len(built) == len(sunk) > 1000
+    assert built == sunk
+    samples = [(a, b) for a, b in zip(built, sunk, strict=True) if isinstance(a, Sample)]
+    assert len(samples) > 1000
+    for a, b in samples[:2000]:
+        assert type(a) is Sample
+        assert hash(a) == hash(b) and repr(a) == repr(b)
+        assert (a.quality, a.gateway_ts, a.seq, a.run_id) == (b.quality, None, None, None)
+    with pytest.raises(AttributeError):
+        samples[0][0].value = 1  # type: ignore[misc]  # frozen like any Sample

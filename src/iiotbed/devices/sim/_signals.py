@@ -11,7 +11,7 @@ GC has little to scan when it resumes after the run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 import simpy
@@ -34,10 +34,55 @@ def to_record(row: Row) -> Record:
     return Event(t, key[0], key[1], value)
 
 
+def _slot_setters() -> tuple[Callable[[Sample, Any], None], ...]:
+    """The slot setters of Sample's fields in order; the fields after ``unit`` take defaults.
+
+    Sample is a frozen slots dataclass: its ``__init__`` sets each field through
+    ``object.__setattr__``. Setting the slots with their member descriptors directly skips
+    that function frame and the frozen check, half the cost of a record (see
+    :func:`records_from`). The result is the same object ``Sample(...)`` builds.
+    """
+    names = [f.name for f in fields(Sample)]
+    if len(names) != 9 or names[:5] != ["t", "asset", "tag", "value", "unit"]:
+        raise TypeError(f"unexpected Sample fields {names}")
+    for f in fields(Sample)[5:]:
+        if f.default is MISSING:
+            raise TypeError(f"Sample field {f.name!r} has no plain default")
+    return tuple(getattr(Sample, n).__set__ for n in names)
+
+
+_SETTERS = _slot_setters()
+_DEFAULTS = tuple((_SETTERS[i], f.default) for i, f in enumerate(fields(Sample)) if i >= 5)
+
+
 def records_from(flat: list[Any], start: int = 0) -> list[Record]:
-    """Records of the rows laid end to end in ``flat`` from index ``start`` (a row's first slot)."""
+    """Records of the rows laid end to end in ``flat`` from index ``start`` (a row's first slot).
+
+    Equal to ``[to_record(row) for row in rows]``, built about twice as fast (806k records
+    a simulated week): samples are filled slot by slot, see :func:`_slot_setters`.
+    """
     it = iter(flat[start:])
-    return list(map(to_record, zip(it, it, it, strict=True)))
+    new, sample, event, tup = object.__new__, Sample, Event, tuple
+    set_t, set_asset, set_tag, set_value, set_unit = _SETTERS[:5]
+    (set_5, d5), (set_6, d6), (set_7, d7), (set_8, d8) = _DEFAULTS
+    out: list[Record] = []
+    add = out.append
+    for t, key, value in zip(it, it, it, strict=True):
+        if key.__class__ is tup:
+            add(event(t, key[0], key[1], value))
+            continue
+        r = new(sample)
+        set_t(r, t)
+        set_asset(r, key.asset)
+        set_tag(r, key.tag)
+        set_value(r, value)
+        set_unit(r, key.unit)
+        set_5(r, d5)
+        set_6(r, d6)
+        set_7(r, d7)
+        set_8(r, d8)
+        add(r)
+    return out
 
 
 @dataclass(slots=True)
