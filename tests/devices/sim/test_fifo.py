@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from heapq import heappush
 from typing import Any
 
 import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from simpy.events import NORMAL
 
 from iiotbed.devices.sim.units import Fifo
 
@@ -59,3 +61,22 @@ def test_same_order_as_simpy_store(capacity: int, producers: list[list[int]],
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity must be > 0"):
         Fifo(simpy.Environment(), 0)
+
+
+def test_simpy_internals_fifo_relies_on() -> None:
+    """Fifo triggers events as Event.succeed does; if SimPy changes how, this fails."""
+    env = simpy.Environment(5.0)
+    ours, theirs = simpy.Event(env), simpy.Event(env)
+    theirs.succeed("x")
+    # what Fifo does in place of ours.succeed("x")
+    ours._ok = True
+    ours._value = "x"
+    heappush(env._queue, (env._now, NORMAL, next(env._eid), ours))
+    assert ours.triggered and ours.ok and ours.value == "x"
+    (t1, p1, id1, e1), (t2, p2, id2, e2) = sorted(env._queue)
+    assert (t1, p1, e1) == (5.0, NORMAL, theirs) and (t2, p2, e2) == (5.0, NORMAL, ours)
+    assert id2 == id1 + 1
+    seen: list[simpy.Event] = []
+    ours.callbacks.append(seen.append)  # type: ignore[union-attr]
+    env.run()
+    assert seen == [ours] and ours.processed and env.now == env._now == 5.0

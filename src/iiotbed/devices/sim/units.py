@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Generator
+from heapq import heappush
 from typing import Any, Generic, TypeVar
 
 import simpy
+from simpy.events import NORMAL, Event
 
 from iiotbed.devices.sim._signals import Context, Signal
 from iiotbed.telemetry import Tag
@@ -41,6 +43,12 @@ class Fifo(Generic[T]):
     event is processed the first waiting put is let in. Plain ``simpy.Event`` objects
     replace Store's request classes (context managers, bound classes, queue scans): the
     same events are scheduled in the same order, so runs are unchanged.
+
+    Two thirds of a line's events are these puts and gets, so triggering one is inlined:
+    what ``Event.succeed`` and ``Environment.schedule`` do (set ``_ok`` and ``_value``,
+    push ``(now, NORMAL, next id, event)`` on the queue), without their two calls. These
+    are SimPy private attributes; ``tests/devices/sim/test_fifo.py`` checks that they still
+    mean this (and that the order matches ``simpy.Store``).
     """
 
     __slots__ = ("_env", "_gets", "_puts", "capacity", "items")
@@ -56,21 +64,29 @@ class Fifo(Generic[T]):
 
     def put(self, item: T) -> simpy.Event:
         """An event triggered once ``item`` is in."""
-        ev = simpy.Event(self._env)
+        env = self._env
+        ev = Event(env)
         ev.callbacks.append(self._serve_get)
         if not self._puts and len(self.items) < self.capacity:
             self.items.append(item)
-            return ev.succeed()
+            ev._ok = True  # ev.succeed() inlined, see the class docstring
+            ev._value = None
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
+            return ev
         self._puts.append((ev, item))
         self._serve_put()
         return ev
 
     def get(self) -> simpy.Event:
         """An event whose value is the first item, triggered once there is one."""
-        ev = simpy.Event(self._env)
+        env = self._env
+        ev = Event(env)
         ev.callbacks.append(self._serve_put)
         if not self._gets and self.items:
-            return ev.succeed(self.items.popleft())
+            ev._ok = True  # ev.succeed(item) inlined, see the class docstring
+            ev._value = self.items.popleft()
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
+            return ev
         self._gets.append(ev)
         self._serve_get()
         return ev
@@ -79,11 +95,18 @@ class Fifo(Generic[T]):
         if self._puts and len(self.items) < self.capacity:
             ev, item = self._puts.popleft()
             self.items.append(item)
-            ev.succeed()
+            env = self._env
+            ev._ok = True  # ev.succeed() inlined, see the class docstring
+            ev._value = None
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
 
     def _serve_get(self, _: simpy.Event | None = None) -> None:
         if self._gets and self.items:
-            self._gets.popleft().succeed(self.items.popleft())
+            ev = self._gets.popleft()
+            env = self._env
+            ev._ok = True  # ev.succeed(item) inlined, see the class docstring
+            ev._value = self.items.popleft()
+            heappush(env._queue, (env._now, NORMAL, next(env._eid), ev))
 
 
 class Buffer:
