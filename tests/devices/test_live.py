@@ -502,3 +502,56 @@ def test_opcua_cycle_time_is_the_executing_time_of_the_last_unit() -> None:
 
     (cycle,) = asyncio.run(main())
     assert 31.5 * 0.75 <= cycle <= 31.5 * 1.25  # 5 sd of the factor either side
+
+
+def test_speed_setpoint_is_one_value_on_opcua_and_sparkplug() -> None:
+    # a DCMD shows on the OPC UA SpeedSetpoint node; an OPC UA write shows in the Sparkplug DDATA
+    sc = _five_g(7200)
+    group = f"s{uuid.uuid4().hex[:8]}"
+    sniff = Sniffer(f"spBv1.0/{group}/#")
+    edge = f"{sc.plant.area}-{sc.plant.line}"
+    port = _free_port()
+    opts = LiveOptions(speed=300, opcua_port=port, broker="mqtt://127.0.0.1:1883",
+                       sparkplug_group=group, vda_manufacturer=group)  # fmt: skip
+
+    def ddata_speeds(device: str) -> list[float]:
+        # data messages carry the alias the device's DBIRTH gave the metric
+        aliases = {
+            m.alias
+            for _t, p in sniff.topics(f"/DBIRTH/{edge}/{device}")
+            for m in decode_payload(p).metrics
+            if m.name == "SpeedSetpoint"
+        }
+        return [
+            float(metric_value(m, "Double"))  # type: ignore[arg-type]
+            for _t, p in sniff.topics(f"/DDATA/{edge}/{device}")
+            for m in decode_payload(p).metrics
+            if m.name == "SpeedSetpoint" or (not m.name and m.alias in aliases)
+        ]
+
+    async def main() -> None:
+        async with (
+            LiveFactory(sc, opts) as live,
+            Client(f"opc.tcp://127.0.0.1:{port}/iiotbed/") as client,
+        ):
+            ns = await client.get_namespace_index(namespace_uri(sc))
+            bonder = client.get_node(ua.NodeId("bonder-01/SpeedSetpoint", ns))
+            packer = client.get_node(ua.NodeId("packer-01/SpeedSetpoint", ns))
+            ms = int(time.time() * 1000)
+            await asyncio.to_thread(
+                sniff.publish, f"spBv1.0/{group}/DCMD/{edge}/bonder-01",
+                command_payload([("SpeedSetpoint", "Double", 1.5)], ms),
+            )  # fmt: skip
+
+            async def shown() -> bool:
+                return bool(await bonder.read_value() == 1.5)
+
+            await _until(shown, what="the DCMD speed on the OPC UA node")
+            await packer.write_value(ua.Variant(0.8, ua.VariantType.Double))
+            await _until(lambda: live.factory.station("packer-01").speed == 0.8, what="OPC UA speed")
+            await _until(lambda: 0.8 in ddata_speeds("packer-01"), what="the OPC UA speed in DDATA")
+
+    try:
+        asyncio.run(main())
+    finally:
+        sniff.close()

@@ -110,10 +110,16 @@ class LiveSummary:
 class _CountingControl:
     """A station control that counts what it accepted and refused (for the summary)."""
 
-    def __init__(self, control: StationControl, counts: list[int]) -> None:
+    def __init__(
+        self,
+        control: StationControl,
+        counts: list[int],
+        on_speed: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._c = control
         self._counts = counts  # [accepted, refused]
         self.path = control.path
+        self._on_speed = on_speed
 
     @property
     def speed(self) -> float:
@@ -144,6 +150,8 @@ class _CountingControl:
 
     def set_speed(self, factor: float) -> None:
         self._do(lambda: self._c.set_speed(factor))
+        if self._on_speed is not None:
+            self._on_speed(self.path, factor)
 
 
 def _power_index() -> dict[tuple[int, int, int], Power | None]:
@@ -300,7 +308,8 @@ class LiveFactory:
                 self._events_fp = await asyncio.to_thread(opts.events.open, "w", encoding="utf-8")
                 stack.push_async_callback(self._close_events)
             controls = {
-                p: _CountingControl(c, self._counts) for p, c in self.factory.stations.items()
+                p: _CountingControl(c, self._counts, self._speed_from_opcua)
+                for p, c in self.factory.stations.items()
             }
             self.servers = build_servers(
                 self.scenario, host=opts.host, port=opts.opcua_port,
@@ -682,7 +691,15 @@ class LiveFactory:
             return False
         assert self.edge is not None
         self.edge.set(device, _SPEED_METRIC, value, self._clock_ms())
+        # show it on the machine's OPC UA SpeedSetpoint too
+        self._opcua_ch.send(self.env.now, [Sample(self.env.now, path, _SPEED_METRIC, value)])
         return True
+
+    def _speed_from_opcua(self, path: str, factor: float) -> None:
+        """An OPC UA write of SpeedSetpoint: mirror it on the Sparkplug meter's metric
+        (a value that came from a DCMD is reported once: the edge skips unchanged values)."""
+        if self.edge is not None:
+            self.edge.set(self._station_name[path], _SPEED_METRIC, factor, self._clock_ms())
 
 
 async def run_live(scenario: Scenario, options: LiveOptions,

@@ -369,6 +369,8 @@ async def build_machine(
     )
     items.append(_eu_property(nodes.speed, "C62"))
     items.append(_range_property(nodes.speed, 0.0, 2.0))
+    # a speed set by another channel (e.g. a Sparkplug DCMD) arrives as a sample
+    nodes.bindings[SPEED_SETPOINT] = ValueBinding(nodes.speed, ua.VariantType.Double)
     await _add(server, items)
 
     message = ua.Argument(
