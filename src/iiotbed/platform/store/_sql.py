@@ -2,7 +2,9 @@
 
 Statements use ``:name`` placeholders (SQLite's style); :func:`Dialect.sql` rewrites them
 for psycopg. Both schemas keep samples under an integer series id (``series``: run, asset,
-tag) and an integer run key (``run_keys``); ``n`` is the insertion order.
+tag) and an integer run key (``run_keys``); ``n`` is the insertion order. Reads reach a
+run's samples through its series and the ``(series, t, ...)`` key, so no other index on
+``samples`` is needed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
+
+import orjson
 
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup
@@ -35,9 +39,6 @@ Plan = Generator[tuple[str, dict[str, Any]], list[Any], _T]
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 _BAD = int(Quality.Bad)
 
-SAMPLE_COLS = (
-    "se.asset, se.tag, s.t, s.value_num, s.value_text, s.unit, s.quality, s.gateway_ts, s.seq"
-)
 RUN_KEY = "(SELECT id FROM run_keys WHERE run_id = :run)"
 SERIES_KEY = f"(SELECT id FROM series WHERE run = {RUN_KEY} AND asset = :asset AND tag = :tag)"
 
@@ -48,6 +49,8 @@ class Dialect:
 
     greatest: str
     pyformat: bool  # psycopg: %(name)s placeholders
+    # asset, tag, t, value_num, value_text, unit, quality, gateway_ts, seq of ``se``/``s``
+    sample_cols: str
 
     def sql(self, text: str) -> str:
         text = text.replace("{greatest}", self.greatest)
@@ -56,8 +59,20 @@ class Dialect:
         return text
 
 
-SQLITE = Dialect(greatest="max", pyformat=False)
-POSTGRES = Dialect(greatest="greatest", pyformat=True)
+# SQLite keeps the unit in the series and a sample's own unit, gateway_ts and seq, when
+# it has any, as one JSON column ``x`` (see :func:`row_to_sample`)
+SQLITE = Dialect(
+    greatest="max",
+    pyformat=False,
+    sample_cols="se.asset, se.tag, s.t, s.value_num, s.value_text, se.unit, s.quality,"
+    " s.x AS gateway_ts, NULL AS seq",
+)
+POSTGRES = Dialect(
+    greatest="greatest",
+    pyformat=True,
+    sample_cols="se.asset, se.tag, s.t, s.value_num, s.value_text, s.unit, s.quality,"
+    " s.gateway_ts, s.seq",
+)
 
 _PAGE: Final = 10_000
 
@@ -95,7 +110,7 @@ class SqlStore(Store):
         return epoch
 
     async def latest(self, run_id: str, asset_prefix: str | None = None) -> list[Sample]:
-        query, params = latest_sql(asset_prefix)
+        query, params = latest_sql(self._dialect.sample_cols, asset_prefix)
         rows = await self._rows(self._dialect.sql(query), {"run": run_id, **params})
         return [row_to_sample(r, run_id) for r in rows]
 
@@ -118,22 +133,43 @@ class SqlStore(Store):
     async def iter_samples(
         self, run_id: str, start: float | None = None, end: float | None = None
     ) -> AsyncIterator[Sample]:
-        query = self._dialect.sql(iter_sql(end))
-        params: dict[str, Any] = {
-            "run": run_id,
-            "after_t": float("-inf") if start is None else float(start),
-            "after_ins": -(2**62),  # the first page includes rows at exactly ``start``
-            "limit": _PAGE,
-        }
-        if end is not None:
-            params["end"] = float(end)
+        # keyset pages over time windows: each window reads its range of every series of the
+        # run by the key and sorts only that range; its width follows the samples' density
+        query = self._dialect.sql(iter_sql(self._dialect.sample_cols))
+        span = self._dialect.sql(SPAN_SQL)
+        lo, hi = (await self._rows(span, {"run": run_id}))[0]
+        if lo is None:
+            return
+        a = lo if start is None else max(float(start), lo)
+        width = 600.0
         while True:
-            rows = await self._rows(query, params)
-            for r in rows:
-                yield row_to_sample(r, run_id)
-            if len(rows) < _PAGE:
+            stop = hi if end is None else min(float(end), hi)
+            while a <= stop:
+                b = a + width
+                if b <= a:
+                    b = math.nextafter(a, math.inf)
+                params: dict[str, Any] = {
+                    "run": run_id, "after_t": a, "after_ins": -(2**62), "below": b,
+                    "end": stop, "limit": _PAGE,
+                }  # fmt: skip
+                got = 0
+                while True:
+                    rows = await self._rows(query, params)
+                    got += len(rows)
+                    for r in rows:
+                        yield row_to_sample(r, run_id)
+                    if len(rows) < _PAGE:
+                        break
+                    params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
+                width *= min(4.0, max(0.25, _PAGE / (2 * got) if got else 4.0))
+                a = b
+            if end is not None and end <= hi:
                 return
-            params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
+            # samples written meanwhile past the span: go on with them
+            new_hi = (await self._rows(span, {"run": run_id}))[0][1]
+            if new_hi is None or new_hi <= hi:
+                return
+            hi = new_hi
 
     async def counts(self, run_id: str) -> Counts:
         rows = await self._rows(self._dialect.sql(counts_sql()), {"run": run_id})
@@ -155,8 +191,10 @@ def split_value(value: object) -> tuple[float | None, str | None]:
 
 
 def row_to_sample(row: Sequence[Any], run_id: str) -> Sample:
-    """A Sample from the columns ``SAMPLE_COLS``."""
+    """A Sample from the columns :attr:`Dialect.sample_cols`."""
     asset, tag, t, num, text, unit, quality, gateway_ts, seq = row[:9]
+    if type(gateway_ts) is str:  # SQLite's x: [unit, gateway_ts, seq] of the sample
+        unit, gateway_ts, seq = orjson.loads(gateway_ts)
     return Sample(
         t=t,
         asset=asset,
@@ -173,7 +211,7 @@ def row_to_sample(row: Sequence[Any], run_id: str) -> Sample:
 # --------------------------------------------------------------------------- reads
 
 
-def latest_sql(prefix: str | None) -> tuple[str, dict[str, Any]]:
+def latest_sql(cols: str, prefix: str | None) -> tuple[str, dict[str, Any]]:
     where = ""
     params: dict[str, Any] = {}
     if prefix is not None:
@@ -183,7 +221,7 @@ def latest_sql(prefix: str | None) -> tuple[str, dict[str, Any]]:
     # one index probe per series for its largest t; ties at that t go to the last inserted
     text = f"""
         SELECT asset, tag, t, value_num, value_text, unit, quality, gateway_ts, seq FROM (
-            SELECT {SAMPLE_COLS},
+            SELECT {cols},
                    row_number() OVER (PARTITION BY se.id ORDER BY s.n DESC) AS k
             FROM series se JOIN samples s ON s.series = se.id
              AND s.t = (SELECT max(x.t) FROM samples x WHERE x.series = se.id)
@@ -226,22 +264,28 @@ def query_sql(
     return text, params
 
 
-def iter_sql(end: float | None) -> str:
-    # keyset pages over the (run, t, n) index: no open cursor between pages
-    upper = "AND s.t <= :end" if end is not None else ""
+def iter_sql(cols: str) -> str:
+    """One page of a run's samples in ``[after, below)``, ``t <= :end``, in (t, n) order."""
     return f"""
-        SELECT {SAMPLE_COLS}, s.n FROM samples s JOIN series se ON se.id = s.series
-        WHERE s.run = {RUN_KEY} AND s.t >= :after_t AND (s.t > :after_t OR s.n > :after_ins)
-          {upper}
+        SELECT {cols}, s.n FROM series se JOIN samples s ON s.series = se.id
+        WHERE se.run = {RUN_KEY} AND s.t >= :after_t AND (s.t > :after_t OR s.n > :after_ins)
+          AND s.t < :below AND s.t <= :end
         ORDER BY s.t, s.n LIMIT :limit"""
+
+
+# first and last t of a run: two key probes per series
+SPAN_SQL: Final = f"""
+    SELECT min((SELECT min(x.t) FROM samples x WHERE x.series = se.id)),
+           max((SELECT max(x.t) FROM samples x WHERE x.series = se.id))
+    FROM series se WHERE se.run = {RUN_KEY}"""
 
 
 def counts_sql() -> str:
     return f"""
-        SELECT (SELECT count(*) FROM samples WHERE run = {RUN_KEY}),
-               (SELECT count(*) FROM events WHERE run_id = :run),
-               (SELECT min(t) FROM samples WHERE run = {RUN_KEY}),
-               (SELECT max(t) FROM samples WHERE run = {RUN_KEY})"""
+        SELECT (SELECT count(*) FROM series se JOIN samples s ON s.series = se.id
+                WHERE se.run = {RUN_KEY}),
+               (SELECT count(*) FROM events WHERE run_id = :run), span.*
+        FROM ({SPAN_SQL}) span"""
 
 
 def to_points(rows: Sequence[Sequence[Any]], agg: str) -> list[Point]:

@@ -43,17 +43,15 @@ CREATE TABLE IF NOT EXISTS run_keys (
 );
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, run INTEGER NOT NULL, asset TEXT NOT NULL, tag TEXT NOT NULL,
-    kind INTEGER NOT NULL, UNIQUE (run, asset, tag)
+    kind INTEGER NOT NULL, unit TEXT, UNIQUE (run, asset, tag)
 );
 CREATE TABLE IF NOT EXISTS samples (
     series INTEGER NOT NULL, t REAL NOT NULL, v NOT NULL, quality INTEGER NOT NULL,
-    run INTEGER NOT NULL, n INTEGER NOT NULL, unit TEXT, source_ts REAL NOT NULL,
-    gateway_ts REAL, seq INTEGER,
+    n INTEGER NOT NULL, source_ts REAL NOT NULL, x TEXT,
     value_num REAL GENERATED ALWAYS AS (CASE WHEN typeof(v) = 'real' THEN v END) VIRTUAL,
     value_text TEXT GENERATED ALWAYS AS (CASE WHEN typeof(v) = 'text' THEN v END) VIRTUAL,
     PRIMARY KEY (series, t, v, quality)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS samples_time ON samples (run, t, n);
 CREATE TABLE IF NOT EXISTS state_buckets (
     run INTEGER NOT NULL, bucket INTEGER NOT NULL, asset TEXT NOT NULL, name TEXT NOT NULL,
     seconds REAL NOT NULL, PRIMARY KEY (run, bucket, asset, name)
@@ -103,8 +101,8 @@ class SqliteStore(_sql.SqlStore):
         self._thread: ThreadPoolExecutor | None = None
         self._dialect = _D
         self._epochs: dict[str, float] = {}
-        # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
-        self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
+        # run -> asset -> tag -> (series id, kind, unit): resolved without SQL per sample
+        self._series: dict[str, dict[str, dict[str, tuple[int, int, str | None]]]] = {}
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -140,10 +138,11 @@ class SqliteStore(_sql.SqlStore):
             # 64 MiB page cache: every series appends to its own leaf pages of the key
             conn.execute("PRAGMA cache_size=-65536")
             cols = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
-            if "id" in cols:
+            if "id" in cols or "run" in cols:
                 raise sqlite3.OperationalError(
-                    "its samples table has the layout of iiotbed 0.1 (keyed by a text id); "
-                    "move the file aside, or load its runs into a new file"
+                    "its samples table has an earlier layout (keyed by a text id, or with a"
+                    " run column and a time index); move the file aside, or load its runs"
+                    " into a new file"
                 )
             conn.executescript(_SCHEMA)
             try:
@@ -193,21 +192,23 @@ class SqliteStore(_sql.SqlStore):
                 if ids is None:
                     ids = self._load_series(run_id, rk)
                 try:
-                    built = _build(samples, ids, rk, epoch, next_n)
-                except KeyError:  # a series seen for the first time
+                    built = _build(samples, ids, epoch, next_n)
+                except KeyError:  # a series seen for the first time: its first unit is its own
+                    new: dict[tuple[str, str], str | None] = {}
+                    for s in samples:
+                        new.setdefault((s.asset, s.tag), s.unit)
                     db.executemany(
-                        "INSERT INTO series (run, asset, tag, kind) VALUES (?,?,?,?)"
+                        "INSERT INTO series (run, asset, tag, kind, unit) VALUES (?,?,?,?,?)"
                         " ON CONFLICT DO NOTHING",
-                        [(rk, a, t, _rollup.series_kind(t)) for a, t in
-                         {(s.asset, s.tag) for s in samples}],
-                    )  # fmt: skip
+                        [(rk, a, t, _rollup.series_kind(t), u) for (a, t), u in new.items()],
+                    )
                     ids = self._load_series(run_id, rk)
-                    built = _build(samples, ids, rk, epoch, next_n)
+                    built = _build(samples, ids, epoch, next_n)
                 rows, counters, state_min_t, max_t = built
                 before = db.total_changes
                 db.executemany(
-                    "INSERT INTO samples (series, t, v, quality, run, n, unit, source_ts,"
-                    " gateway_ts, seq) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO samples (series, t, v, quality, n, source_ts, x)"
+                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     rows,
                 )
                 inserted = db.total_changes - before
@@ -240,12 +241,14 @@ class SqliteStore(_sql.SqlStore):
             return cur.lastrowid, 0, None
         return row[0], row[1], row[2]
 
-    def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
-        ids: dict[str, dict[str, tuple[int, int]]] = {}
-        for sid, asset, tag, kind in self._db.execute(
-            "SELECT id, asset, tag, kind FROM series WHERE run = ?", (rk,)
+    def _load_series(
+        self, run_id: str, rk: int
+    ) -> dict[str, dict[str, tuple[int, int, str | None]]]:
+        ids: dict[str, dict[str, tuple[int, int, str | None]]] = {}
+        for sid, asset, tag, kind, unit in self._db.execute(
+            "SELECT id, asset, tag, kind, unit FROM series WHERE run = ?", (rk,)
         ):
-            ids.setdefault(asset, {})[tag] = (sid, kind)
+            ids.setdefault(asset, {})[tag] = (sid, kind, unit)
         self._series[run_id] = ids
         return ids
 
@@ -405,8 +408,7 @@ _NONE: Final = b""  # the key value of a sample without one (a key column cannot
 
 def _build(
     samples: Sequence[Sample],
-    ids: dict[str, dict[str, tuple[int, int]]],
-    rk: int,
+    ids: dict[str, dict[str, tuple[int, int, str | None]]],
     epoch: float,
     n: int,
 ) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], list[float]], float | None, float]:
@@ -416,10 +418,11 @@ def _build(
     append = rows.append
     counters: dict[tuple[int, int], list[float]] = {}
     add_counter = _rollup.add_counter
+    dumps = orjson.dumps
     state_min = math.inf
     max_t = -math.inf
     for s in samples:
-        sid, kind = ids[s.asset][s.tag]
+        sid, kind, unit = ids[s.asset][s.tag]
         v = s.value
         tv = type(v)
         x: Any
@@ -436,7 +439,11 @@ def _build(
         t = s.t
         q = s.quality
         n += 1
-        append((sid, t, x, q, rk, n, s.unit, epoch + t, s.gateway_ts, s.seq))
+        # the usual sample has its series' unit and no gateway stamps: no extra column
+        if s.unit == unit and s.gateway_ts is None and s.seq is None:
+            append((sid, t, x, q, n, epoch + t, None))
+        else:
+            append((sid, t, x, q, n, epoch + t, dumps((s.unit, s.gateway_ts, s.seq)).decode()))
         if kind:
             if kind == _rollup.STATE:
                 if t < state_min:
