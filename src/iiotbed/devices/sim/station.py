@@ -71,6 +71,13 @@ class Station:
         self.sig_packml = Signal(ctx, path, Tag.PACKML_STATE, int(self.state.packml))
         self.sig_fault = Signal(ctx, path, Tag.FAULT, 0)
         self.sig_energy = Signal(ctx, path, Tag.ENERGY, 0.0, "KWH")
+        # the (signal, value) pairs a change of state emits, in tag order: only refresh sets
+        # these four signals, so their values are always the current state's
+        sigs = (self.sig_item, self.sig_mode, self.sig_packml, self.sig_fault)
+        self._changes = {a: {b: tuple((sig, _INTS[b][k]) for k, sig in enumerate(sigs)
+                                      if _INTS[a][k] != _INTS[b][k]) for b in S.STATES}
+                         for a in S.STATES}
+        self._emit = ctx.emit
         # counters
         self.processed = Counter(ctx, path, Tag.PROCESSED)
         self.processed_by = [Counter(ctx, path, f"{Tag.PROCESSED}/{n}") for n in self.product_names]
@@ -130,32 +137,24 @@ class Station:
     def refresh(self) -> None:
         """Re-derive the state after activity, calendar or control changed; emit on change."""
         st = self._display()
-        if st is self.state:
+        old = self.state
+        if st is old:
             return
-        now = self.env.now
-        self._energy += self._powers[self.state.power] * (now - self._t_state) / 3600.0
+        now = self.env._now  # Environment.now without its property call; see _run
+        self._energy = energy = self._energy + self._powers[old.power] * (now - self._t_state) / 3600.0
         self._t_state = now
         self.state = st
-        item, mode, packml, fault, _ = _INTS[st]
-        # Signal.set inlined: this runs at every state change, a third of all emitted rows
-        emit = self.ctx.emit
-        sig = self.sig_item
-        if item != sig.value:
-            sig.value = item
-            emit((now, sig, item))
-        sig = self.sig_mode
-        if mode != sig.value:
-            sig.value = mode
-            emit((now, sig, mode))
-        sig = self.sig_packml
-        if packml != sig.value:
-            sig.value = packml
-            emit((now, sig, packml))
-        sig = self.sig_fault
-        if fault != sig.value:
-            sig.value = fault
-            emit((now, sig, fault))
-        self.sig_energy.set(round(self._energy, 6))
+        # Signal.set inlined, only for the tags this change of state changes (a third of
+        # all emitted rows come from here)
+        emit = self._emit
+        for sig, value in self._changes[old][st]:
+            sig.value = value
+            emit((now, sig, value))
+        sig = self.sig_energy
+        kwh = round(energy, 6)
+        if kwh != sig.value:
+            sig.value = kwh
+            emit((now, sig, kwh))
 
     def flush_energy(self) -> None:
         """Emit the energy integrated up to now (end of a run)."""
@@ -191,6 +190,8 @@ class Station:
     # ------------------------------------------------------------------ process
 
     def _run(self) -> _Proc:
+        # env._now (SimPy private) instead of the env.now property: read twice a unit and
+        # once per stretch; tests/devices/sim/test_fifo.py fails if it stops being the clock
         # per-station constants and hot attributes as locals: this loop runs once per unit
         env, inbuf, quality = self.env, self.inbuf, self._quality
         in_items, in_level, name = inbuf.items, inbuf.level, self.name
@@ -201,14 +202,15 @@ class Station:
         processed, processed_by = self.processed, self.processed_by
         emit = self.ctx.emit
         scrap_at_end = outbuf is None and not self.line.has_inspection
-        waiting = _A.WAITING
+        waiting, executing = _A.WAITING, _A.EXECUTING
+        timeout, production_end = env.timeout, self.ctx.calendar.production_end
         while True:
             req = inbuf.store.get()
             if not req.triggered and self.activity is not waiting:
                 self.activity = waiting
                 self.refresh()
             unit: Unit = yield req
-            now = env.now
+            now = env._now
             in_level.set(len(in_items))
             unit.waits.append(now - unit.t_in)
             unit.stations.append(name)
@@ -220,7 +222,29 @@ class Station:
                 kits.take()
                 consumed.inc()
             if insp is None:
-                yield from self._work(ideal[unit.product] * factor() / self.speed)
+                work = ideal[unit.product] * factor() / self.speed
+                # the first stretch of _work inlined (most cycles are one stretch): no
+                # generator per unit, no delegation at each resume; _work does the rest
+                now = env._now
+                end = production_end(now)
+                if work > EPS and end is not None and not (self.stopped or self.held):
+                    if self.activity is not executing:
+                        self.activity = executing
+                        self.refresh()
+                    h = min(work, end - now, self.ttf_left)
+                    self._interruptible = True
+                    try:  # noqa: SIM105  # as in _work
+                        yield timeout(h)
+                    except simpy.Interrupt:
+                        pass
+                    self._interruptible = False
+                    done = env._now - now
+                    work -= done
+                    self.ttf_left -= done
+                    if self.ttf_left <= EPS:
+                        yield from self._breakdown()
+                if work > EPS:
+                    yield from self._work(work)
                 if p_defect > 0.0 and quality() < p_defect and not unit.defective:
                     unit.defective, unit.origin = True, self
                     self.ctx.event(self.path, "DefectIntroduced", {"unit": unit.id})
@@ -228,7 +252,7 @@ class Station:
             else:
                 scrap = yield from self._inspect(unit)
             # Counter.inc inlined (two rows per unit)
-            now = env.now
+            now = env._now
             processed.value = n = processed.value + 1  # type: ignore[operator]
             emit((now, processed, n))
             by = processed_by[unit.product]
@@ -247,7 +271,7 @@ class Station:
                     self.activity = waiting
                     self.refresh()
                 yield put
-                unit.t_in = env.now
+                unit.t_in = env._now
                 outbuf.level.set(len(outbuf.items))
             self.unit = None
             if self._pdm is not None and not self._pdm_tried and self.ttf_left < self._pdm.lead_time:
@@ -287,7 +311,7 @@ class Station:
         """Spend ``work`` seconds executing, through window ends, stops and breakdowns."""
         env, cal = self.env, self.ctx.calendar
         while work > EPS:
-            now = env.now
+            now = env._now  # see _run
             end = cal.production_end(now)
             if end is None or self.stopped or self.held:
                 yield from self._pause()
@@ -304,7 +328,7 @@ class Station:
             except simpy.Interrupt:
                 pass
             self._interruptible = False
-            done = env.now - now
+            done = env._now - now
             work -= done
             self.ttf_left -= done
             if self.ttf_left <= EPS:
