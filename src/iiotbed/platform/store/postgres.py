@@ -1,8 +1,9 @@
 """The PostgreSQL store (``postgresql://user@host:5432/db[?schema=name]``), via psycopg 3.
 
-Batches go in by binary COPY into a temporary staging table, then one
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new rows: bulk speed with
-idempotent resends. Where the TimescaleDB extension is available, ``samples`` becomes a
+A batch that cannot collide with stored samples goes in by one binary COPY straight into
+``samples``; one that may (or whose COPY meets a duplicate) goes by COPY into a temporary
+staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new rows:
+bulk speed with idempotent resends. Where the TimescaleDB extension is available, ``samples`` becomes a
 hypertable on ``source_ts``. psycopg's async connection keeps the event loop free.
 """
 
@@ -55,7 +56,6 @@ CREATE TABLE IF NOT EXISTS samples (
     source_ts timestamptz NOT NULL, gateway_ts double precision, seq bigint,
     UNIQUE NULLS NOT DISTINCT ({key})
 );
-CREATE INDEX IF NOT EXISTS samples_time ON samples (run, t, n);
 CREATE TABLE IF NOT EXISTS state_buckets (
     run integer NOT NULL, bucket bigint NOT NULL, asset text NOT NULL, name text NOT NULL,
     seconds double precision NOT NULL, PRIMARY KEY (run, bucket, asset, name)
@@ -84,16 +84,28 @@ CREATE TABLE IF NOT EXISTS assets (
 # staging tables live per connection and empty themselves at commit
 _STAGING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS stage_samples (
-    ord bigint GENERATED ALWAYS AS IDENTITY, series integer, t double precision,
+    ord bigint GENERATED ALWAYS AS IDENTITY, run integer, series integer, t double precision,
     value_num double precision, value_text text, unit text, quality smallint,
-    gateway_ts double precision, seq bigint
+    gateway_ts double precision, seq bigint, source_ts timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_events (
     ord bigint GENERATED ALWAYS AS IDENTITY, asset text, name text, t double precision,
     fields text, id text
 ) ON COMMIT DELETE ROWS;
 """
-_SAMPLE_TYPES: Final = ["int4", "float8", "float8", "text", "text", "int2", "float8", "int8"]
+# run, series, t, value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as
+# binary timestamptz: int64 microseconds since 2000-01-01, the wire format of an int8
+_SAMPLE_COLS: Final = (
+    "run, series, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
+)
+_SAMPLE_TYPES: Final = [
+    "int4", "int4", "float8", "float8", "text", "text", "int2", "float8", "int8", "int8",
+]  # fmt: skip
+_PG_EPOCH: Final = 946684800.0  # 2000-01-01 in Unix seconds
+# per series of a batch: the largest t stored, by one key probe each
+_STORED_MAX: Final = """
+    SELECT s.id, (SELECT max(x.t) FROM samples x WHERE x.series = s.id)
+    FROM unnest(%s::integer[]) AS s(id)"""
 _EVENT_TYPES: Final = ["text", "text", "float8", "text", "text"]
 
 
@@ -230,12 +242,9 @@ class PostgresStore(_sql.SqlStore):
         if not samples:
             return 0
         epoch = await self._epoch(run_id)
-        insert = """
-            INSERT INTO samples (run, series, t, value_num, value_text, unit, quality,
-                                 source_ts, gateway_ts, seq)
-            SELECT %s, series, t, value_num, value_text, unit, quality,
-                   to_timestamp(%s + t), gateway_ts, seq
-            FROM stage_samples ORDER BY ord ON CONFLICT DO NOTHING"""
+        insert = f"""
+            INSERT INTO samples ({_SAMPLE_COLS})
+            SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY ord ON CONFLICT DO NOTHING"""
         async with self._lock:
             db = self._db
             try:
@@ -245,7 +254,7 @@ class PostgresStore(_sql.SqlStore):
                     if ids is None:
                         ids = await self._load_series(run_id, rk)
                     try:
-                        built = _build(samples, ids)
+                        built = _build(samples, ids, rk, epoch)
                     except KeyError:  # a series seen for the first time
                         await db.cursor().executemany(
                             "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
@@ -254,18 +263,17 @@ class PostgresStore(_sql.SqlStore):
                              sorted({(s.asset, s.tag) for s in samples})],
                         )  # fmt: skip
                         ids = await self._load_series(run_id, rk)
-                        built = _build(samples, ids)
+                        built = _build(samples, ids, rk, epoch)
                     rows, counters, state_min_t, max_t = built
                     cur = db.cursor()
-                    async with cur.copy(
-                        "COPY stage_samples (series, t, value_num, value_text, unit, quality,"
-                        " gateway_ts, seq) FROM STDIN (FORMAT BINARY)"
-                    ) as copy:
-                        copy.set_types(_SAMPLE_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                    await cur.execute(insert, (rk, epoch))
-                    inserted = max(cur.rowcount, 0)
+                    inserted = await self._copy_direct(rows)
+                    if inserted is None:
+                        await self._copy(
+                            f"COPY stage_samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)",
+                            rows,
+                        )
+                        await cur.execute(insert)
+                        inserted = max(cur.rowcount, 0)
                     if counters:
                         await cur.executemany(
                             "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
@@ -286,6 +294,36 @@ class PostgresStore(_sql.SqlStore):
                 if isinstance(exc, psycopg.Error):
                     raise self._error("cannot write samples", exc) from exc
                 raise
+
+    async def _copy(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """COPY sample rows, formatted in one loop without a coroutine per row."""
+        async with self._db.cursor().copy(statement) as copy:
+            copy.set_types(_SAMPLE_TYPES)
+            write_row = copy.formatter.write_row
+            for row in rows:
+                data = write_row(row)
+                if data:
+                    await copy.write(data)
+
+    async def _copy_direct(self, rows: list[tuple[Any, ...]]) -> int | None:
+        """COPY a batch straight into samples when no stored sample can equal one of its
+        rows (each series' rows all later than its stored ones); None when it may, or when
+        the batch repeats a sample: the caller goes by the staging table then."""
+        first: dict[int, float] = {}
+        for r in rows:
+            t = first.get(r[1])
+            if t is None or r[2] < t:
+                first[r[1]] = r[2]
+        cur = await self._db.execute(_STORED_MAX, (list(first),))
+        for sid, stored in await cur.fetchall():
+            if stored is not None and stored >= first[sid]:
+                return None
+        try:
+            async with self._db.transaction():  # a savepoint: a duplicate undoes only this
+                await self._copy(f"COPY samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)", rows)
+        except psycopg.errors.UniqueViolation:
+            return None
+        return len(rows)
 
     async def _run_key(self, run_id: str) -> tuple[int, int | None]:
         db = self._db
@@ -450,7 +488,7 @@ def _run(r: Sequence[Any]) -> RunInfo:
 
 
 def _build(
-    samples: Sequence[Sample], ids: dict[str, dict[str, tuple[int, int]]]
+    samples: Sequence[Sample], ids: dict[str, dict[str, tuple[int, int]]], rk: int, epoch: float
 ) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], list[float]], float | None, float]:
     """COPY rows for ``samples`` and what the rollups need; KeyError on an unknown series."""
     # one pass, no calls but the counter fold: this loop is the ingest hot path
@@ -476,7 +514,9 @@ def _build(
             num = float(v)
         t = s.t
         q = s.quality
-        append((sid, t, num, text, s.unit, q, s.gateway_ts, s.seq))
+        # to_timestamp(epoch + t), to the microsecond as PostgreSQL rounds it
+        ts = round((epoch + t - _PG_EPOCH) * 1e6)
+        append((rk, sid, t, num, text, s.unit, q, s.gateway_ts, s.seq, ts))
         if kind:
             if kind == _rollup.STATE:
                 if t < state_min:
