@@ -60,7 +60,7 @@ class Dialect:
 
 
 # SQLite keeps the unit in the series and a sample's own unit, gateway_ts and seq, when
-# it has any, as one JSON column ``x`` (see :func:`row_to_sample`)
+# it has any, as one JSON column ``x``, else "" (see :func:`row_to_sample`)
 SQLITE = Dialect(
     greatest="max",
     pyformat=False,
@@ -193,8 +193,11 @@ def split_value(value: object) -> tuple[float | None, str | None]:
 def row_to_sample(row: Sequence[Any], run_id: str) -> Sample:
     """A Sample from the columns :attr:`Dialect.sample_cols`."""
     asset, tag, t, num, text, unit, quality, gateway_ts, seq = row[:9]
-    if type(gateway_ts) is str:  # SQLite's x: [unit, gateway_ts, seq] of the sample
-        unit, gateway_ts, seq = orjson.loads(gateway_ts)
+    if type(gateway_ts) is str:  # SQLite's x: [unit, gateway_ts, seq] of the sample, or ""
+        if gateway_ts:
+            unit, gateway_ts, seq = orjson.loads(gateway_ts)
+        else:
+            gateway_ts = None
     return Sample(
         t=t,
         asset=asset,

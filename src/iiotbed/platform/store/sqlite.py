@@ -437,11 +437,13 @@ def _build(
         else:
             x = float(v)
         t = s.t
-        q = s.quality
+        # sqlite3 binds exact ints, floats and strs directly; an IntEnum or None goes
+        # through its adapter look-up, which costs more than the rest of the bind
+        q = int(s.quality)
         n += 1
-        # the usual sample has its series' unit and no gateway stamps: no extra column
+        # the usual sample has its series' unit and no gateway stamps: an empty x
         if s.unit == unit and s.gateway_ts is None and s.seq is None:
-            append((sid, t, x, q, n, epoch + t, None))
+            append((sid, t, x, q, n, epoch + t, ""))
         else:
             append((sid, t, x, q, n, epoch + t, dumps((s.unit, s.gateway_ts, s.seq)).decode()))
         if kind:
