@@ -217,7 +217,17 @@ class PlatformView:
             end = lo if last is None or last < lo else last
         if end < lo:
             raise BadQuery(f"end ({end:g} s) must not precede start ({lo:g} s)")
-        windows = shift_windows(scenario, lo, end)
+        # a shift is at most a day: a longer window cannot hold few enough shifts, and far
+        # outside the epoch's era the calendar's dates do not exist
+        if end - lo > _MAX_SHIFTS * 86400.0:
+            raise BadQuery(
+                f"[{lo:g}, {end:g}] s spans more than {_MAX_SHIFTS} days; "
+                f"narrow the window to at most {_MAX_SHIFTS} shifts"
+            )
+        try:
+            windows = shift_windows(scenario, lo, end)
+        except (OverflowError, ValueError) as exc:
+            raise BadQuery(f"[{lo:g}, {end:g}] s is outside the calendar's dates: {exc}") from None
         if len(windows) > _MAX_SHIFTS:
             raise BadQuery(
                 f"{len(windows)} shifts in [{lo:g}, {end:g}] s; ask for at most {_MAX_SHIFTS} "
