@@ -447,7 +447,11 @@ def test_fast_forward_skips_to_the_first_shift_then_paces() -> None:
         opts = LiveOptions(speed=60, opcua_port=_free_port())
         async with LiveFactory(sc, opts) as live:
             t0 = time.perf_counter()
-            await live.wait()
+            try:
+                # paced from the epoch the run would take 482 s: fail here, not by timeout
+                await asyncio.wait_for(live.wait(), 20)
+            except TimeoutError:
+                pytest.fail(f"not fast-forwarded: sim time {live.now:.0f} s after 20 s of wall time")
             return time.perf_counter() - t0, live.now, live.pacer.max_lag_s
 
     wall, now, lag = asyncio.run(main())
