@@ -181,7 +181,7 @@ SparkplugGroup = Annotated[
 
 def _check_broker(broker: str | None) -> None:
     if broker is not None:
-        from iiotbed.devices.mqtt import parse_broker_url
+        from iiotbed.mqtt import parse_broker_url
 
         try:
             parse_broker_url(broker)

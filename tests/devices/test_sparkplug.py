@@ -16,7 +16,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices import _sparkplug_b_pb2 as pb
-from iiotbed.devices.mqtt import BrokerUrl, parse_broker_url
 from iiotbed.devices.sparkplug import (
     MetricDef,
     SparkplugEdgeNode,
@@ -25,6 +24,7 @@ from iiotbed.devices.sparkplug import (
     metric_value,
 )
 from iiotbed.errors import ConnectorError
+from iiotbed.mqtt import BrokerUrl, parse_broker_url
 
 BROKER = "mqtt://127.0.0.1:1883"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms: the "sim epoch" of these tests

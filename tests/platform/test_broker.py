@@ -11,8 +11,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices.mqtt import stop_client
 from iiotbed.errors import ConnectorError
+from iiotbed.mqtt import stop_client
 from iiotbed.platform.broker import EmbeddedBroker, find_mosquitto
 
 pytestmark = pytest.mark.timeout(60)

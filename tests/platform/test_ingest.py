@@ -13,9 +13,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices.mqtt import stop_client
 from iiotbed.devices.sim import simulate
 from iiotbed.gateway import DurableBuffer, UnsPublisher
+from iiotbed.mqtt import stop_client
 from iiotbed.platform import Layout, compute_kpis
 from iiotbed.platform.catalog import RunCatalog
 from iiotbed.platform.ingest import Ingest

@@ -21,7 +21,7 @@ from typing import Final
 from google.protobuf.message import DecodeError
 
 from iiotbed.devices import _sparkplug_b_pb2 as pb
-from iiotbed.devices.mqtt import Message, MqttAdapter, MqttConnection, Will
+from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
 
 __all__ = [
     "DATATYPES",

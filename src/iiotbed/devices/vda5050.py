@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from iiotbed.devices.mqtt import Message, MqttAdapter, MqttConnection, Will
 from iiotbed.devices.vda5050_messages import (
     INTERFACE_NAME,
     MAJOR_VERSION,
@@ -29,6 +28,7 @@ from iiotbed.devices.vda5050_messages import (
     schema_errors,
     topic_prefix,
 )
+from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
 
 __all__ = ["AmrAgent", "AmrStats", "InstantActionHandler", "OrderHandler"]
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from iiotbed.devices.mqtt import Message, MqttAdapter, MqttConnection
 from iiotbed.devices.vda5050_messages import (
     INTERFACE_NAME,
     MAJOR_VERSION,
@@ -25,6 +24,7 @@ from iiotbed.devices.vda5050_messages import (
     schema_errors,
     topic_prefix,
 )
+from iiotbed.mqtt import Message, MqttAdapter, MqttConnection
 
 __all__ = ["MasterControl", "MasterStats"]
 

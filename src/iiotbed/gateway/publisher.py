@@ -28,9 +28,9 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices.mqtt import parse_broker_url, stop_client
 from iiotbed.errors import ConnectorError, StorageError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
+from iiotbed.mqtt import parse_broker_url, stop_client
 from iiotbed.telemetry import Event, Sample
 from iiotbed.uns import (
     DEFAULT_ROOT,

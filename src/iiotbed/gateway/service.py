@@ -22,12 +22,12 @@ from typing import Any, Self
 
 import orjson
 
-from iiotbed.devices.mqtt import MqttConnection, Will
 from iiotbed.gateway.buffer import DurableBuffer
 from iiotbed.gateway.collectors._mqtt import hold_connection
 from iiotbed.gateway.collectors.base import Backoff, Collector, CollectorStats
 from iiotbed.gateway.publisher import UnsPublisher
 from iiotbed.gateway.settings import GatewaySettings
+from iiotbed.mqtt import MqttConnection, Will
 from iiotbed.telemetry import Event, Sample
 from iiotbed.uns import format_ts
 

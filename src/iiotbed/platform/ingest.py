@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from iiotbed.devices.mqtt import Message, MqttConnection
 from iiotbed.errors import ConnectorError, StorageError
+from iiotbed.mqtt import Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store

@@ -8,9 +8,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from iiotbed.devices.mqtt import Message, MqttConnection, Will
 from iiotbed.errors import ConnectorError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats
+from iiotbed.mqtt import Message, MqttConnection, Will
 
 __all__ = ["MqttCollector", "count_message", "hold_connection", "match_topic"]
 

@@ -18,7 +18,6 @@ from typing import Final
 import orjson
 
 from iiotbed.devices import _sparkplug_b_pb2 as pb
-from iiotbed.devices.mqtt import Message, MqttConnection, Will
 from iiotbed.devices.sparkplug import (
     DATATYPES,
     NAMESPACE,
@@ -30,6 +29,7 @@ from iiotbed.devices.sparkplug import (
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
+from iiotbed.mqtt import Message, MqttConnection, Will
 from iiotbed.telemetry import Quality, Sample
 from iiotbed.uns import UnsError
 

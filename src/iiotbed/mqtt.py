@@ -1,4 +1,4 @@
-"""A small asyncio face on paho-mqtt 2.x, shared by the Sparkplug and VDA 5050 adapters.
+"""A small asyncio face on paho-mqtt 2.x: the one MQTT transport of devices, gateway and platform.
 
 One :class:`MqttConnection` owns one broker session at a time: it connects with a Will,
 re-subscribes and calls ``on_connect`` after every (re)connect, hands received messages to
