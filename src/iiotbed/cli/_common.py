@@ -1,0 +1,297 @@
+"""Shared pieces of the CLI: the app, option types, error translation, tables."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from iiotbed import __version__
+from iiotbed.errors import IiotbedError, ScenarioError
+
+if TYPE_CHECKING:
+    from iiotbed.experiment import ReplicationResult
+    from iiotbed.platform.stats import Summary
+    from iiotbed.scenario import Scenario
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="iiotbed",
+    help="A simulated Industrial-IoT factory: scenarios, KPIs and the +20 % verdict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: KPIs shown in the tables, in this order (all of the engine's line KPIs go to --json)
+_SHOWN = (
+    "labour_productivity",
+    "throughput",
+    "oee",
+    "availability",
+    "performance",
+    "quality",
+    "mtbf",
+    "mttr",
+    "scrap_ratio",
+    "first_pass_yield",
+    "energy_per_good_unit",
+    "good_count",
+    "labour_hours",
+)
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn our errors into a message and an exit status: 2 for bad input, 1 otherwise."""
+    try:
+        yield
+    except ScenarioError as exc:
+        for issue in exc.issues:
+            _err(f"error: {issue}")
+        raise typer.Exit(2) from None
+    except IiotbedError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1) from None
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from iiotbed.scenario import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+        if isinstance(seconds, str):
+            raise ValueError(seconds)
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        raise typer.BadParameter(
+            f"{value!r} is not a duration; use a number of seconds or e.g. 8h, 45min, 7d"
+        ) from None
+    if not seconds > 0:
+        raise typer.BadParameter(f"duration must be > 0, got {value!r}")
+    return seconds
+
+
+def _load(
+    path: Path,
+    *,
+    duration: float | None = None,
+    seed: int | None = None,
+    replications: int | None = None,
+) -> Scenario:
+    from iiotbed.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    changes: dict[str, Any] = {}
+    if duration is not None:
+        changes["duration"] = duration
+        if scenario.run.warmup >= duration:
+            raise typer.BadParameter(
+                f"--duration {duration:g} s is not longer than the scenario's warmup "
+                f"({scenario.run.warmup:g} s)",
+                param_hint="--duration",
+            )
+    if seed is not None:
+        changes["seed"] = seed
+    if replications is not None:
+        changes["replications"] = replications
+    return scenario.with_run(**changes) if changes else scenario
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"iiotbed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """A simulated Industrial-IoT factory: scenarios, KPIs and the +20 % verdict."""
+
+
+FileArg = Annotated[
+    Path, typer.Argument(help="Scenario YAML file.", dir_okay=False, show_default=False)
+]
+Replications = Annotated[
+    int | None,
+    typer.Option(
+        "--replications", "-n", min=1, max=1000, help="Replications (default: the scenario's)."
+    ),
+]
+Duration = Annotated[
+    str | None,
+    typer.Option(
+        "--duration",
+        "-d",
+        help="Simulated time per replication, e.g. 8h, 7d (default: the scenario's).",
+    ),
+]
+Seed = Annotated[
+    int | None, typer.Option("--seed", min=0, help="Base seed (default: the scenario's).")
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        envvar="IIOTBED_WORKERS",
+        help="Worker processes (default: one per core).",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Goal = Annotated[
+    float,
+    typer.Option("--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."),
+]
+OpcuaPort = Annotated[
+    int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
+]
+OpcuaLayout = Annotated[
+    str, typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine.")
+]
+SparkplugGroup = Annotated[
+    str | None,
+    typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
+]
+
+
+def _check_broker(broker: str | None) -> None:
+    if broker is not None:
+        from iiotbed.mqtt import parse_broker_url
+
+        try:
+            parse_broker_url(broker)
+        except IiotbedError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--broker") from None
+
+
+def _check_opcua_layout(opcua_layout: str) -> None:
+    if opcua_layout not in ("line", "machine"):
+        raise typer.BadParameter(
+            f"{opcua_layout!r}: use 'line' or 'machine'", param_hint="--opcua-layout"
+        )
+
+
+
+def _progress(total: int, label: str) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _run_jobs(
+    jobs: list[tuple[Scenario, int]], workers: int | None, label: str
+) -> list[ReplicationResult]:
+    from iiotbed.experiment import run_replications
+
+    with _progress(len(jobs), label) as progress:
+        task = progress.add_task(label, total=len(jobs))
+        return run_replications(jobs, workers=workers, on_done=lambda _r: progress.advance(task))
+
+
+def _check_metric(metric: str) -> dict[str, Any]:
+    """The KPI info of :func:`_kpi_info`, once ``metric`` is known to be one of them."""
+    info = _kpi_info()
+    if metric not in info:
+        raise typer.BadParameter(
+            f"unknown KPI {metric!r}; choose one of {', '.join(sorted(info))}",
+            param_hint="--metric",
+        )
+    return info
+
+
+def _kpi_info() -> dict[str, Any]:
+    from iiotbed.platform.kpi import KPI_INFO
+
+    return dict(KPI_INFO)
+
+
+def _fmt(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3f}"
+
+
+def _pct(x: float) -> str:
+    return "undefined" if not math.isfinite(x) else f"{x:+.1%}"
+
+
+def _summary_json(s: Summary) -> dict[str, Any]:
+    def clean(x: float) -> float | None:
+        return None if not math.isfinite(x) else x
+
+    return {
+        "mean": clean(s.mean),
+        "ci95": [clean(s.ci95[0]), clean(s.ci95[1])],
+        "sd": clean(s.sd),
+        "n": s.n,
+        "undefined": s.undefined,
+    }
+
+
+def _summaries(results: list[ReplicationResult]) -> dict[str, Summary]:
+    from iiotbed.platform.stats import summarize
+
+    names = list(results[0].line) if results else []
+    return {k: summarize([r.line.get(k, math.nan) for r in results]) for k in names}
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: an undefined KPI (e.g. MTBF without failures) becomes null."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
+    }
+
+
+def _print_table(title: str, columns: dict[str, dict[str, Summary]], info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("KPI", no_wrap=True)
+    table.add_column("unit")
+    for name in columns:
+        table.add_column(f"{name} mean".strip(), justify="right")
+        table.add_column(f"{name} 95 % CI".strip(), justify="right")
+    first = next(iter(columns.values()))
+    for k in _SHOWN:
+        if k not in first:
+            continue
+        row = [k, str(getattr(info.get(k), "unit", "") or "")]
+        for col in columns.values():
+            s = col[k]
+            row += [_fmt(s.mean), f"{_fmt(s.ci95[0])} .. {_fmt(s.ci95[1])}"]
+        table.add_row(*row)
+    Console(width=max(100, Console().width)).print(table)
+
+

@@ -1,0 +1,223 @@
+"""Batch commands: validate, simulate, compare (no network, no wall clock)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from iiotbed.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from iiotbed.experiment import ReplicationResult
+    from iiotbed.platform.stats import Comparison
+    from iiotbed.scenario import Scenario
+
+from iiotbed.cli._common import (
+    AsJson,
+    Duration,
+    FileArg,
+    Goal,
+    Replications,
+    Seed,
+    Workers,
+    _check_metric,
+    _duration,
+    _err,
+    _finite,
+    _kpi_info,
+    _load,
+    _pct,
+    _print_table,
+    _run_jobs,
+    _summaries,
+    _summary_json,
+    _user_errors,
+    app,
+)
+
+__all__ = ["compare", "simulate", "validate"]
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", show_default=False)],
+) -> None:
+    """Check scenario files; print every problem as file:line: what is wrong."""
+    from iiotbed.scenario import load_scenario
+
+    failed = False
+    for path in files:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            failed = True
+            for issue in exc.issues:
+                _err(f"error: {issue}")
+            continue
+        n = sum(len(s.station_names) for s in scenario.line.stages)
+        typer.echo(
+            f"{path}: ok - {scenario.name!r}: {len(scenario.line.stages)} stages, {n} stations, "
+            f"{len(scenario.products)} products"
+        )
+    if failed:
+        raise typer.Exit(2)
+
+
+
+@app.command()
+def simulate(
+    file: FileArg,
+    replications: Replications = None,
+    duration: Duration = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events", help="Write replication 0's event log here (JSON Lines).", dir_okay=False
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run replications of a scenario; print each KPI's mean and 95 % confidence interval."""
+    with _user_errors():
+        scenario = _load(file, duration=_duration(duration), seed=seed, replications=replications)
+        n = scenario.run.replications
+        results: list[ReplicationResult] = []
+        jobs = [(scenario, i) for i in range(n)]
+        if events is not None:
+            from iiotbed.experiment import run_replication
+
+            try:
+                results.append(run_replication(scenario, 0, events=events))
+            except OSError as exc:
+                raise typer.BadParameter(
+                    f"cannot write {events}: {exc.strerror}", param_hint="--events"
+                ) from None
+            jobs = jobs[1:]
+        if jobs:
+            results += _run_jobs(jobs, workers, f"simulating {scenario.name}")
+        summaries = _summaries(results)
+        info = _kpi_info()
+        if as_json:
+            out = {
+                "scenario": scenario.name,
+                "file": str(file),
+                "seed": scenario.run.seed,
+                "replications": n,
+                "duration_s": scenario.run.duration,
+                "warmup_s": scenario.run.warmup,
+                "kpis": {
+                    k: {**_summary_json(s), "unit": getattr(info.get(k), "unit", None)}
+                    for k, s in summaries.items()
+                },
+                "per_replication": [_finite(r.line) for r in results],
+            }
+            typer.echo(json.dumps(out, indent=2, allow_nan=False))
+            return
+        _print_table(
+            f"{scenario.name} - {n} replications of {scenario.run.duration / 3600:g} h, "
+            f"seed {scenario.run.seed}",
+            {"": summaries},
+            info,
+        )
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline scenario YAML.", dir_okay=False)],
+    upgrade: Annotated[Path, typer.Argument(help="Upgrade scenario YAML.", dir_okay=False)],
+    replications: Replications = None,
+    goal: Goal = 0.20,
+    metric: Annotated[
+        str, typer.Option("--metric", help="KPI to compare (see the README's KPI list).")
+    ] = "labour_productivity",
+    duration: Duration = None,
+    seed: Seed = None,
+    workers: Workers = None,
+    as_json: AsJson = False,
+) -> None:
+    """Paired comparison (common random numbers) of an upgrade against its baseline."""
+    from iiotbed.platform.stats import compare_paired
+
+    with _user_errors():
+        info = _check_metric(metric)
+        d = _duration(duration)
+        base = _load(baseline, duration=d, seed=seed, replications=replications)
+        # Both sides use the same seed, duration and count so that replication i of each
+        # shares its random streams: that pairing is what makes the interval tight.
+        upg = _load(
+            upgrade,
+            duration=d or base.run.duration,
+            seed=base.run.seed,
+            replications=base.run.replications,
+        )
+        n = base.run.replications
+        jobs = [(base, i) for i in range(n)] + [(upg, i) for i in range(n)]
+        results = _run_jobs(jobs, workers, "simulating baseline and upgrade")
+        b_res, u_res = results[:n], results[n:]
+        higher = bool(getattr(info[metric], "higher_is_better", True))
+        cmp = compare_paired(
+            metric,
+            [r.line.get(metric, math.nan) for r in b_res],
+            [r.line.get(metric, math.nan) for r in u_res],
+            goal,
+            higher_is_better=higher,
+        )
+        if as_json:
+            out = _comparison_json(cmp, base, upg, b_res, u_res, info)
+            typer.echo(json.dumps(out, indent=2, allow_nan=False))
+            return
+        _print_table(
+            f"{base.name} vs {upg.name} - {n} paired replications of "
+            f"{base.run.duration / 3600:g} h, seed {base.run.seed}",
+            {"baseline": _summaries(b_res), "upgrade": _summaries(u_res)},
+            info,
+        )
+        typer.echo(
+            f"\n{metric}: improvement {_pct(cmp.improvement.mean)} "
+            f"(95 % CI {_pct(cmp.improvement.ci95[0])} .. {_pct(cmp.improvement.ci95[1])}, "
+            f"n={cmp.improvement.n}) against a goal of {goal:+.0%}"
+        )
+        if cmp.improvement.undefined:
+            typer.echo(
+                f"note: {cmp.improvement.undefined} of {n} pairs have no defined {metric} "
+                "(e.g. no production in the window); lengthen --duration"
+            )
+        typer.echo(f"verdict: {cmp.verdict.value}")
+
+
+def _comparison_json(
+    cmp: Comparison,
+    base: Scenario,
+    upg: Scenario,
+    b_res: list[ReplicationResult],
+    u_res: list[ReplicationResult],
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "metric": cmp.metric,
+        "unit": getattr(info.get(cmp.metric), "unit", None),
+        "goal": cmp.goal,
+        "higher_is_better": cmp.higher_is_better,
+        "seed": base.run.seed,
+        "replications": base.run.replications,
+        "duration_s": base.run.duration,
+        "baseline": {"scenario": base.name, **_summary_json(cmp.baseline)},
+        "upgrade": {"scenario": upg.name, **_summary_json(cmp.upgrade)},
+        "improvement": {
+            **_summary_json(cmp.improvement),
+            "per_replication": [None if math.isnan(r) else r for r in cmp.ratios],
+        },
+        "verdict": cmp.verdict.value,
+        "kpis": {
+            "baseline": {k: _summary_json(s) for k, s in _summaries(b_res).items()},
+            "upgrade": {k: _summary_json(s) for k, s in _summaries(u_res).items()},
+        },
+    }
+
+
