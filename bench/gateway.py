@@ -37,8 +37,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.gateway import DurableBuffer, UnsPublisher, to_sample
+from iiotbed.protocols.uns import decode_batch
 from iiotbed.telemetry import Sample
-from iiotbed.uns import decode_batch
 
 LINE = "tcl/huizhou/module-assembly/line-1"
 EPOCH = 1_767_571_200.0

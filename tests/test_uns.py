@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iiotbed.telemetry import Event, Quality, Sample
-from iiotbed.uns import (
+from iiotbed.protocols.uns import (
     UnsError,
     current_topic,
     decode_batch,
@@ -29,6 +28,7 @@ from iiotbed.uns import (
     split_topic,
     stream_topic,
 )
+from iiotbed.telemetry import Event, Quality, Sample
 
 EPOCH = dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp()
 LINE = "tcl/huizhou/module-assembly/line-1"

@@ -24,9 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iiotbed.devices.live import LiveFactory, LiveOptions
 from iiotbed.devices.opcua import namespace_uri
 from iiotbed.devices.sim import Factory, simulate
-from iiotbed.devices.sparkplug import command_payload, decode_payload, metric_value
-from iiotbed.devices.vda5050_messages import instant_action, iso_timestamp
 from iiotbed.eventlog import load_records, write_event_log
+from iiotbed.protocols.sparkplug.codec import command_payload, decode_payload, metric_value
+from iiotbed.protocols.vda5050.messages import instant_action, iso_timestamp
 from iiotbed.scenario import Scenario, load_scenario, scenario_from_dict
 from iiotbed.telemetry import Event, Sample
 

@@ -15,16 +15,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices import _sparkplug_b_pb2 as pb
-from iiotbed.devices.sparkplug import (
-    MetricDef,
-    SparkplugEdgeNode,
-    command_payload,
-    decode_payload,
-    metric_value,
-)
+from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
 from iiotbed.errors import ConnectorError
 from iiotbed.mqtt import BrokerUrl, parse_broker_url
+from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
+from iiotbed.protocols.sparkplug.codec import command_payload, decode_payload, metric_value
 
 BROKER = "mqtt://127.0.0.1:1883"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms: the "sim epoch" of these tests

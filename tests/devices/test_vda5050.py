@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.vda5050 import AmrAgent
 from iiotbed.devices.vda5050_master import MasterControl
-from iiotbed.devices.vda5050_messages import (
+from iiotbed.protocols.vda5050.messages import (
     Order,
     edge,
     instant_action,

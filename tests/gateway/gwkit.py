@@ -18,9 +18,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from iiotbed.protocols.uns import UnsSample, decode_batch
 from iiotbed.scenario import Scenario, load_scenario
 from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import UnsSample, decode_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 

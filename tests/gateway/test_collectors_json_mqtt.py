@@ -13,8 +13,8 @@ from gwkit import ListSink, until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.gateway.collectors import JsonMapping, JsonMqttCollector, resolve_pointer
+from iiotbed.protocols.uns import UnsError
 from iiotbed.telemetry import Quality
-from iiotbed.uns import UnsError
 
 EPOCH = 1_767_571_200.0
 

@@ -14,9 +14,9 @@ import pytest
 from gwkit import ListSink, Mosquitto, clear_retained, until
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices import _sparkplug_b_pb2 as pb
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
 from iiotbed.gateway.collectors import SparkplugHost
+from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
 from iiotbed.telemetry import Quality
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]

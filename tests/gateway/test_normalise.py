@@ -19,8 +19,8 @@ from iiotbed.gateway import (
     unit_code,
     unit_from_opcua,
 )
+from iiotbed.protocols.uns import UnsError, decode_sample, encode_sample
 from iiotbed.telemetry import Quality, Sample
-from iiotbed.uns import UnsError, decode_sample, encode_sample
 
 EPOCH = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 BONDER = "tcl/huizhou/module-assembly/line-1/bonding/bonder-01"

@@ -20,8 +20,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.gateway import DurableBuffer, UnsPublisher
+from iiotbed.protocols.uns import decode_batch, decode_sample, split_topic
 from iiotbed.telemetry import Event, Quality, Sample
-from iiotbed.uns import decode_batch, decode_sample, split_topic
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
 

@@ -18,7 +18,6 @@ import pytest
 from gwkit import ROOT, UnsSubscriber, clear_retained, five_g, free_port, last_values, until
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.devices import _sparkplug_b_pb2 as pb
 from iiotbed.devices.live import LiveFactory, LiveOptions
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
 from iiotbed.devices.vda5050 import AmrAgent
@@ -35,6 +34,7 @@ from iiotbed.gateway.settings import (
     load_settings,
     settings_from_scenario,
 )
+from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
 from iiotbed.telemetry import Quality
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]

@@ -20,9 +20,9 @@ from iiotbed.platform import Layout, compute_kpis
 from iiotbed.platform.catalog import RunCatalog
 from iiotbed.platform.ingest import Ingest
 from iiotbed.platform.store import open_store
+from iiotbed.protocols.uns import encode_batch, encode_sample, sample_id, stream_topic
 from iiotbed.scenario import Scenario, load_scenario
 from iiotbed.telemetry import Event, Record, Sample
-from iiotbed.uns import encode_batch, encode_sample, sample_id, stream_topic
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(90)]
 

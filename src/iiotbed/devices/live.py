@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the adapters import asyncua and paho: loaded only when the 
     from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
     from iiotbed.devices.vda5050 import AmrAgent
     from iiotbed.devices.vda5050_master import MasterControl
-    from iiotbed.devices.vda5050_messages import Action, Order
+    from iiotbed.protocols.vda5050.messages import Action, Order
 
 __all__ = ["LiveFactory", "LiveOptions", "LiveSummary", "run_live"]
 
@@ -558,7 +558,7 @@ class LiveFactory:
     # ------------------------------------------------------------------ VDA 5050
 
     def _to_agents(self, records: list[Record]) -> None:
-        from iiotbed.devices.vda5050_messages import edge, node
+        from iiotbed.protocols.vda5050.messages import edge, node
 
         epoch = self._epoch_s
         touched: dict[str, float] = {}

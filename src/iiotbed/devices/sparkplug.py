@@ -16,80 +16,30 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
 
-from google.protobuf.message import DecodeError
-
-from iiotbed.devices import _sparkplug_b_pb2 as pb
 from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
+from iiotbed.protocols.sparkplug.codec import (
+    BDSEQ_METRIC,
+    DATATYPES,
+    NAMESPACE,
+    REBIRTH_METRIC,
+    UNIT_PROPERTY,
+    MetricDef,
+    check_id,
+    check_value,
+    decode_payload,
+    encode_value,
+    metric_value,
+    pb,
+)
 
-__all__ = [
-    "DATATYPES",
-    "NAMESPACE",
-    "REBIRTH_METRIC",
-    "CommandHandler",
-    "MetricDef",
-    "SparkplugEdgeNode",
-    "SparkplugStats",
-    "command_payload",
-    "decode_payload",
-    "metric_value",
-]
+__all__ = ["CommandHandler", "MetricDef", "SparkplugEdgeNode", "SparkplugStats"]
 
 log = logging.getLogger(__name__)
 
-NAMESPACE: Final = "spBv1.0"
-REBIRTH_METRIC: Final = "Node Control/Rebirth"
-BDSEQ_METRIC: Final = "bdSeq"
-UNIT_PROPERTY: Final = "engUnit"  # a convention (Ignition's), the specification names none
-
-#: Supported scalar datatypes: name -> (Sparkplug DataType number, payload field).
-DATATYPES: Final[Mapping[str, tuple[int, str]]] = {
-    "Int8": (pb.Int8, "int_value"),
-    "Int16": (pb.Int16, "int_value"),
-    "Int32": (pb.Int32, "int_value"),
-    "Int64": (pb.Int64, "long_value"),
-    "UInt8": (pb.UInt8, "int_value"),
-    "UInt16": (pb.UInt16, "int_value"),
-    "UInt32": (pb.UInt32, "int_value"),
-    "UInt64": (pb.UInt64, "long_value"),
-    "Float": (pb.Float, "float_value"),
-    "Double": (pb.Double, "double_value"),
-    "Boolean": (pb.Boolean, "boolean_value"),
-    "String": (pb.String, "string_value"),
-    "Text": (pb.Text, "string_value"),
-    "UUID": (pb.UUID, "string_value"),
-    "DateTime": (pb.DateTime, "long_value"),
-    "Bytes": (pb.Bytes, "bytes_value"),
-}
-_NAME_OF: Final = {code: name for name, (code, _) in DATATYPES.items()}
-# Integer datatypes: (bits, signed). Signed values travel sign-extended (two's complement)
-# in the unsigned protobuf field, as the Tahu reference implementation does.
-_INTS: Final = {
-    "Int8": (8, True), "Int16": (16, True), "Int32": (32, True), "Int64": (64, True),
-    "UInt8": (8, False), "UInt16": (16, False), "UInt32": (32, False), "UInt64": (64, False),
-    "DateTime": (64, False),
-}  # fmt: skip
 
 #: ``on_command(device or None for the node, metric, value) -> accepted``.
 CommandHandler = Callable[[str | None, str, object], bool]
-
-
-@dataclass(frozen=True)
-class MetricDef:
-    """One metric of the node or a device; ``unit`` is a UNECE Rec. 20 code."""
-
-    name: str
-    datatype: str
-    writable: bool = False
-    unit: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.datatype not in DATATYPES:
-            raise ValueError(
-                f"metric {self.name!r}: datatype {self.datatype!r} is not supported; "
-                f"use one of {', '.join(DATATYPES)}"
-            )
 
 
 @dataclass
@@ -113,105 +63,8 @@ class _Metric:
         self.timestamp_ms: int | None = None
 
 
-# ---- payload codec --------------------------------------------------------------------
-
-
-def _check(datatype: str, value: object) -> object:
-    """Return ``value`` normalised for ``datatype`` or raise TypeError/ValueError."""
-    if datatype in _INTS:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{datatype} needs an int, got {type(value).__name__} {value!r}")
-        bits, signed = _INTS[datatype]
-        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-        if not lo <= value <= hi:
-            raise ValueError(f"{datatype} value {value} is outside [{lo}, {hi}]")
-        return value
-    if datatype in ("Float", "Double"):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise TypeError(f"{datatype} needs a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if datatype == "Boolean":
-        if not isinstance(value, bool):
-            raise TypeError(f"Boolean needs a bool, got {type(value).__name__} {value!r}")
-        return value
-    if datatype == "Bytes":
-        if not isinstance(value, bytes):
-            raise TypeError(f"Bytes needs bytes, got {type(value).__name__}")
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"{datatype} needs a str, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _encode_value(metric: pb.Payload.Metric, datatype: str, value: object) -> None:
-    if value is None:
-        metric.is_null = True
-        return
-    field = DATATYPES[datatype][1]
-    if datatype in _INTS:
-        assert isinstance(value, int)
-        width = 32 if field == "int_value" else 64
-        setattr(metric, field, value & ((1 << width) - 1))
-    else:
-        setattr(metric, field, value)
-
-
-def metric_value(metric: pb.Payload.Metric, datatype: str | None = None) -> object:
-    """Decode a metric's value by its datatype (``metric.datatype`` unless given).
-
-    Raises ValueError when the value field does not fit the datatype.
-    """
-    name = datatype or _NAME_OF.get(metric.datatype)
-    if name is None:
-        raise ValueError(f"metric {metric.name!r}: unsupported datatype number {metric.datatype}")
-    if metric.is_null:
-        return None
-    field = metric.WhichOneof("value")
-    if field is None:
-        raise ValueError(f"metric {metric.name!r} carries no value")
-    expected = DATATYPES[name][1]
-    # UInt32 went to long_value before Sparkplug 3.0 pinned it to int_value: accept both.
-    if field != expected and not (name == "UInt32" and field == "long_value"):
-        raise ValueError(f"metric {metric.name!r}: a {name} value cannot be in {field}")
-    raw: object = getattr(metric, field)
-    if name in _INTS:
-        assert isinstance(raw, int)
-        bits, signed = _INTS[name]
-        raw &= (1 << bits) - 1
-        if signed and raw >= 1 << (bits - 1):
-            raw -= 1 << bits
-    return raw
-
-
-def decode_payload(data: bytes) -> pb.Payload:
-    """Parse a Sparkplug B payload; raises ValueError on bytes that are not one."""
-    try:
-        return pb.Payload.FromString(data)
-    except DecodeError as exc:
-        raise ValueError(f"not a Sparkplug B payload: {exc}") from exc
-
-
-def command_payload(
-    metrics: Sequence[tuple[str, str, object]], timestamp_ms: int
-) -> bytes:
-    """Encode an NCMD/DCMD payload from ``(name, datatype, value)`` triples."""
-    payload = pb.Payload(timestamp=timestamp_ms)
-    for name, datatype, value in metrics:
-        m = payload.metrics.add(name=name, timestamp=timestamp_ms, datatype=DATATYPES[datatype][0])
-        _encode_value(m, datatype, _check(datatype, value))
-    return payload.SerializeToString()
-
-
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _check_id(kind: str, value: str) -> None:
-    if not value or any(c in value for c in "/+#"):
-        raise ValueError(f"Sparkplug {kind} {value!r} must be non-empty without '/', '+' or '#'")
-
-
-# ---- the edge node --------------------------------------------------------------------
 
 
 class SparkplugEdgeNode(MqttAdapter):
@@ -237,8 +90,8 @@ class SparkplugEdgeNode(MqttAdapter):
         clock: Callable[[], int] | None = None,
         use_aliases: bool = True,
     ) -> None:
-        _check_id("group_id", group_id)
-        _check_id("edge_node_id", edge_node_id)
+        check_id("group_id", group_id)
+        check_id("edge_node_id", edge_node_id)
         self.group_id = group_id
         self.edge_node_id = edge_node_id
         self.primary_host_id = primary_host_id
@@ -251,7 +104,7 @@ class SparkplugEdgeNode(MqttAdapter):
         alias = 0
         for device, defs in [(None, node_metrics), *sorted((devices or {}).items())]:
             if device is not None:
-                _check_id("device_id", device)
+                check_id("device_id", device)
             table: dict[str, _Metric] = {}
             for d in defs:
                 if d.name in table or (device is None and d.name in (BDSEQ_METRIC, REBIRTH_METRIC)):
@@ -318,7 +171,7 @@ class SparkplugEdgeNode(MqttAdapter):
                 f"known: {', '.join(table) or 'none'}"
             )
         if value is not None:
-            value = _check(m.defn.datatype, value)
+            value = check_value(m.defn.datatype, value)
         changes = self._pending.setdefault(device, {}).setdefault(metric, [])
         if changes:
             last, known = changes[-1][0], True
@@ -350,7 +203,7 @@ class SparkplugEdgeNode(MqttAdapter):
                     else:
                         pm.name = name
                         pm.datatype = DATATYPES[m.defn.datatype][0]
-                    _encode_value(pm, m.defn.datatype, value)
+                    encode_value(pm, m.defn.datatype, value)
             if self._born and payload.metrics:
                 payload.timestamp = newest
                 payload.seq = self._next_seq()
@@ -437,7 +290,7 @@ class SparkplugEdgeNode(MqttAdapter):
             if m.defn.unit is not None:
                 pm.properties.keys.append(UNIT_PROPERTY)
                 pm.properties.values.add(type=pb.String, string_value=m.defn.unit)
-            _encode_value(pm, m.defn.datatype, m.value)
+            encode_value(pm, m.defn.datatype, m.value)
 
     # -- incoming messages --
 

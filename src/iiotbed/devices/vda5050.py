@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from iiotbed.devices.vda5050_messages import (
+from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
+from iiotbed.protocols.vda5050.messages import (
     INTERFACE_NAME,
     MAJOR_VERSION,
     VERSION,
@@ -28,7 +29,6 @@ from iiotbed.devices.vda5050_messages import (
     schema_errors,
     topic_prefix,
 )
-from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
 
 __all__ = ["AmrAgent", "AmrStats", "InstantActionHandler", "OrderHandler"]
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from iiotbed.devices.vda5050_messages import (
+from iiotbed.mqtt import Message, MqttAdapter, MqttConnection
+from iiotbed.protocols.vda5050.messages import (
     INTERFACE_NAME,
     MAJOR_VERSION,
     VERSION,
@@ -24,7 +25,6 @@ from iiotbed.devices.vda5050_messages import (
     schema_errors,
     topic_prefix,
 )
-from iiotbed.mqtt import Message, MqttAdapter, MqttConnection
 
 __all__ = ["MasterControl", "MasterStats"]
 
@@ -86,7 +86,7 @@ class MasterControl(MqttAdapter):
         nodes: Sequence[Mapping[str, Any]],
         edges: Sequence[Mapping[str, Any]],
     ) -> dict[str, Any]:
-        """Publish an order (build nodes/edges with ``vda5050_messages.node``/``edge``)."""
+        """Publish an order (build nodes/edges with ``iiotbed.protocols.vda5050.messages.node``/``edge``)."""
         msg = {**self._header(serial_number, "order"), "orderId": order_id,
                "orderUpdateId": order_update_id, "nodes": [dict(n) for n in nodes],
                "edges": [dict(e) for e in edges]}  # fmt: skip
@@ -97,7 +97,7 @@ class MasterControl(MqttAdapter):
     def send_instant_actions(
         self, serial_number: str, actions: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]:
-        """Publish instant actions (build them with ``vda5050_messages.instant_action``)."""
+        """Publish instant actions (build them with ``iiotbed.protocols.vda5050.messages.instant_action``)."""
         msg = {**self._header(serial_number, "instantActions"), "actions": [dict(a) for a in actions]}
         self._send(serial_number, "instantActions", msg)
         self.stats.instant_actions_sent += 1

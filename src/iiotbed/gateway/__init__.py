@@ -3,7 +3,7 @@
 Protocol collectors (OPC UA subscriptions, Sparkplug host, VDA 5050) turn device traffic
 into :class:`~iiotbed.telemetry.Sample` records with :mod:`iiotbed.gateway.normalise`,
 hand them to :meth:`UnsPublisher.submit`, which buffers them on disk in a
-:class:`DurableBuffer` and forwards them to MQTT under the UNS (:mod:`iiotbed.uns`).
+:class:`DurableBuffer` and forwards them to MQTT under the UNS (:mod:`iiotbed.protocols.uns`).
 """
 
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem

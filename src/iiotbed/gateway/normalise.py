@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Final
 
+from iiotbed.protocols.uns import UnsError
 from iiotbed.telemetry import Quality, Sample
-from iiotbed.uns import UnsError
 
 __all__ = [
     "UNIT_CODES",

@@ -31,8 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iiotbed.errors import ConnectorError, StorageError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
 from iiotbed.mqtt import parse_broker_url, stop_client
-from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import (
+from iiotbed.protocols.uns import (
     DEFAULT_ROOT,
     UnsError,
     current_topic,
@@ -41,6 +40,7 @@ from iiotbed.uns import (
     sample_dict,
     stream_topic,
 )
+from iiotbed.telemetry import Event, Sample
 
 __all__ = ["PublisherMetrics", "UnsPublisher"]
 

@@ -28,8 +28,8 @@ from iiotbed.gateway.collectors.base import Backoff, Collector, CollectorStats
 from iiotbed.gateway.publisher import UnsPublisher
 from iiotbed.gateway.settings import GatewaySettings
 from iiotbed.mqtt import MqttConnection, Will
+from iiotbed.protocols.uns import format_ts
 from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import format_ts
 
 __all__ = ["Gateway", "Outbox", "build_collectors"]
 

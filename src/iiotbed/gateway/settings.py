@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from iiotbed._yaml import Located, load_located
 from iiotbed.errors import ScenarioError
+from iiotbed.protocols.uns import UnsError, stream_topic
 from iiotbed.scenario import Scenario, _issues
-from iiotbed.uns import UnsError, stream_topic
 
 __all__ = [
     "GatewaySettings",

@@ -1,7 +1,7 @@
 """UNS ingest: MQTT stream batches → decode → dedup → store, and a live KPI view per run.
 
 :class:`Ingest` subscribes to ``<root>/_stream/#`` (and, optionally, the retained
-current-value topics), decodes each message with :func:`iiotbed.uns.decode_batch` in a
+current-value topics), decodes each message with :func:`iiotbed.protocols.uns.decode_batch` in a
 worker thread, drops samples whose id it has seen lately, and writes the rest to the store
 in one batch per round (the store deduplicates by id as well, so a resend can never be
 counted twice). New samples also feed one :class:`~iiotbed.platform.kpi.KpiAccumulator`
@@ -29,8 +29,8 @@ from iiotbed.mqtt import Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store
+from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, UnsError, decode_batch, decode_sample
 from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import DEFAULT_ROOT, STREAM_LEVEL, UnsError, decode_batch, decode_sample
 
 __all__ = ["Ingest", "IngestMetrics", "LiveRun"]
 

@@ -24,7 +24,7 @@ from iiotbed.platform.catalog import RunCatalog
 from iiotbed.platform.ingest import Ingest
 from iiotbed.platform.queries import PlatformView
 from iiotbed.platform.store import Store, open_store
-from iiotbed.uns import DEFAULT_ROOT
+from iiotbed.protocols.uns import DEFAULT_ROOT
 
 if TYPE_CHECKING:
     from iiotbed.scenario import Scenario

@@ -25,8 +25,8 @@ from asyncua import Client, Node, ua
 from iiotbed.errors import ConnectorError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, quality_from_status, unit_from_opcua
+from iiotbed.protocols.uns import UnsError
 from iiotbed.telemetry import Event, Quality, Sample, Tag
-from iiotbed.uns import UnsError
 
 __all__ = ["OpcUaCollector"]
 

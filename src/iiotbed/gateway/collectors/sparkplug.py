@@ -13,35 +13,32 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
 
 import orjson
 
-from iiotbed.devices import _sparkplug_b_pb2 as pb
-from iiotbed.devices.sparkplug import (
-    DATATYPES,
-    NAMESPACE,
-    REBIRTH_METRIC,
-    command_payload,
-    decode_payload,
-    metric_value,
-)
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
 from iiotbed.mqtt import Message, MqttConnection, Will
+from iiotbed.protocols.sparkplug.codec import (
+    BDSEQ_METRIC,
+    DATATYPE_NAMES,
+    MESSAGE_TYPES,
+    NAMESPACE,
+    REBIRTH_METRIC,
+    UNIT_PROPERTY,
+    command_payload,
+    decode_payload,
+    metric_value,
+    pb,
+)
+from iiotbed.protocols.uns import UnsError
 from iiotbed.telemetry import Quality, Sample
-from iiotbed.uns import UnsError
 
 __all__ = ["SparkplugHost", "SparkplugHostStats"]
 
 log = logging.getLogger(__name__)
 
-_NAME_OF: Final = {code: name for name, (code, _) in DATATYPES.items()}
-_BDSEQ: Final = "bdSeq"
-_KINDS: Final = frozenset(
-    ("NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD")
-)
 
 
 @dataclass
@@ -175,7 +172,7 @@ class SparkplugHost(MqttCollector):
             self._malformed(msg.topic, str(exc))
 
     def _handle(self, parts: list[str], data: bytes, now: float) -> None:
-        if len(parts) not in (4, 5) or parts[0] != NAMESPACE or parts[2] not in _KINDS:
+        if len(parts) not in (4, 5) or parts[0] != NAMESPACE or parts[2] not in MESSAGE_TYPES:
             raise _Bad("topic is not spBv1.0/<group>/<type>/<edge>[/<device>]")
         group, kind, edge = parts[1], parts[2], parts[3]
         device = parts[4] if len(parts) == 5 else None
@@ -235,7 +232,7 @@ class SparkplugHost(MqttCollector):
         return f"{group}/{edge}" if device is None else f"{group}/{edge}/{device}"
 
     def _nbirth(self, key: tuple[str, str], payload: pb.Payload, now: float) -> None:
-        bd = next((m for m in payload.metrics if m.name == _BDSEQ), None)
+        bd = next((m for m in payload.metrics if m.name == BDSEQ_METRIC), None)
         if bd is None or bd.WhichOneof("value") != "long_value":
             raise _Bad("NBIRTH without an Int64 bdSeq metric")
         node = self._nodes.setdefault(key, _Node())
@@ -258,16 +255,16 @@ class SparkplugHost(MqttCollector):
     def _birth(self, table: _Table, payload: pb.Payload, now: float) -> None:
         problems = []
         for m in payload.metrics:
-            if m.name in (_BDSEQ,) or m.name.startswith("Node Control/"):
+            if m.name in (BDSEQ_METRIC,) or m.name.startswith("Node Control/"):
                 continue
-            dtype = _NAME_OF.get(m.datatype)
+            dtype = DATATYPE_NAMES.get(m.datatype)
             if not m.name or dtype is None:
                 problems.append(f"metric {m.name!r}: no name or unsupported datatype {m.datatype}")
                 continue
             unit = None
             props = m.properties
             for k, v in zip(props.keys, props.values, strict=False):
-                if k == "engUnit" and v.WhichOneof("value") == "string_value":
+                if k == UNIT_PROPERTY and v.WhichOneof("value") == "string_value":
                     try:
                         unit = unit_code(v.string_value)
                     except UnsError as exc:
@@ -287,7 +284,7 @@ class SparkplugHost(MqttCollector):
         seq = payload.seq if payload.HasField("seq") else None
         for m in payload.metrics:
             if m.HasField("name") and m.name:
-                if m.name == _BDSEQ or m.name.startswith("Node Control/"):
+                if m.name == BDSEQ_METRIC or m.name.startswith("Node Control/"):
                     continue
                 metric = table.by_name.get(m.name)
             elif m.HasField("alias"):
@@ -321,7 +318,7 @@ class SparkplugHost(MqttCollector):
             raise _Bad("; ".join(problems[:3]) + more)
 
     def _ndeath(self, key: tuple[str, str], node: _Node | None, payload: pb.Payload, now: float) -> None:
-        bd = next((m for m in payload.metrics if m.name == _BDSEQ), None)
+        bd = next((m for m in payload.metrics if m.name == BDSEQ_METRIC), None)
         if bd is None or bd.WhichOneof("value") != "long_value":
             raise _Bad("NDEATH without an Int64 bdSeq metric")
         if node is None or node.table is None or bd.long_value != node.bd_seq:

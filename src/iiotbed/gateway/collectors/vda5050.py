@@ -14,10 +14,10 @@ from typing import Any, Final
 
 import orjson
 
-from iiotbed.devices.vda5050_messages import INTERFACE_NAME, MAJOR_VERSION
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.mqtt import Message, MqttConnection
+from iiotbed.protocols.vda5050.messages import INTERFACE_NAME, MAJOR_VERSION
 from iiotbed.telemetry import Quality, Sample, Tag
 
 __all__ = ["Vda5050Collector"]

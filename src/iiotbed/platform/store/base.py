@@ -1,7 +1,7 @@
 """The store contract: records of runs kept in a database, the same API on every backend.
 
 Samples are deduplicated on their identity (run, asset, tag, t, value, quality), the
-fields :func:`iiotbed.uns.sample_id` hashes, so a resend, a replayed buffer or an
+fields :func:`iiotbed.protocols.uns.sample_id` hashes, so a resend, a replayed buffer or an
 overlapping batch is stored once.
 Times ``t`` are seconds since the scenario epoch, as in :mod:`iiotbed.telemetry`.
 """

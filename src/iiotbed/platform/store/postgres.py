@@ -31,8 +31,8 @@ from iiotbed.platform.store.base import (
     RunInfo,
     epoch_seconds,
 )
+from iiotbed.protocols.uns import event_id
 from iiotbed.telemetry import Event, Sample
-from iiotbed.uns import event_id
 
 __all__ = ["PostgresStore"]
 

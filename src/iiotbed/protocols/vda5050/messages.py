@@ -62,7 +62,7 @@ def iso_timestamp(t: float) -> str:
 
 @cache
 def _validator(topic: str) -> Draft202012Validator:
-    text = files("iiotbed.devices").joinpath("vda5050_schemas", f"{topic}.schema").read_text("utf-8")
+    text = files("iiotbed.protocols.vda5050").joinpath("schemas", f"{topic}.schema").read_text("utf-8")
     return Draft202012Validator(json.loads(text))
 
 

@@ -530,6 +530,6 @@ def schema() -> dict[str, Any]:
     """The UNS JSON Schema (``uns_schema.json`` shipped in the package)."""
     from importlib.resources import files
 
-    data = files("iiotbed").joinpath("uns_schema.json").read_bytes()
+    data = files("iiotbed.protocols").joinpath("uns_schema.json").read_bytes()
     result: dict[str, Any] = orjson.loads(data)
     return result

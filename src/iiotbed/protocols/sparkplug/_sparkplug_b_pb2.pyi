@@ -8,7 +8,7 @@ are unchanged so the wire format is the specification's.
 
 _sparkplug_b_pb2.py / .pyi are generated from this file; regenerate with
   python -m grpc_tools.protoc -I src --python_out=src --mypy_out=src \\
-      src/iiotbed/devices/_sparkplug_b.proto
+      src/iiotbed/protocols/sparkplug/_sparkplug_b.proto
 (grpcio-tools + mypy-protobuf) and keep the `protobuf` pin in pyproject.toml at the
 generator's major version: the generated module refuses an older runtime.
 """

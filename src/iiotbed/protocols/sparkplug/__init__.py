@@ -1,0 +1,3 @@
+"""Sparkplug B 3.0 wire format (:mod:`.codec`) and the specification's protobuf schema."""
+
+__all__: list[str] = []
