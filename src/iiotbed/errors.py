@@ -3,12 +3,20 @@
 ::
 
     IiotbedError
-    ├── ScenarioError      a scenario file is unreadable or invalid (path, line)
-    ├── SimulationError    the model reached an impossible state
+    ├── ScenarioError      a scenario file is unreadable or invalid (path, line; every issue)
+    ├── SimulationError    the model reached an impossible state (a bug, not a user error)
+    ├── CommandRefused     a machine or AMR refused a command in its present state (target, command)
     ├── ConnectorError     a protocol peer (broker, OPC UA server) misbehaved (endpoint)
-    └── StorageError       a store could not be opened or written (url)
+    ├── UnsError           a UNS topic or payload breaks the schema (reason, field, topic)
+    ├── StorageError       a store could not be opened, read or written (url)
+    │   └── EventLogError  a line of an event log is not a record (path, line)
+    └── QueryError         the platform cannot answer a query as asked
+        └── NotFound       the run, asset or identifier asked for is not known
 
-Every message says the value, the place and the fix.
+Every message says the value, the place and the fix. Each boundary maps these once:
+the CLI to exit codes (2 for usage), the HTTP API to 400/404/503, OPC UA to status codes
+(``CommandRefused`` -> ``BadInvalidState`` / ``BadOutOfRange``), Sparkplug B and VDA 5050
+to a refused command counted and logged (VDA 5050: an error in the AMR's ``state``).
 """
 
 from __future__ import annotations
@@ -16,12 +24,17 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "CommandRefused",
     "ConnectorError",
+    "EventLogError",
     "IiotbedError",
+    "NotFound",
+    "QueryError",
     "ScenarioError",
     "ScenarioIssue",
     "SimulationError",
     "StorageError",
+    "UnsError",
 ]
 
 
@@ -88,3 +101,48 @@ class StorageError(IiotbedError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         self.url = url
         super().__init__(message)
+
+
+class EventLogError(StorageError):
+    """A line of an event log is not a record; ``path`` and ``line`` say where."""
+
+    def __init__(self, message: str, *, path: Path, line: int) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(f"{path}:{line}: {message}", url=str(path))
+
+
+class CommandRefused(IiotbedError):
+    """A command cannot be carried out now; ``target`` and ``command`` say which.
+
+    ``out_of_range`` marks a value outside its allowed range (OPC UA ``BadOutOfRange``)
+    rather than a command the present state forbids (``BadInvalidState``).
+    """
+
+    def __init__(
+        self, message: str, *, target: str, command: str, out_of_range: bool = False
+    ) -> None:
+        self.target = target
+        self.command = command
+        self.out_of_range = out_of_range
+        super().__init__(f"{target}: {command} refused: {message}")
+
+
+class UnsError(IiotbedError):
+    """A UNS topic or payload is invalid; ``reason`` says why, ``field``/``topic`` where."""
+
+    def __init__(self, reason: str, *, field: str | None = None, topic: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        self.topic = topic
+        where = f" (field {field!r})" if field else ""
+        on = f" on topic {topic!r}" if topic else ""
+        super().__init__(f"invalid UNS message{on}{where}: {reason}")
+
+
+class QueryError(IiotbedError):
+    """The platform cannot answer the query as asked; the message says what to change."""
+
+
+class NotFound(QueryError):
+    """The run, asset or identifier asked for is not known."""

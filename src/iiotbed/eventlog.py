@@ -14,24 +14,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from iiotbed.errors import StorageError
+from iiotbed.errors import EventLogError, StorageError
 from iiotbed.telemetry import Event, Quality, Record, Sample
 
-__all__ = ["EventLogError", "dump_records", "load_records", "record_to_json", "write_event_log"]
+__all__ = ["dump_records", "load_records", "record_to_json", "write_event_log"]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=False,
                             allow_nan=False)
 _FIELDS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
                                    allow_nan=False)
-
-
-class EventLogError(StorageError):
-    """A line of an event log is not a record; ``path`` and ``line`` say where."""
-
-    def __init__(self, message: str, *, path: Path, line: int) -> None:
-        self.path = path
-        self.line = line
-        super().__init__(f"{path}:{line}: {message}", url=str(path))
 
 
 def record_to_json(r: Record) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Final
 
 __all__ = [
     "Event",
+    "EventName",
     "ItemState",
     "OperationMode",
     "PackMLState",
@@ -121,6 +122,32 @@ class Tag:
     POSITION_X: Final = "PositionX"  # metres
     POSITION_Y: Final = "PositionY"
     BUSY: Final = "Busy"  # technicians busy now
+    # derived by the live layer (the simulator emits none of these per cycle)
+    CYCLE_TIME: Final = "CycleTime"  # s, executing time of the last completed unit
+    POWER: Final = "Power"  # kW, present draw, from the station's state
+    SPEED_SETPOINT: Final = "SpeedSetpoint"  # writable speed factor (OPC UA, Sparkplug DCMD)
+
+
+class EventName:
+    """Event names the simulator emits and the live layer and platform read."""
+
+    UNIT_PRODUCED: Final = "UnitProduced"
+    UNIT_SCRAPPED: Final = "UnitScrapped"
+    UNIT_REWORKED: Final = "UnitReworked"
+    DEFECT_INTRODUCED: Final = "DefectIntroduced"
+    FAILURE_START: Final = "FailureStart"
+    REPAIR_END: Final = "RepairEnd"
+    PDM_START: Final = "PredictiveMaintenanceStart"
+    PDM_END: Final = "PredictiveMaintenanceEnd"
+    TECHNICIAN_DISPATCHED: Final = "TechnicianDispatched"
+    KIT_DELIVERY: Final = "KitDelivery"
+    AMR_TRIP_START: Final = "AmrTripStart"
+    AMR_TRIP_END: Final = "AmrTripEnd"
+    AMR_PAUSED: Final = "AmrPaused"
+    AMR_RESUMED: Final = "AmrResumed"
+    CHARGE_START: Final = "ChargeStart"
+    CHARGE_END: Final = "ChargeEnd"
+    ALARM: Final = "Alarm"  # an OPC UA alarm event, seen by the gateway
 
 
 @dataclass(frozen=True, slots=True)

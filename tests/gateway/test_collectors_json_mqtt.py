@@ -12,8 +12,8 @@ import pytest
 from gwkit import ListSink, until
 from paho.mqtt.enums import CallbackAPIVersion
 
+from iiotbed.errors import UnsError
 from iiotbed.gateway.collectors import JsonMapping, JsonMqttCollector, resolve_pointer
-from iiotbed.protocols.uns import UnsError
 from iiotbed.telemetry import Quality
 
 EPOCH = 1_767_571_200.0

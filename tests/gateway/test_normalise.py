@@ -9,6 +9,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from iiotbed.errors import UnsError
 from iiotbed.gateway import (
     StaleMonitor,
     mark_stale,
@@ -19,7 +20,7 @@ from iiotbed.gateway import (
     unit_code,
     unit_from_opcua,
 )
-from iiotbed.protocols.uns import UnsError, decode_sample, encode_sample
+from iiotbed.protocols.uns import decode_sample, encode_sample
 from iiotbed.telemetry import Quality, Sample
 
 EPOCH = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Final
 
-from iiotbed.protocols.uns import UnsError
+from iiotbed.errors import UnsError
 from iiotbed.telemetry import Quality, Sample
 
 __all__ = [

@@ -28,12 +28,11 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from iiotbed.errors import ConnectorError, StorageError
+from iiotbed.errors import ConnectorError, StorageError, UnsError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
 from iiotbed.mqtt import parse_broker_url, stop_client
 from iiotbed.protocols.uns import (
     DEFAULT_ROOT,
-    UnsError,
     current_topic,
     event_dict,
     join_batch,

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from iiotbed._yaml import Located, load_located
-from iiotbed.errors import ScenarioError
-from iiotbed.protocols.uns import UnsError, stream_topic
+from iiotbed.errors import ScenarioError, UnsError
+from iiotbed.protocols.uns import stream_topic
 from iiotbed.scenario import Scenario, _issues
 
 __all__ = [

@@ -19,9 +19,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from iiotbed import __version__
-from iiotbed.errors import StorageError
+from iiotbed.errors import NotFound, QueryError, StorageError
 from iiotbed.platform.kpi import KPI_INFO
-from iiotbed.platform.queries import BadQuery, NotFound, PlatformView, asset_dict, run_dict
+from iiotbed.platform.queries import PlatformView, asset_dict, run_dict
 
 __all__ = ["DASHBOARD_DIR", "create_app"]
 
@@ -63,8 +63,8 @@ def create_app(view: PlatformView, *, broker: str | None = None) -> FastAPI:
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
-    @app.exception_handler(BadQuery)
-    async def bad_query(request: Request, exc: BadQuery) -> JSONResponse:
+    @app.exception_handler(QueryError)
+    async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.exception_handler(StorageError)

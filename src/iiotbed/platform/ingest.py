@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from iiotbed.errors import ConnectorError, StorageError
+from iiotbed.errors import ConnectorError, StorageError, UnsError
 from iiotbed.mqtt import Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store
-from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, UnsError, decode_batch, decode_sample
+from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, decode_batch, decode_sample
 from iiotbed.telemetry import Event, Sample
 
 __all__ = ["Ingest", "IngestMetrics", "LiveRun"]

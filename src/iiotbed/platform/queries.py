@@ -2,7 +2,7 @@
 
 Plain async functions over a store, a run catalog and (optionally) the live ingest; the
 HTTP API is a thin layer over them. They raise :class:`NotFound` for unknown things and
-:class:`BadQuery` for queries that cannot be answered, each with a message saying the fix.
+:class:`QueryError` for queries that cannot be answered, each with a message saying the fix.
 """
 
 from __future__ import annotations
@@ -13,35 +13,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from iiotbed.errors import IiotbedError
+from iiotbed.errors import NotFound, QueryError
 from iiotbed.platform.catalog import RunCatalog, shift_windows
 from iiotbed.platform.ingest import Ingest, LiveRun
 from iiotbed.platform.kpi import KPI_INFO, KpiReport
 from iiotbed.platform.stats import Summary, compare_paired
 from iiotbed.platform.store.base import AssetInfo, RunInfo, Store, epoch_seconds
-from iiotbed.telemetry import Event, ItemState, OperationMode, Sample, Tag
+from iiotbed.telemetry import Event, EventName, ItemState, OperationMode, Sample, Tag
 
 __all__ = [
     "UNIT_EVENTS",
-    "BadQuery",
-    "NotFound",
     "PlatformView",
     "asset_dict",
     "run_dict",
     "sample_json",
 ]
 
-UNIT_EVENTS = ("UnitProduced", "UnitScrapped", "DefectIntroduced", "UnitReworked")
+UNIT_EVENTS = (
+    EventName.UNIT_PRODUCED,
+    EventName.UNIT_SCRAPPED,
+    EventName.DEFECT_INTRODUCED,
+    EventName.UNIT_REWORKED,
+)
 By = Literal["station", "stage", "line", "shift"]
 _MAX_SHIFTS = 400
-
-
-class NotFound(IiotbedError):
-    """The run, asset or identifier asked for is not known."""
-
-
-class BadQuery(IiotbedError):
-    """The query cannot be answered as asked; the message says what to change."""
 
 
 def _finite(x: Any) -> Any:
@@ -166,7 +161,7 @@ class PlatformView:
     ) -> tuple[KpiReport, str]:
         layout = await self.catalog.layout(run.run_id)
         if layout is None:
-            raise BadQuery(
+            raise QueryError(
                 f"run {run.run_id!r} has no known scenario (scenario_file "
                 f"{run.scenario_file!r}); start the platform with --scenario FILE"
             )
@@ -177,7 +172,7 @@ class PlatformView:
                 return report, "live"
         lo = 0.0 if start is None else start
         if end is not None and end < lo:
-            raise BadQuery(f"end ({end:g} s) must not precede start ({lo:g} s)")
+            raise QueryError(f"end ({end:g} s) must not precede start ({lo:g} s)")
         return await self.store.kpis(run.run_id, layout, lo, end), "store"
 
     async def kpis(
@@ -209,27 +204,27 @@ class PlatformView:
     ) -> dict[str, Any]:
         scenario = await self.catalog.scenario(run.run_id)
         if scenario is None:
-            raise BadQuery(f"run {run.run_id!r} has no known scenario: its shifts are unknown")
+            raise QueryError(f"run {run.run_id!r} has no known scenario: its shifts are unknown")
         layout = self.catalog.layout_of(scenario)
         lo = 0.0 if start is None else start
         if end is None:
             last = (await self.store.counts(run.run_id)).last_t
             end = lo if last is None or last < lo else last
         if end < lo:
-            raise BadQuery(f"end ({end:g} s) must not precede start ({lo:g} s)")
+            raise QueryError(f"end ({end:g} s) must not precede start ({lo:g} s)")
         # a shift is at most a day: a longer window cannot hold few enough shifts, and far
         # outside the epoch's era the calendar's dates do not exist
         if end - lo > _MAX_SHIFTS * 86400.0:
-            raise BadQuery(
+            raise QueryError(
                 f"[{lo:g}, {end:g}] s spans more than {_MAX_SHIFTS} days; "
                 f"narrow the window to at most {_MAX_SHIFTS} shifts"
             )
         try:
             windows = shift_windows(scenario, lo, end)
         except (OverflowError, ValueError) as exc:
-            raise BadQuery(f"[{lo:g}, {end:g}] s is outside the calendar's dates: {exc}") from None
+            raise QueryError(f"[{lo:g}, {end:g}] s is outside the calendar's dates: {exc}") from None
         if len(windows) > _MAX_SHIFTS:
-            raise BadQuery(
+            raise QueryError(
                 f"{len(windows)} shifts in [{lo:g}, {end:g}] s; ask for at most {_MAX_SHIFTS} "
                 f"(narrow start/end)"
             )
@@ -267,7 +262,7 @@ class PlatformView:
         self, run_id: str | None, metric: str, goal: float | None
     ) -> dict[str, Any]:
         if metric not in KPI_INFO:
-            raise BadQuery(f"unknown KPI {metric!r}; choose one of {', '.join(sorted(KPI_INFO))}")
+            raise QueryError(f"unknown KPI {metric!r}; choose one of {', '.join(sorted(KPI_INFO))}")
         target = await self.run(run_id) if run_id is not None else None
         if target is not None and target.answer_key is not None:
             stored = target.answer_key.get("comparison")
@@ -393,14 +388,14 @@ class PlatformView:
         stations: list[str] = []
         for e in events:
             f = e.fields
-            if e.name in ("UnitProduced", "UnitScrapped"):
+            if e.name in (EventName.UNIT_PRODUCED, EventName.UNIT_SCRAPPED):
                 record["product"] = f.get("product")
                 record["released_t"] = f.get("released")
                 stations = [str(s) for s in f.get("stations", [])]
-                record["status"] = "produced" if e.name == "UnitProduced" else "scrapped"
+                record["status"] = "produced" if e.name == EventName.UNIT_PRODUCED else "scrapped"
                 record["finished_t"] = e.t
                 record["finished"] = when(e.t)
-                if e.name == "UnitProduced":
+                if e.name == EventName.UNIT_PRODUCED:
                     record["escaped_defect"] = bool(f.get("escaped_defect", False))
                     record["waits"] = f.get("waits")
         if isinstance(record.get("released_t"), int | float):
@@ -410,17 +405,17 @@ class PlatformView:
         genealogy = {
             "stations": [{"name": s, "path": paths.get(s)} for s in stations],
             "defects": [
-                {"t": e.t, "at": e.asset} for e in events if e.name == "DefectIntroduced"
+                {"t": e.t, "at": e.asset} for e in events if e.name == EventName.DEFECT_INTRODUCED
             ],
             "rework": [
                 {"t": e.t, "at": e.asset, "origin": e.fields.get("origin")}
                 for e in events
-                if e.name == "UnitReworked"
+                if e.name == EventName.UNIT_REWORKED
             ],
             "scrap": [
                 {"t": e.t, "at": e.asset, "origin": e.fields.get("origin")}
                 for e in events
-                if e.name == "UnitScrapped"
+                if e.name == EventName.UNIT_SCRAPPED
             ],
         }
         return {

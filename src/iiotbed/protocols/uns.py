@@ -29,14 +29,13 @@ from typing import Any, Final
 
 import orjson
 
-from iiotbed.errors import IiotbedError
+from iiotbed.errors import UnsError
 from iiotbed.telemetry import Event, Quality, Sample
 
 __all__ = [
     "DEFAULT_ROOT",
     "SCHEMA_ID",
     "STREAM_LEVEL",
-    "UnsError",
     "UnsEvent",
     "UnsSample",
     "current_topic",
@@ -83,18 +82,6 @@ _EVENT_KEYS: Final = frozenset(
 )
 _HEX: Final = frozenset("0123456789abcdef")
 _UNIT_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-
-
-class UnsError(IiotbedError):
-    """A UNS topic or payload is invalid; ``reason`` says why, ``field``/``topic`` where."""
-
-    def __init__(self, reason: str, *, field: str | None = None, topic: str | None = None) -> None:
-        self.reason = reason
-        self.field = field
-        self.topic = topic
-        where = f" (field {field!r})" if field else ""
-        on = f" on topic {topic!r}" if topic else ""
-        super().__init__(f"invalid UNS message{on}{where}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import simpy
 from iiotbed.devices.sim._signals import Context, Counter, Signal
 from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.units import Buffer, Unit
-from iiotbed.telemetry import Tag
+from iiotbed.telemetry import EventName, Tag
 
 if TYPE_CHECKING:
     from iiotbed.devices.sim.station import Station
@@ -88,14 +88,14 @@ class LineModel:
         self.output.inc()
         if unit.defective:
             self.escaped.inc()
-        self.ctx.event(self.path, "UnitProduced", {
+        self.ctx.event(self.path, EventName.UNIT_PRODUCED, {
             "unit": unit.id, "product": self.names[unit.product], "stations": unit.stations,
             "released": round(unit.released, 6), "waits": [round(w, 6) for w in unit.waits],
             "escaped_defect": unit.defective})
 
     def scrapped(self, unit: Unit, at: Station, origin: Station) -> None:
         self.scrap.inc()
-        self.ctx.event(at.path, "UnitScrapped", {
+        self.ctx.event(at.path, EventName.UNIT_SCRAPPED, {
             "unit": unit.id, "product": self.names[unit.product], "origin": origin.name,
             "stations": unit.stations, "released": round(unit.released, 6)})
 

@@ -22,7 +22,7 @@ from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.network import LinkUser
 from iiotbed.devices.sim.units import Buffer, Crew, Unit
 from iiotbed.scenario import Dist, Stage
-from iiotbed.telemetry import PlannedState, Tag
+from iiotbed.telemetry import EventName, PlannedState, Tag
 
 if TYPE_CHECKING:
     from iiotbed.devices.sim.line import LineModel
@@ -247,7 +247,7 @@ class Station:
                     yield from self._work(work)
                 if p_defect > 0.0 and quality() < p_defect and not unit.defective:
                     unit.defective, unit.origin = True, self
-                    self.ctx.event(self.path, "DefectIntroduced", {"unit": unit.id})
+                    self.ctx.event(self.path, EventName.DEFECT_INTRODUCED, {"unit": unit.id})
                 scrap = unit.defective and scrap_at_end
             else:
                 scrap = yield from self._inspect(unit)
@@ -297,7 +297,7 @@ class Station:
             yield from self._work(insp.rework_time / self.speed)
             origin.rework.inc()
             unit.defective, unit.origin = False, None
-            self.ctx.event(self.path, "UnitReworked",
+            self.ctx.event(self.path, EventName.UNIT_REWORKED,
                                 {"unit": unit.id, "origin": origin.name})
             return False
         return True
@@ -353,11 +353,11 @@ class Station:
         t0 = env.now
         self.failure_count.inc()
         self._act(_A.BREAKDOWN)
-        self.ctx.event(self.path, "FailureStart", {"failure": self.failure_count.value})
+        self.ctx.event(self.path, EventName.FAILURE_START, {"failure": self.failure_count.value})
         tech_cfg = self.ctx.scenario.technicians
         duration = self._response() + self._repair() * tech_cfg.repair_time_factor
         tech, waited = yield from self.crew.work(self.path, duration, "repair")
-        self.ctx.event(self.path, "RepairEnd", {
+        self.ctx.event(self.path, EventName.REPAIR_END, {
             "technician": tech, "downtime": round(env.now - t0, 6), "waited": round(waited, 6)})
         self.ttf_left = self.ttf_total = self._ttf()
         self._pdm_tried = False
@@ -368,10 +368,10 @@ class Station:
         env = self.env
         t0 = env.now
         self._act(_A.PREDICTIVE)
-        self.ctx.event(self.path, "PredictiveMaintenanceStart",
+        self.ctx.event(self.path, EventName.PDM_START,
                             {"remaining_ttf": round(self.ttf_left, 3)})
         tech, _ = yield from self.crew.work(self.path, self._pdm.duration, "predictive")
-        self.ctx.event(self.path, "PredictiveMaintenanceEnd",
+        self.ctx.event(self.path, EventName.PDM_END,
                             {"technician": tech, "downtime": round(env.now - t0, 6)})
         self.ttf_left = self.ttf_total = self._ttf()
         self._pdm_tried = False

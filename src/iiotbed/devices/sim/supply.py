@@ -16,7 +16,7 @@ import simpy
 from iiotbed.devices.sim._signals import Context, Signal
 from iiotbed.devices.sim.network import LinkUser
 from iiotbed.scenario import AmrFleet, Kits, ManualSupply
-from iiotbed.telemetry import Tag
+from iiotbed.telemetry import EventName, Tag
 
 __all__ = ["AmrControl", "AmrSupply", "KitStock", "ManualCarts", "Supplier"]
 
@@ -103,7 +103,7 @@ class ManualCarts(Supplier):
             yield env.timeout(cfg.load_time + leg + cfg.unload_time)
             n = min(cfg.capacity, stock.room())
             stock.deliver(n)
-            self.ctx.event(stock.path, "KitDelivery", {"kits": n, "by": "handler"})
+            self.ctx.event(stock.path, EventName.KIT_DELIVERY, {"kits": n, "by": "handler"})
             yield env.timeout(leg)
 
 
@@ -190,11 +190,11 @@ class AmrSupply(Supplier):
             return
         env = self.ctx.env
         t0 = env.now
-        self.ctx.event(amr.path, "AmrPaused", {})
+        self.ctx.event(amr.path, EventName.AMR_PAUSED, {})
         while amr.hold is not None:
             yield amr.hold
         self._drain(amr, 0.0)
-        self.ctx.event(amr.path, "AmrResumed", {"paused": round(env.now - t0, 6)})
+        self.ctx.event(amr.path, EventName.AMR_RESUMED, {"paused": round(env.now - t0, 6)})
 
     def _move(self, amr: _Amr, to: Point) -> _Proc:
         yield from self._step(amr)
@@ -214,7 +214,7 @@ class AmrSupply(Supplier):
             yield from self._charge(amr)
         self._trips += 1
         trip = self._trips
-        self.ctx.event(amr.path, "AmrTripStart", {"trip": trip, "station": stock.path})
+        self.ctx.event(amr.path, EventName.AMR_TRIP_START, {"trip": trip, "station": stock.path})
         yield from self._move(amr, self.warehouse)
         yield from self._step(amr)
         yield env.timeout(cfg.load_time)
@@ -223,10 +223,10 @@ class AmrSupply(Supplier):
         yield env.timeout(cfg.unload_time)
         n = min(cfg.capacity, stock.room())
         stock.deliver(n)
-        self.ctx.event(stock.path, "KitDelivery", {"kits": n, "by": amr.name})
+        self.ctx.event(stock.path, EventName.KIT_DELIVERY, {"kits": n, "by": amr.name})
         self._drain(amr, 0.0)
         amr.battery_sig.set(round(amr.battery, 3))
-        self.ctx.event(amr.path, "AmrTripEnd", {"trip": trip, "station": stock.path, "kits": n})
+        self.ctx.event(amr.path, EventName.AMR_TRIP_END, {"trip": trip, "station": stock.path, "kits": n})
         if amr.battery < cfg.battery.charge_threshold:
             yield from self._charge(amr)
         yield from self._step(amr)
@@ -240,12 +240,12 @@ class AmrSupply(Supplier):
         with self.chargers.request() as req:
             yield req
             self._drain(amr, 0.0)
-            self.ctx.event(amr.path, "ChargeStart", {"battery": round(amr.battery, 3)})
+            self.ctx.event(amr.path, EventName.CHARGE_START, {"battery": round(amr.battery, 3)})
             yield env.timeout(max(0.0, b.charge_to - amr.battery) / b.charge_rate_per_h * 3600.0)
             amr.battery = max(amr.battery, b.charge_to)
             amr.t_batt = env.now
             amr.battery_sig.set(round(amr.battery, 3))
-            self.ctx.event(amr.path, "ChargeEnd", {"battery": round(amr.battery, 3)})
+            self.ctx.event(amr.path, EventName.CHARGE_END, {"battery": round(amr.battery, 3)})
 
 
 class AmrControl:

@@ -12,7 +12,7 @@ import simpy
 from simpy.events import NORMAL, Event
 
 from iiotbed.devices.sim._signals import Context, Signal
-from iiotbed.telemetry import Tag
+from iiotbed.telemetry import EventName, Tag
 
 __all__ = ["Buffer", "Crew", "Fifo", "Unit"]
 
@@ -139,7 +139,7 @@ class Crew:
         tech: str = yield self.store.get()
         self.busy.set(self.count - len(self.store.items))
         waited = env.now - t0
-        self.ctx.event(self.path, "TechnicianDispatched",
+        self.ctx.event(self.path, EventName.TECHNICIAN_DISPATCHED,
                             {"technician": tech, "station": asset, "job": what})
         yield env.timeout(duration)
         yield self.store.put(tech)

@@ -22,11 +22,10 @@ from typing import Any, Final
 
 from asyncua import Client, Node, ua
 
-from iiotbed.errors import ConnectorError
+from iiotbed.errors import ConnectorError, UnsError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, quality_from_status, unit_from_opcua
-from iiotbed.protocols.uns import UnsError
-from iiotbed.telemetry import Event, Quality, Sample, Tag
+from iiotbed.telemetry import Event, EventName, Quality, Sample, Tag
 
 __all__ = ["OpcUaCollector"]
 
@@ -39,7 +38,7 @@ STATE_TAGS: Final = {
     "State": Tag.PACKML_STATE,
 }
 _GROUPS: Final = ("OperationCounters", "Monitoring")
-_SETPOINTS: Final = ("SpeedSetpoint",)
+_SETPOINTS: Final = (Tag.SPEED_SETPOINT,)
 _UNITLESS_COUNTER: Final = "C62"
 _ALARM_TYPE: Final = ua.NodeId(ua.ObjectIds.AlarmConditionType)
 # asyncua raises these (and its own UaError family) when a server goes away mid-call
@@ -107,7 +106,7 @@ class _Handler:
         stamp = getattr(event, "Time", None)
         t = c._t(stamp if isinstance(stamp, dt.datetime) else None, now)
         c.stats.events += 1
-        c.sink.events(c.name, [Event(t, asset, "Alarm", fields)])
+        c.sink.events(c.name, [Event(t, asset, EventName.ALARM, fields)])
 
     def status_change_notification(self, status: Any) -> None:
         code = getattr(status, "Status", status)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from iiotbed.errors import UnsError
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
@@ -32,7 +33,6 @@ from iiotbed.protocols.sparkplug.codec import (
     metric_value,
     pb,
 )
-from iiotbed.protocols.uns import UnsError
 from iiotbed.telemetry import Quality, Sample
 
 __all__ = ["SparkplugHost", "SparkplugHostStats"]
