@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from iiotbed._json import finite
+
 if TYPE_CHECKING:
     from iiotbed.platform.kpi import KpiReport
 
-__all__ = ["COUNTERS", "REL_TOLERANCE", "Agreement", "agreement", "finite", "line_view"]
+__all__ = ["COUNTERS", "REL_TOLERANCE", "Agreement", "agreement", "line_view"]
 
 #: counts that must be equal exactly on both paths (station totals for processed/failures)
 COUNTERS = ("good_count", "scrap_count", "processed", "failures")
@@ -41,11 +43,6 @@ class Agreement:
             "difference": self.difference,
             "tolerance": self.tolerance,
         }
-
-
-def finite(x: float | None) -> float | None:
-    """``x``, or None for None, NaN and infinities (JSON has no NaN)."""
-    return x if x is not None and math.isfinite(x) else None
 
 
 def line_view(report: KpiReport) -> dict[str, float]:

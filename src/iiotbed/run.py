@@ -22,13 +22,14 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iiotbed.agreement import Agreement, agreement, finite, line_view
+from iiotbed._json import finite, finite_map
+from iiotbed.agreement import Agreement, agreement, line_view
 from iiotbed.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -118,8 +119,8 @@ class RunReport:
             "window": {"start": self.start, "end": self.end},
             "ended": self.ended,
             "wall_s": round(self.wall_s, 3),
-            "kpis": _clean(self.kpis),
-            "answer_key": _clean(self.answer_key),
+            "kpis": finite_map(self.kpis),
+            "answer_key": finite_map(self.answer_key),
             "agreement": {k: a.to_dict() for k, a in self.agreement.items()},
             "agrees": self.agrees,
             "metric": self.metric,
@@ -136,10 +137,6 @@ class RunReport:
 
 
 # --------------------------------------------------------------------------- agreement
-
-
-def _clean(values: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: finite(v) for k, v in values.items()}
 
 
 def run_id_for(scenario: Scenario, now: dt.datetime | None = None) -> str:
@@ -453,7 +450,7 @@ async def run_all(
             if base_line is not None and base_info is not None and end != duration:
                 # the run stopped early: the baseline's answer key over the same window
                 await store.upsert_run(
-                    dataclasses.replace(base_info, answer_key={"line": _clean(base_line)})
+                    dataclasses.replace(base_info, answer_key={"line": finite_map(base_line)})
                 )
             answer["comparison"] = {
                 "metric": opts.metric, "goal": opts.goal, "improvement": report.improvement,

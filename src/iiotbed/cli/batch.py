@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from iiotbed._json import finite
 from iiotbed.errors import ScenarioError
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ def _comparison_json(
         "upgrade": {"scenario": upg.name, **_summary_json(cmp.upgrade)},
         "improvement": {
             **_summary_json(cmp.improvement),
-            "per_replication": [None if math.isnan(r) else r for r in cmp.ratios],
+            "per_replication": [finite(r) for r in cmp.ratios],
         },
         "verdict": cmp.verdict.value,
         "kpis": {

@@ -8,7 +8,6 @@ at ``/``.
 
 from __future__ import annotations
 
-import math
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from iiotbed import __version__
+from iiotbed._json import finite
 from iiotbed.errors import NotFound, QueryError, StorageError
 from iiotbed.platform.kpi import KPI_INFO
 from iiotbed.platform.queries import PlatformView, asset_dict, run_dict
@@ -160,7 +160,7 @@ def create_app(view: PlatformView, *, broker: str | None = None) -> FastAPI:
             "agg": agg if every is not None else None,
             "truncated": truncated,
             "points": [
-                [p.t, None if isinstance(p.value, float) and not math.isfinite(p.value) else p.value]
+                [p.t, finite(p.value)]
                 for p in points[:limit]
             ],
         }

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from iiotbed._json import finite_map
 from iiotbed.platform.layout import Layout, StationLayout
 from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Quality, Record, Sample, Tag
 
@@ -74,14 +75,10 @@ class KpiReport:
         return {
             "start": self.start,
             "end": self.end,
-            "line": _clean(self.line),
-            "stages": {k: _clean(v) for k, v in self.stages.items()},
-            "stations": {k: _clean(v) for k, v in self.stations.items()},
+            "line": finite_map(self.line),
+            "stages": {k: finite_map(v) for k, v in self.stages.items()},
+            "stations": {k: finite_map(v) for k, v in self.stations.items()},
         }
-
-
-def _clean(values: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: (v if math.isfinite(v) else None) for k, v in values.items()}
 
 
 # --------------------------------------------------------------------------- per-tag state

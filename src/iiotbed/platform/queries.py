@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from iiotbed._json import finite, finite_map
 from iiotbed.errors import NotFound, QueryError
 from iiotbed.platform.catalog import RunCatalog, shift_windows
 from iiotbed.platform.ingest import Ingest, LiveRun
@@ -37,16 +38,6 @@ UNIT_EVENTS = (
 )
 By = Literal["station", "stage", "line", "shift"]
 _MAX_SHIFTS = 400
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _clean(values: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: _finite(v) for k, v in values.items()}
 
 
 def _iso(d: dt.datetime | None) -> str | None:
@@ -87,7 +78,7 @@ def sample_json(s: Sample) -> dict[str, Any]:
     return {
         "asset": s.asset,
         "tag": s.tag,
-        "value": _finite(s.value),
+        "value": finite(s.value),
         "unit": s.unit,
         "quality": s.quality.name,
         "t": s.t,
@@ -96,9 +87,9 @@ def sample_json(s: Sample) -> dict[str, Any]:
 
 def _summary(s: Summary) -> dict[str, Any]:
     return {
-        "mean": _finite(s.mean),
-        "ci95": [_finite(s.ci95[0]), _finite(s.ci95[1])],
-        "sd": _finite(s.sd),
+        "mean": finite(s.mean),
+        "ci95": [finite(s.ci95[0]), finite(s.ci95[1])],
+        "sd": finite(s.sd),
         "n": s.n,
     }
 
@@ -192,11 +183,11 @@ class PlatformView:
             "units": units,
         }
         if by == "line":
-            body["line"] = _clean(report.line)
+            body["line"] = finite_map(report.line)
         elif by == "stage":
-            body["stages"] = {k: _clean(v) for k, v in report.stages.items()}
+            body["stages"] = {k: finite_map(v) for k, v in report.stages.items()}
         else:
-            body["stations"] = {k: _clean(v) for k, v in report.stations.items()}
+            body["stations"] = {k: finite_map(v) for k, v in report.stations.items()}
         return body
 
     async def _kpis_by_shift(
@@ -232,7 +223,7 @@ class PlatformView:
         for w in windows:
             rep = await self.store.kpis(run.run_id, layout, w.start, w.end)
             shifts.append(
-                {"shift": w.label, "start": w.start, "end": w.end, "line": _clean(rep.line)}
+                {"shift": w.label, "start": w.start, "end": w.end, "line": finite_map(rep.line)}
             )
         return {
             "run_id": run.run_id,
@@ -296,13 +287,13 @@ class PlatformView:
             base_v.append(bv)
             upg_v.append(uv)
             rows.append(
-                {"run_id": r.run_id, "baseline_run_id": b.run_id, "baseline": _finite(bv),
-                 "upgrade": _finite(uv)}
+                {"run_id": r.run_id, "baseline_run_id": b.run_id, "baseline": finite(bv),
+                 "upgrade": finite(uv)}
             )
         g = goal if goal is not None else (pairs[-1].goal if pairs[-1].goal is not None else 0.20)
         cmp = compare_paired(metric, base_v, upg_v, g, higher_is_better=info.higher_is_better)
         for row, ratio in zip(rows, cmp.ratios, strict=True):
-            row["improvement"] = _finite(ratio)
+            row["improvement"] = finite(ratio)
         return {
             "source": " + ".join(sorted(sources)),
             "metric": metric,
@@ -323,7 +314,7 @@ class PlatformView:
         goal = run.goal if run.goal is not None else 0.20
         out: dict[str, Any] = {"metric": metric, "goal": goal, "available": False}
         value = report.line.get(metric, math.nan) if report is not None else math.nan
-        out["value"] = _finite(value)
+        out["value"] = finite(value)
         if run.baseline_run_id is None:
             out["reason"] = "this run names no baseline run"
             return out
@@ -332,7 +323,7 @@ class PlatformView:
             out["reason"] = f"baseline run {run.baseline_run_id!r} is not in the store"
             return out
         bv, source = await self._metric_of(base, metric)
-        out.update(baseline=_finite(bv), baseline_source=source)
+        out.update(baseline=finite(bv), baseline_source=source)
         if math.isfinite(bv) and bv > 0 and math.isfinite(value):
             out.update(available=True, improvement=value / bv - 1)
         else:
@@ -477,7 +468,7 @@ class PlatformView:
 
         def val(asset: str, tag: str) -> Any:
             s = latest.get((asset, tag))
-            return None if s is None else _finite(s.value)
+            return None if s is None else finite(s.value)
 
         stations = []
         if scenario is not None:
@@ -495,7 +486,7 @@ class PlatformView:
                         "mode": _enum_name(OperationMode, mode),
                         "fault": val(path, Tag.FAULT),
                         "processed": val(path, Tag.PROCESSED),
-                        "kpis": _clean({x: k.get(x, math.nan) for x in _OEE}),
+                        "kpis": finite_map({x: k.get(x, math.nan) for x in _OEE}),
                     }
                 )
         prefix = scenario.line_path + "/" if scenario is not None else ""
@@ -505,7 +496,7 @@ class PlatformView:
         for (asset, tag), s in latest.items():
             name = asset.rsplit("/", 1)[-1]
             if tag in (Tag.BATTERY, Tag.POSITION_X, Tag.POSITION_Y) and name.startswith("amr"):
-                amrs.setdefault(asset, {"path": asset, "name": name})[tag] = _finite(s.value)
+                amrs.setdefault(asset, {"path": asset, "name": name})[tag] = finite(s.value)
             elif tag == Tag.BUFFER_LEVEL:
                 buffers[asset[len(prefix):] if asset.startswith(prefix) else asset] = s.value
             elif tag == Tag.BUSY:
@@ -522,8 +513,8 @@ class PlatformView:
                 "planned_state": val(line_path, Tag.PLANNED_STATE) if line_path else None,
                 "good": val(line_path, Tag.GOOD) if line_path else None,
                 "scrap": val(line_path, Tag.SCRAP) if line_path else None,
-                "kpis": _clean(report.line) if report is not None else {},
-                "stages": {k: _clean(v) for k, v in report.stages.items()} if report else {},
+                "kpis": finite_map(report.line) if report is not None else {},
+                "stages": {k: finite_map(v) for k, v in report.stages.items()} if report else {},
                 "bottleneck": self.catalog.layout_of(scenario).bottleneck_stage
                 if scenario is not None
                 else None,
