@@ -5,7 +5,7 @@ that ``iiotbed --help`` stays instant. User mistakes exit with status 2 and a me
 that names the file, the line and the fix; they never print a traceback.
 """
 
-from iiotbed.cli import batch, live  # noqa: F401  (registers the commands on the app)
+from iiotbed.cli import batch, live, runs  # noqa: F401  (registers the commands on the app)
 from iiotbed.cli._common import app
 from iiotbed.cli.live import RUN_SPEED
 

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from iiotbed import __version__
+from iiotbed._json import finite
 from iiotbed.errors import IiotbedError, ScenarioError
 
 if TYPE_CHECKING:
-    from iiotbed.experiment import ReplicationResult
     from iiotbed.platform.stats import Summary
     from iiotbed.scenario import Scenario
+    from iiotbed.testbed.experiment import ReplicationResult
 
 __all__ = ["app"]
 
@@ -166,6 +167,17 @@ OpcuaPort = Annotated[
 OpcuaLayout = Annotated[
     str, typer.Option("--opcua-layout", help="'line': one server; 'machine': one per machine.")
 ]
+#: `iiotbed.testbed.DEFAULT_RUNS_DIR`, not imported from there: asyncio would slow `--help`
+DEFAULT_RUNS_DIR = Path(".iiotbed/runs")
+RunsDir = Annotated[
+    Path,
+    typer.Option(
+        "--runs-dir",
+        envvar="IIOTBED_RUNS_DIR",
+        file_okay=False,
+        help="Where each run keeps its store, event log and gateway buffer, one directory per run.",
+    ),
+]
 SparkplugGroup = Annotated[
     str | None,
     typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
@@ -208,7 +220,7 @@ def _progress(total: int, label: str) -> Any:
 def _run_jobs(
     jobs: list[tuple[Scenario, int]], workers: int | None, label: str
 ) -> list[ReplicationResult]:
-    from iiotbed.experiment import run_replications
+    from iiotbed.testbed.experiment import run_replications
 
     with _progress(len(jobs), label) as progress:
         task = progress.add_task(label, total=len(jobs))
@@ -247,13 +259,10 @@ def _pct(x: float) -> str:
 
 
 def _summary_json(s: Summary) -> dict[str, Any]:
-    def clean(x: float) -> float | None:
-        return None if not math.isfinite(x) else x
-
     return {
-        "mean": clean(s.mean),
-        "ci95": [clean(s.ci95[0]), clean(s.ci95[1])],
-        "sd": clean(s.sd),
+        "mean": finite(s.mean),
+        "ci95": [finite(s.ci95[0]), finite(s.ci95[1])],
+        "sd": finite(s.sd),
         "n": s.n,
         "undefined": s.undefined,
     }
@@ -264,13 +273,6 @@ def _summaries(results: list[ReplicationResult]) -> dict[str, Summary]:
 
     names = list(results[0].line) if results else []
     return {k: summarize([r.line.get(k, math.nan) for r in results]) for k in names}
-
-
-def _finite(values: dict[str, float]) -> dict[str, float | None]:
-    """JSON has no NaN: an undefined KPI (e.g. MTBF without failures) becomes null."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()
-    }
 
 
 def _print_table(title: str, columns: dict[str, dict[str, Summary]], info: dict[str, Any]) -> None:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from iiotbed._json import finite
+from iiotbed._json import finite, finite_map
 from iiotbed.errors import ScenarioError
 
 if TYPE_CHECKING:
-    from iiotbed.experiment import ReplicationResult
     from iiotbed.platform.stats import Comparison
     from iiotbed.scenario import Scenario
+    from iiotbed.testbed.experiment import ReplicationResult
 
 from iiotbed.cli._common import (
     AsJson,
@@ -28,7 +28,6 @@ from iiotbed.cli._common import (
     _check_metric,
     _duration,
     _err,
-    _finite,
     _kpi_info,
     _load,
     _pct,
@@ -91,7 +90,7 @@ def simulate(
         results: list[ReplicationResult] = []
         jobs = [(scenario, i) for i in range(n)]
         if events is not None:
-            from iiotbed.experiment import run_replication
+            from iiotbed.testbed.experiment import run_replication
 
             try:
                 results.append(run_replication(scenario, 0, events=events))
@@ -116,7 +115,7 @@ def simulate(
                     k: {**_summary_json(s), "unit": getattr(info.get(k), "unit", None)}
                     for k, s in summaries.items()
                 },
-                "per_replication": [_finite(r.line) for r in results],
+                "per_replication": [finite_map(r.line) for r in results],
             }
             typer.echo(json.dumps(out, indent=2, allow_nan=False))
             return

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from iiotbed.cli._common import (
     _SHOWN,
+    DEFAULT_RUNS_DIR,
     AsJson,
     Duration,
     FileArg,
@@ -25,6 +26,7 @@ from iiotbed.cli._common import (
     OpcuaLayout,
     OpcuaPort,
     Replications,
+    RunsDir,
     Seed,
     SparkplugGroup,
     Workers,
@@ -311,7 +313,7 @@ def platform(
             typer.echo("stopped")
 
 
-#: `iiotbed.run.DEFAULT_SPEED`, not imported from there: asyncio would slow `--help`
+#: `iiotbed.testbed.DEFAULT_SPEED`, not imported from there: asyncio would slow `--help`
 RUN_SPEED = 1500.0
 
 
@@ -337,7 +339,7 @@ def run_cmd(
             "--store",
             envvar="IIOTBED_STORE",
             help="sqlite:///file.db or postgresql://host:5432/db[?schema=s] "
-            "(default .iiotbed/runs/<run_id>/store.db).",
+            "(default <runs dir>/<run_id>/store.db).",
         ),
     ] = None,
     port: Annotated[
@@ -356,6 +358,7 @@ def run_cmd(
     no_verdict: Annotated[
         bool, typer.Option("--no-verdict", help="Skip the batch comparison with the base scenario.")
     ] = False,
+    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     as_json: AsJson = False,
 ) -> None:
     """The whole testbed: devices, broker, gateway, platform and dashboard; the KPI report."""
@@ -363,7 +366,7 @@ def run_cmd(
     import logging
     import signal
 
-    from iiotbed.run import RunOptions, run_all
+    from iiotbed.testbed import RunOptions, run_all
 
     with _user_errors():
         d = _duration(duration)
@@ -386,7 +389,7 @@ def run_cmd(
             speed=speed, duration=scenario.run.duration, broker=broker, store=store, port=port,
             opcua_port=opcua_port, sparkplug_group=sparkplug_group,
             verdict=not no_verdict, replications=replications,
-            goal=goal, metric=metric, workers=workers,
+            goal=goal, metric=metric, workers=workers, runs_dir=runs_dir,
         )  # fmt: skip
         # the endpoints go to stdout, or to stderr when stdout carries the JSON report
         def say(message: str) -> None:

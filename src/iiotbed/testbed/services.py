@@ -1,0 +1,302 @@
+"""The services of one run, in one ``async with``: broker, platform, devices, gateway.
+
+:class:`Testbed` starts an embedded MQTT broker (unless the plan names one), the platform
+(store, ingest, HTTP API and dashboard), the live factory with its pacer **held at sim
+time 0**, and the gateway derived from the scenario; it returns once every collector is
+subscribed, so telemetry starts with the first record. The devices start before the
+gateway, paused: the Sparkplug edge waits for the gateway host's STATE before its births.
+
+They close in reverse: gateway first (no reconnect attempts to closing servers), then the
+devices (closing their event log, the answer key's source), the platform, the broker.
+:meth:`Testbed.close_factory` closes the first two early, once the run's window has been
+read; the platform stays up for the report. The body's exception passes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from iiotbed.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from iiotbed.devices.live import LiveFactory
+    from iiotbed.gateway.service import Gateway
+    from iiotbed.gateway.settings import GatewaySettings
+    from iiotbed.platform.service import Platform
+    from iiotbed.platform.store import Store
+    from iiotbed.scenario import Scenario
+    from iiotbed.testbed.plan import RunOptions, RunPlan
+
+__all__ = ["Ended", "Testbed"]
+
+#: how a run ended: its duration reached, or stopped early (Ctrl-C, SIGTERM)
+Ended = Literal["duration", "stopped"]
+
+
+class Testbed:
+    """Broker, platform, devices and gateway of one run; see the module docstring.
+
+    ``on_platform`` runs once the platform is up, before any device starts (the run's
+    registration in the store).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        plan: RunPlan,
+        options: RunOptions,
+        *,
+        on_platform: Callable[[Store], Awaitable[object]] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.plan = plan
+        self.options = options
+        self._on_platform = on_platform
+        self._stack: AsyncExitStack | None = None
+        self._factory = AsyncExitStack()  # devices, then gateway: closed before the platform
+        self._broker_url: str | None = options.broker
+        self._platform: Platform | None = None
+        self._live: LiveFactory | None = None
+        self._gateway: Gateway | None = None
+
+    # ------------------------------------------------------------------ the parts
+
+    @property
+    def broker_url(self) -> str:
+        assert self._broker_url is not None, "use inside 'async with'"
+        return self._broker_url
+
+    @property
+    def platform(self) -> Platform:
+        assert self._platform is not None, "use inside 'async with'"
+        return self._platform
+
+    @property
+    def store(self) -> Store:
+        assert self.platform.store is not None
+        return self.platform.store
+
+    @property
+    def live(self) -> LiveFactory:
+        assert self._live is not None, "use inside 'async with'"
+        return self._live
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self._gateway is not None, "use inside 'async with'"
+        return self._gateway
+
+    @property
+    def uns(self) -> str:
+        """The run's UNS stream topic root."""
+        return f"{self.gateway.settings.output.root}/_stream/{self.scenario.line_path}"
+
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        """The report's ``endpoints``: dashboard, API, broker, store, devices, UNS."""
+        url = self.platform.url
+        return {
+            "dashboard": f"{url}/",
+            "api": f"{url}/api",
+            "broker": self.broker_url,
+            "store": self.store.url,
+            "devices": self.live.endpoints,
+            "uns": self.uns,
+        }
+
+    def describe(self) -> list[str]:
+        """The endpoint lines ``iiotbed run`` prints as soon as they are up."""
+        url, gw = self.platform.url, self.gateway
+        embedded = "  (embedded)" if self.plan.embedded_broker else ""
+        return [
+            f"run {self.plan.run_id}",
+            f"  dashboard  {url}/   (API {url}/docs)",
+            f"  broker     {self.broker_url}{embedded}",
+            f"  store      {self.store.url}",
+            *(f"  {line}" for line in self.live.endpoints),
+            f"  gateway    {gw.settings.id}: {', '.join(gw.settings.collector_names())} -> "
+            f"{self.uns}",
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        from iiotbed.gateway.service import Gateway
+        from iiotbed.platform.broker import EmbeddedBroker
+        from iiotbed.platform.service import Platform
+
+        opts, plan = self.options, self.plan
+        async with AsyncExitStack() as stack:
+            if self._broker_url is None:
+                broker = await stack.enter_async_context(EmbeddedBroker())
+                self._broker_url = broker.url
+            self._platform = await stack.enter_async_context(
+                Platform(
+                    broker=self._broker_url,
+                    store=plan.store_url,
+                    host=opts.host,
+                    port=opts.port,
+                    scenario=self.scenario,
+                )
+            )
+            if self._on_platform is not None:
+                await self._on_platform(self.store)
+            settings = self._gateway_settings()
+            live = self._live = self._live_factory(settings)
+            # left by the outer stack with the body's exception, or early by close_factory
+            await stack.enter_async_context(self._factory)
+            # held at sim time 0 until the gateway listens: telemetry starts with the first record
+            live.pacer.pause()
+            await self._factory.enter_async_context(live)
+            self._gateway = await self._factory.enter_async_context(Gateway(settings))
+            await self._wait_ready()
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            # returns None whatever the parts say: the body's exception passes through
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def close_factory(self) -> None:
+        """Stop collecting, then close the devices (and their event log); idempotent."""
+        await self._factory.aclose()
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self, stop: asyncio.Event) -> Ended:
+        """Let sim time move until the duration is reached or ``stop`` is set.
+
+        Stopped, the simulation freezes where it is and the endpoints stay up to drain.
+        """
+        live = self.live
+        live.pacer.resume()
+        finished = asyncio.ensure_future(live.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({finished, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not finished.done():
+                live.pacer.pause()  # sim time freezes; the endpoints stay up until drained
+            for task in (stopping, finished):
+                task.cancel()
+            # both owned here: cancelled (if still running) and awaited, whatever ended the wait
+            await asyncio.wait({finished, stopping})
+        if not finished.cancelled():
+            finished.result()  # raises what stopped the simulation
+            return "duration"
+        await asyncio.sleep(0)
+        return "stopped"
+
+    async def settle(self) -> dict[str, Any]:
+        """Wait until the gateway has received everything and the platform stored it all."""
+        gw, opts = self.gateway, self.options
+        ingest = self.platform.ingest
+        assert ingest is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + opts.settle_timeout
+        last: tuple[int, ...] | None = None
+        quiet_since = loop.time()
+        timed_out = False
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                timed_out = True
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    await gw.flush()
+                    await ingest.drain()
+            except TimeoutError:
+                timed_out = True
+                break
+            m = gw.metrics()
+            im = ingest.metrics
+            snap = (m["received"], m["forwarded"], im.messages, im.received + im.events)
+            caught_up = (
+                m["buffered"] == 0 and im.pending == 0 and im.received + im.events >= m["forwarded"]
+            )
+            if snap != last:
+                last, quiet_since = snap, loop.time()
+            elif caught_up and loop.time() - quiet_since >= opts.quiet_s:
+                break
+            await asyncio.sleep(0.05)
+        m = gw.metrics()
+        im = ingest.metrics
+        return {
+            "seconds": round(loop.time() - started, 3),
+            "timed_out": timed_out,
+            "gateway_received": m["received"],
+            "gateway_forwarded": m["forwarded"],
+            "gateway_buffered": m["buffered"],
+            "gateway_dropped": m["dropped"],
+            "ingest_received": im.received + im.events,
+            "stored": im.stored + im.events_stored,
+            "duplicates": im.duplicates,
+            "malformed": im.malformed + m["malformed"],
+        }
+
+    # ------------------------------------------------------------------ internals
+
+    def _gateway_settings(self) -> GatewaySettings:
+        from iiotbed.gateway.settings import settings_from_scenario
+
+        opts, plan = self.options, self.plan
+        settings = settings_from_scenario(
+            self.scenario, self.broker_url, opcua_port=opts.opcua_port, host=opts.host,
+            replication=opts.replication, buffer=plan.gateway_buffer, run_id=plan.run_id,
+            sparkplug_group=opts.sparkplug_group,
+        )  # fmt: skip
+        if settings.sparkplug is not None:
+            # this run's own host id: the edge node births for this gateway, not for
+            # another one that happens to share the broker
+            host = settings.sparkplug.model_copy(update={"host_id": plan.host_id})
+            settings = settings.model_copy(update={"sparkplug": host})
+        return settings
+
+    def _live_factory(self, settings: GatewaySettings) -> LiveFactory:
+        from iiotbed.devices.live import LiveFactory, LiveOptions
+
+        opts, plan = self.options, self.plan
+        return LiveFactory(
+            self.scenario,
+            LiveOptions(
+                speed=opts.speed, duration=plan.duration, replication=opts.replication,
+                host=opts.host, opcua_port=opts.opcua_port, broker=self.broker_url,
+                sparkplug_group=opts.sparkplug_group,
+                primary_host=settings.sparkplug.host_id if settings.sparkplug else None,
+                events=plan.events, fast_forward=opts.fast_forward,
+            ),
+        )  # fmt: skip
+
+    async def _wait_ready(self) -> None:
+        """Every collector subscribed (and the Sparkplug host has seen the births)."""
+        gw, live, limit = self.gateway, self.live, self.options.ready_timeout
+        missing: list[str] = []
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    missing = [c.name for c in gw.collectors if not c.connected]
+                    if live.edge is not None:
+                        # the host's births counter (only the Sparkplug host has one)
+                        missing += [f"{c.name} (births)" for c in gw.collectors
+                                    if getattr(c.stats, "births", None) == 0]  # fmt: skip
+                    if not missing:
+                        return
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise ConnectorError(
+                f"gateway collectors not ready after {limit:g} s: {', '.join(missing)}; "
+                f"is the broker reachable and the OPC UA port free?"
+            ) from None
