@@ -134,3 +134,16 @@ def test_compare_without_production_is_inconclusive_and_says_why() -> None:
     assert res.exit_code == 0, res.output
     assert "improvement undefined" in res.stdout and "verdict: inconclusive" in res.stdout
     assert "2 of 2 pairs have no defined labour_productivity" in res.stdout
+
+
+def test_validate_refuses_a_calendar_without_production_time(tmp_path: Path) -> None:
+    bad = tmp_path / "no-production.yaml"
+    text = SINGLE.read_text(encoding="utf-8")
+    bad.write_text(text.replace('{start: "12:00", duration: 30min}', '{start: "08:00", duration: 8h}'), encoding="utf-8")
+    # the calendar's line: where its mapping starts (its first key, shifts)
+    line = next(i for i, t in enumerate(bad.read_text().splitlines(), 1) if t == "  shifts:")
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2, res.output
+    assert f"{bad}:{line}: calendar: no production time: daily breaks cover every shift" in res.stderr
+    assert "expected at least part of a shift on a workday" in res.stderr
+    assert "Traceback" not in res.output + res.stderr

@@ -156,3 +156,72 @@ def test_error_in_a_base_file_points_into_the_base(tmp_path: Path) -> None:
 def test_scenario_from_dict_validates_too() -> None:
     with pytest.raises(ScenarioError, match="required key is missing"):
         scenario_from_dict({"name": "x"})
+
+
+_BREAK = '    - {start: "12:00", duration: 30min}'
+
+
+@pytest.mark.parametrize(
+    ("calendar", "cause"),
+    [
+        # one break as long as the shift (08:00-16:00)
+        (_BREAK.replace('"12:00", duration: 30min', '"08:00", duration: 8h'), "daily breaks"),
+        # two breaks that meet, and one from the day before reaching into the shift
+        (
+            '    - {start: "07:00", duration: 5h}\n    - {start: "12:00", duration: 4h}',
+            "daily breaks",
+        ),
+        (
+            '    - {start: "20:00", duration: 14h}\n    - {start: "10:00", duration: 6h}',
+            "daily breaks",
+        ),
+        # maintenance on every workday over what the break leaves
+        (
+            _BREAK
+            + "\n  workdays: [mon, tue]\n  planned_maintenance:\n"
+            + '    - {day: mon, start: "07:00", duration: 10h}\n'
+            + '    - {day: tue, start: "08:00", duration: 8h}',
+            "daily breaks and planned maintenance",
+        ),
+    ],
+)
+def test_calendar_without_production_time_is_refused(
+    tmp_path: Path, calendar: str, cause: str
+) -> None:
+    p = _single(tmp_path, _BREAK, calendar)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    (issue,) = info.value.issues
+    # a section's line is where its mapping starts: the calendar's first key
+    assert issue.path == p and issue.line == _line_of(p, "calendar:") + 1
+    assert issue.location == "calendar"
+    assert f"no production time: {cause} cover every shift" in issue.message
+    assert "expected at least part of a shift on a workday" in issue.message
+
+
+def test_a_calendar_with_one_minute_of_production_a_day_is_valid(tmp_path: Path) -> None:
+    p = _single(tmp_path, _BREAK, '    - {start: "08:00", duration: 479min}')
+    assert load_scenario(p).calendar.production_per_week() == pytest.approx(7 * 60.0)
+    # a night shift crossing midnight, a break crossing it too, maintenance on Sunday
+    night = _single(
+        tmp_path,
+        '{name: day, start: "08:00", end: "16:00"}',
+        '{name: night, start: "22:00", end: "06:00"}',
+    )
+    text = night.read_text(encoding="utf-8").replace('"12:00", duration: 30min', '"23:00", duration: 2h')
+    text = text.replace(
+        "  breaks:",
+        '  planned_maintenance:\n    - {day: sun, start: "22:00", duration: 8h}\n  breaks:',
+    )
+    night.write_text(text, encoding="utf-8")
+    # 8 h shifts less 2 h breaks on six days; Sunday's shift is all maintenance
+    assert load_scenario(night).calendar.production_per_week() == pytest.approx(6 * 6 * 3600.0)
+
+
+def test_shipped_calendars_have_the_production_time_they_state() -> None:
+    single = load_scenario(SCENARIOS / "single-machine.yaml").calendar
+    assert single.production_per_week() == pytest.approx(7 * 7.5 * 3600.0)  # 08-16, 30 min break
+    tcl = load_scenario(SCENARIOS / "tcl-huizhou-baseline.yaml").calendar
+    # 6 days x 24 h of shifts, less 2.5 h of breaks a day, less Saturday's 4 h service
+    # minus the half hour of it a break already takes
+    assert tcl.production_per_week() == pytest.approx((144 - 15 - 3.5) * 3600.0)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from iiotbed._yaml import Located, load_located
 from iiotbed.errors import ScenarioError, UnsError
 from iiotbed.protocols.uns import stream_topic
-from iiotbed.scenario import Scenario, _issues
+from iiotbed.scenario import Scenario, validation_issues
 
 __all__ = [
     "GatewaySettings",
@@ -202,7 +202,7 @@ def load_settings(path: str | Path) -> GatewaySettings:
     try:
         settings = GatewaySettings.model_validate(doc.data)
     except ValidationError as exc:
-        issues = _issues(doc, exc, path)
+        issues = validation_issues(doc, exc, path)
         for issue in issues:
             issue.message = issue.message.replace(
                 "the scenario format in the README", "the gateway format in docs/gateway.md"

@@ -1,51 +1,38 @@
-"""Scenario files: YAML parsed into typed, validated, immutable models.
-
-A scenario describes one plant line: identity (ISA-95 path, epoch, time zone), calendar,
-products, stages of stations, material supply (manual carts or an AMR fleet), technicians,
-inspection, network links and labour. ``extends:`` names a base file; the extending file
-states only what differs. Durations are seconds or strings such as ``"45min"``, ``"8h"``.
-
-``load_scenario(path)`` raises :class:`iiotbed.errors.ScenarioError` whose issues say
-``file:line: where: what is wrong, what was expected``.
-"""
+"""The typed models of a scenario: plant, products, line, supply, people, network, run."""
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import math
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from iiotbed._yaml import Located, load_located
-from iiotbed.errors import ScenarioError, ScenarioIssue
+from iiotbed.scenario._base import Model, Name, Probability
+from iiotbed.scenario.calendar import Calendar
+from iiotbed.scenario.durations import (
+    Dist,
+    DistField,
+    NonNegSeconds,
+    PosSeconds,
+    nonneg_dist,
+)
 from iiotbed.telemetry import asset_path
 
 __all__ = [
     "AmrFleet",
     "Battery",
-    "Break",
-    "Calendar",
-    "Dist",
+    "Degradation",
     "Failures",
     "Inspection",
     "Kits",
     "Labour",
+    "LabourRole",
     "Line",
     "Link",
-    "MaintenanceWindow",
+    "LiveEndpoint",
+    "Maintenance",
     "ManualSupply",
     "Network",
     "Outages",
@@ -55,208 +42,14 @@ __all__ = [
     "Product",
     "RunSettings",
     "Scenario",
-    "Shift",
     "Source",
     "Stage",
     "Supply",
     "Technicians",
-    "load_scenario",
-    "parse_duration",
 ]
 
-_UNITS = {
-    "ms": 0.001,
-    "s": 1.0,
-    "sec": 1.0,
-    "min": 60.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-    "w": 604800.0,
-}
-_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z]+)?\s*$")
 
-
-def parse_duration(value: Any) -> Any:
-    """Seconds from a number or a string like ``"250ms"``, ``"45min"``, ``"8h"``, ``"7d"``.
-
-    Values that are neither are returned unchanged so the model reports the type error.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m is None:
-            raise ValueError(
-                f"expected a duration such as 30s, 45min, 8h or 7d (units: ms, s, min, h, d, w), "
-                f"got {value!r}"
-            )
-        number, unit = m.groups()
-        if unit is None:
-            return float(number)
-        if unit not in _UNITS:
-            raise ValueError(
-                f"unknown time unit {unit!r} in {value!r}; use one of ms, s, min, h, d, w"
-            )
-        return float(number) * _UNITS[unit]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-PosSeconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-NonNegSeconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- distributions
-
-DistKind = Literal[
-    "fixed", "exponential", "normal", "lognormal", "gamma", "weibull", "uniform", "triangular"
-]
-_DIST_PARAMS: dict[str, tuple[set[str], set[str]]] = {
-    # kind: (required, optional)
-    "fixed": ({"value"}, set()),
-    "exponential": ({"mean"}, set()),
-    "normal": ({"mean", "sd"}, {"min"}),
-    "lognormal": ({"mean", "cv"}, set()),
-    "gamma": ({"mean", "cv"}, set()),
-    "weibull": ({"shape", "scale"}, set()),
-    "uniform": ({"low", "high"}, set()),
-    "triangular": ({"low", "mode", "high"}, set()),
-}
-
-
-def _coerce_dist(value: Any) -> Any:
-    if isinstance(value, int | float | str) and not isinstance(value, bool):
-        return {"dist": "fixed", "value": parse_duration(value)}
-    if isinstance(value, dict):
-        return {k: (parse_duration(v) if k != "dist" else v) for k, v in value.items()}
-    return value
-
-
-class Dist(_Model):
-    """A random variable. A bare number or duration means a fixed value.
-
-    Kinds and parameters: fixed(value), exponential(mean), normal(mean, sd[, min]),
-    lognormal(mean, cv), gamma(mean, cv), weibull(shape, scale), uniform(low, high),
-    triangular(low, mode, high). Values are seconds for times, plain numbers otherwise.
-    """
-
-    dist: DistKind
-    value: float | None = None
-    mean: float | None = None
-    sd: float | None = Field(default=None, ge=0)
-    cv: float | None = Field(default=None, ge=0)
-    min: float | None = None
-    shape: float | None = Field(default=None, gt=0)
-    scale: float | None = Field(default=None, gt=0)
-    low: float | None = None
-    high: float | None = None
-    mode: float | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _coerce(cls, value: Any) -> Any:
-        return _coerce_dist(value)
-
-    @model_validator(mode="after")
-    def _check_params(self) -> Self:
-        required, optional = _DIST_PARAMS[self.dist]
-        given = {k for k in _DIST_PARAMS_ALL if getattr(self, k) is not None}
-        missing = required - given
-        extra = given - required - optional
-        if missing:
-            raise ValueError(
-                f"a {self.dist} distribution needs {', '.join(sorted(required))}; "
-                f"missing {', '.join(sorted(missing))}"
-            )
-        if extra:
-            raise ValueError(
-                f"a {self.dist} distribution takes {', '.join(sorted(required | optional))}; "
-                f"{', '.join(sorted(extra))} does not apply"
-            )
-        if self.dist in ("exponential", "lognormal", "gamma") and (self.mean or 0) <= 0:
-            raise ValueError(f"mean of a {self.dist} distribution must be > 0, got {self.mean}")
-        if self.dist == "uniform" and not (
-            self.low is not None and self.high is not None and self.low <= self.high
-        ):
-            raise ValueError(f"uniform needs low <= high, got low={self.low}, high={self.high}")
-        if self.dist == "triangular" and not (
-            self.low is not None
-            and self.mode is not None
-            and self.high is not None
-            and self.low <= self.mode <= self.high
-            and self.low < self.high
-        ):
-            raise ValueError(
-                f"triangular needs low <= mode <= high and low < high, "
-                f"got {self.low}, {self.mode}, {self.high}"
-            )
-        return self
-
-    @property
-    def expected(self) -> float:
-        """The distribution's mean (for a normal with ``min``, the untruncated mean)."""
-        if self.dist == "fixed":
-            return float(self.value or 0.0)
-        if self.dist in ("exponential", "normal", "lognormal", "gamma"):
-            return float(self.mean or 0.0)
-        if self.dist == "weibull":
-            assert self.shape is not None and self.scale is not None
-            return self.scale * math.gamma(1 + 1 / self.shape)
-        if self.dist == "uniform":
-            assert self.low is not None and self.high is not None
-            return (self.low + self.high) / 2
-        assert self.low is not None and self.mode is not None and self.high is not None
-        return (self.low + self.mode + self.high) / 3
-
-    def lower_bound(self) -> float:
-        """The smallest value the distribution can produce (``-inf`` if unbounded)."""
-        if self.dist == "fixed":
-            return float(self.value or 0.0)
-        if self.dist in ("exponential", "lognormal", "gamma", "weibull"):
-            return 0.0
-        if self.dist == "normal":
-            return self.min if self.min is not None else -math.inf
-        return float(self.low or 0.0)
-
-
-_DIST_PARAMS_ALL = ("value", "mean", "sd", "cv", "min", "shape", "scale", "low", "high", "mode")
-
-DistField = Annotated[Dist, BeforeValidator(_coerce_dist)]
-
-
-def _nonneg(d: Dist, what: str) -> Dist:
-    if d.lower_bound() < 0:
-        raise ValueError(
-            f"{what} must not be negative; give a {d.dist} distribution that stays >= 0 "
-            f"(for normal, set min: 0)"
-        )
-    return d
-
-
-# --------------------------------------------------------------------------- plant and calendar
-
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
-
-
-def _clock(value: str) -> float:
-    m = _HHMM.match(value)
-    if m is None:
-        raise ValueError(f"expected a time of day HH:MM (00:00-23:59), got {value!r}")
-    return int(m.group(1)) * 3600.0 + int(m.group(2)) * 60.0
-
-
-class Plant(_Model):
+class Plant(Model):
     """Identity of the plant and the line (ISA-95 levels), the epoch and the time zone."""
 
     enterprise: Name
@@ -297,92 +90,10 @@ class Plant(_Model):
         return asset_path(self.enterprise, self.site, self.area, self.line)
 
 
-class Shift(_Model):
-    name: Name
-    start: str
-    end: str
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        _clock(v)
-        return v
-
-    @property
-    def start_s(self) -> float:
-        return _clock(self.start)
-
-    @property
-    def length_s(self) -> float:
-        """Length in seconds; a shift whose end is not after its start crosses midnight."""
-        s, e = _clock(self.start), _clock(self.end)
-        return e - s if e > s else e + 86400.0 - s
-
-
-class Break(_Model):
-    """A daily break at a local time of day (planned downtime)."""
-
-    start: str
-    duration: PosSeconds
-
-    @field_validator("start")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        _clock(v)
-        return v
-
-    @property
-    def start_s(self) -> float:
-        return _clock(self.start)
-
-
-class MaintenanceWindow(_Model):
-    """A weekly planned-maintenance window (planned downtime), the line stopped."""
-
-    day: Weekday
-    start: str
-    duration: PosSeconds
-
-    @field_validator("start")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        _clock(v)
-        return v
-
-    @property
-    def weekday(self) -> int:
-        return _WEEKDAYS.index(self.day)
-
-    @property
-    def start_s(self) -> float:
-        return _clock(self.start)
-
-
-class Calendar(_Model):
-    """Shifts (planned operation time), daily breaks and weekly planned maintenance.
-
-    A shift runs on the listed workdays, by the day it starts on.
-    """
-
-    shifts: list[Shift] = Field(min_length=1)
-    breaks: list[Break] = Field(default_factory=list)
-    workdays: list[Weekday] = Field(default_factory=lambda: list(_WEEKDAYS), min_length=1)
-    planned_maintenance: list[MaintenanceWindow] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _no_overlap(self) -> Self:
-        spans = sorted((s.start_s, s.start_s + s.length_s, s.name) for s in self.shifts)
-        wrapped = [*spans, (spans[0][0] + 86400.0, spans[0][1] + 86400.0, spans[0][2])]
-        for (_s0, e0, n0), (s1, _e1, n1) in itertools.pairwise(wrapped):
-            if e0 > s1 + 1e-9 and n0 != n1:
-                raise ValueError(f"shifts {n0!r} and {n1!r} overlap; shifts must not overlap")
-        return self
-
-
 # --------------------------------------------------------------------------- products and line
 
 
-class Product(_Model):
+class Product(Model):
     """A product with its ideal cycle time at every stage (ISO 22400 PRU)."""
 
     name: Name
@@ -390,7 +101,7 @@ class Product(_Model):
     ideal_cycle_time: dict[str, PosSeconds] = Field(min_length=1)
 
 
-class Failures(_Model):
+class Failures(Model):
     """Breakdowns: time to failure counted in operating time, and hands-on repair time."""
 
     ttf: DistField = Field(description="operating time between failures (MTBF)")
@@ -401,10 +112,10 @@ class Failures(_Model):
     def _nonneg(cls, v: Dist) -> Dist:
         if v.expected <= 0:
             raise ValueError("must have a mean > 0")
-        return _nonneg(v, "a failure or repair time")
+        return nonneg_dist(v, "a failure or repair time")
 
 
-class Degradation(_Model):
+class Degradation(Model):
     """A condition signal rising from ``baseline`` (new) to ``at_failure`` before a breakdown."""
 
     signal: Name = "Vibration"
@@ -422,7 +133,7 @@ class Degradation(_Model):
         return self
 
 
-class Power(_Model):
+class Power(Model):
     """Electrical power draw by state, kW."""
 
     executing: float = Field(default=0.0, ge=0)
@@ -431,7 +142,7 @@ class Power(_Model):
     off: float = Field(default=0.0, ge=0)
 
 
-class Kits(_Model):
+class Kits(Model):
     """Line-side component stock of a station, one kit consumed per unit."""
 
     capacity: int = Field(gt=0)
@@ -450,7 +161,7 @@ class Kits(_Model):
         return self
 
 
-class Inspection(_Model):
+class Inspection(Model):
     """How an inspection stage finds defects: a person, or MEC machine vision over a link."""
 
     method: Literal["manual", "vision"]
@@ -467,14 +178,14 @@ class Inspection(_Model):
 
     @model_validator(mode="after")
     def _link(self) -> Self:
-        _nonneg(self.time, "inspection time")
-        _nonneg(self.inference_time, "inference time")
+        nonneg_dist(self.time, "inspection time")
+        nonneg_dist(self.inference_time, "inference time")
         if self.method == "vision" and self.link is None:
             raise ValueError("vision inspection needs 'link': the network link to the MEC server")
         return self
 
 
-class Stage(_Model):
+class Stage(Model):
     """A cell of the line: one or more identical stations working in parallel."""
 
     name: Name
@@ -514,7 +225,7 @@ class Stage(_Model):
             raise ValueError("'inspection' applies to stages with kind: inspection")
         if self.cycle_time_factor.expected <= 0:
             raise ValueError("cycle_time_factor must have a mean > 0")
-        _nonneg(self.cycle_time_factor, "cycle_time_factor")
+        nonneg_dist(self.cycle_time_factor, "cycle_time_factor")
         return self
 
     @property
@@ -525,13 +236,13 @@ class Stage(_Model):
         return [f"{prefix}-{i + 1:02d}" for i in range(self.stations)]
 
 
-class Source(_Model):
+class Source(Model):
     """Where units enter the line: saturated (always a unit waiting) or random arrivals."""
 
     interarrival: DistField | None = Field(default=None, description="omit for a saturated line")
 
 
-class Line(_Model):
+class Line(Model):
     source: Source = Field(default_factory=Source)
     stages: list[Stage] = Field(min_length=1)
 
@@ -553,7 +264,7 @@ class Line(_Model):
 # --------------------------------------------------------------------------- logistics, people, network
 
 
-class ManualSupply(_Model):
+class ManualSupply(Model):
     """Material handlers pushing carts from the warehouse to line-side stock."""
 
     handlers: int = Field(gt=0)
@@ -563,7 +274,7 @@ class ManualSupply(_Model):
     unload_time: NonNegSeconds = 0.0
 
 
-class Battery(_Model):
+class Battery(Model):
     """AMR battery in percent of capacity."""
 
     consumption_per_km: float = Field(gt=0, description="% per km driven")
@@ -584,7 +295,7 @@ class Battery(_Model):
         return self
 
 
-class AmrFleet(_Model):
+class AmrFleet(Model):
     """Autonomous mobile robots delivering kits, dispatched over a network link."""
 
     count: int = Field(gt=0)
@@ -600,7 +311,7 @@ class AmrFleet(_Model):
     dispatch: Literal["fifo", "nearest"] = "fifo"
 
 
-class Supply(_Model):
+class Supply(Model):
     """Material supply from the warehouse to line-side kits: manual carts or an AMR fleet."""
 
     mode: Literal["manual", "amr"]
@@ -617,7 +328,7 @@ class Supply(_Model):
         return self
 
 
-class Technicians(_Model):
+class Technicians(Model):
     """The maintenance crew; every repair takes one technician."""
 
     count: int = Field(gt=0)
@@ -630,10 +341,10 @@ class Technicians(_Model):
     @field_validator("response_time")
     @classmethod
     def _nonneg(cls, v: Dist) -> Dist:
-        return _nonneg(v, "response_time")
+        return nonneg_dist(v, "response_time")
 
 
-class PredictiveMaintenance(_Model):
+class PredictiveMaintenance(Model):
     """Condition monitoring: catch a coming failure ``lead_time`` ahead and service it briefly."""
 
     enabled: bool = False
@@ -642,11 +353,11 @@ class PredictiveMaintenance(_Model):
     duration: NonNegSeconds = 0.0
 
 
-class Maintenance(_Model):
+class Maintenance(Model):
     predictive: PredictiveMaintenance = Field(default_factory=PredictiveMaintenance)
 
 
-class Outages(_Model):
+class Outages(Model):
     """Link blackouts: time between outages and outage duration."""
 
     interval: DistField
@@ -657,10 +368,10 @@ class Outages(_Model):
     def _pos(cls, v: Dist) -> Dist:
         if v.expected <= 0:
             raise ValueError("must have a mean > 0")
-        return _nonneg(v, "an outage time")
+        return nonneg_dist(v, "an outage time")
 
 
-class Link(_Model):
+class Link(Model):
     """A network link: one-way latency, loss (each loss costs a retransmission) and outages."""
 
     kind: Literal["5g-urllc", "5g-embb", "wifi", "wired"]
@@ -672,7 +383,7 @@ class Link(_Model):
     @field_validator("latency")
     @classmethod
     def _nonneg(cls, v: Dist) -> Dist:
-        return _nonneg(v, "latency")
+        return nonneg_dist(v, "latency")
 
     @field_validator("loss")
     @classmethod
@@ -685,7 +396,7 @@ class Link(_Model):
 LiveEndpoint = Literal["opcua", "sparkplug", "vda5050"]
 
 
-class Network(_Model):
+class Network(Model):
     links: dict[Name, Link] = Field(default_factory=dict)
     endpoints: dict[LiveEndpoint, Name] = Field(
         default_factory=dict,
@@ -703,7 +414,7 @@ _LABOUR_ROLES: tuple[LabourRole, ...] = (
 )
 
 
-class Labour(_Model):
+class Labour(Model):
     """Who counts in labour hours (attendance over every shift, breaks included).
 
     Roles: operators (per station), inspectors (per manual inspection station), handlers
@@ -716,7 +427,7 @@ class Labour(_Model):
     )
 
 
-class RunSettings(_Model):
+class RunSettings(Model):
     duration: PosSeconds = 7 * 86400.0
     warmup: NonNegSeconds = 0.0
     seed: int = Field(default=1, ge=0)
@@ -731,7 +442,7 @@ class RunSettings(_Model):
         return self
 
 
-class Scenario(_Model):
+class Scenario(Model):
     """One plant line and everything that drives it. See the module docstring."""
 
     name: str
@@ -811,75 +522,3 @@ class Scenario(_Model):
         """A copy with run settings changed (duration, seed, replications, warmup)."""
         run = RunSettings.model_validate({**self.run.model_dump(), **changes})
         return self.model_copy(update={"run": run})
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _loc_text(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    # pydantic inserts tags (e.g. "function-before[...]", "int", "list[str]") for unions and
-    # validators; drop what is not a key or index of the document.
-    return tuple(
-        p
-        for p in loc
-        if isinstance(p, int)
-        or ("[" not in str(p) and str(p) not in ("int", "float", "str", "bool"))
-    )
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _issues(doc: Located, exc: ValidationError, path: Path) -> list[ScenarioIssue]:
-    issues: list[ScenarioIssue] = []
-    seen: set[tuple[str, str]] = set()
-    for err in exc.errors(include_url=False):
-        loc = _clean_loc(tuple(err["loc"]))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against the scenario format in the README"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        elif "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{msg}, got {_describe(err['input'])}"
-        key = (_loc_text(loc), msg)
-        if key in seen:
-            continue
-        seen.add(key)
-        origin = doc.origin_of(loc)
-        # a missing key is reported at its parent mapping
-        ipath, line = origin if origin is not None else (path, None)
-        issues.append(ScenarioIssue(ipath, line, _loc_text(loc), msg))
-    return issues
-
-
-def load_scenario(path: str | Path) -> Scenario:
-    """Read, merge (``extends``) and validate a scenario file."""
-    path = Path(path)
-    doc = load_located(path)
-    try:
-        scenario = Scenario.model_validate(doc.data)
-    except ValidationError as exc:
-        raise ScenarioError(_issues(doc, exc, path)) from None
-    return scenario.model_copy(update={"source_path": path, "base_path": doc.base})
-
-
-def scenario_from_dict(data: dict[str, Any], path: Path | None = None) -> Scenario:
-    """Validate an in-memory scenario (tests, generated scenarios)."""
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        doc = Located(data, {})
-        raise ScenarioError(_issues(doc, exc, path or Path("<scenario>"))) from None
