@@ -27,7 +27,7 @@ from iiotbed.testbed.plan import (
 from iiotbed.testbed.report import RunReport
 from iiotbed.testbed.run import run_all
 from iiotbed.testbed.runs import Pruned, RunDir, list_runs, prune_runs
-from iiotbed.testbed.services import Testbed
+from iiotbed.testbed.services import Services
 from iiotbed.testbed.verdict import RunVerdict, paired_verdict
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "RunPlan",
     "RunReport",
     "RunVerdict",
-    "Testbed",
+    "Services",
     "agreement",
     "base_scenario",
     "default_workers",

@@ -21,7 +21,7 @@ from iiotbed.testbed.agreement import agreement, line_view
 from iiotbed.testbed.plan import RunOptions, base_scenario, plan_run
 from iiotbed.testbed.record import RunRecord
 from iiotbed.testbed.report import RunReport, live_figures, replay_answer_key, settle_warnings
-from iiotbed.testbed.services import Testbed
+from iiotbed.testbed.services import Services
 from iiotbed.testbed.verdict import RunVerdict, batch_verdict
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ async def run_all(
     # a directory on local disk, once: a blocking call kept off the loop anyway
     await asyncio.to_thread(plan.run_dir.mkdir, parents=True, exist_ok=True)
     record = RunRecord(scenario, base, plan, opts)
-    async with Testbed(scenario, plan, opts, on_platform=record.register) as tb:
+    async with Services(scenario, plan, opts, on_platform=record.register) as tb:
         endpoints = tb.endpoints
         for line in tb.describe():
             tell(line)

@@ -1,6 +1,6 @@
 """The services of one run, in one ``async with``: broker, platform, devices, gateway.
 
-:class:`Testbed` starts an embedded MQTT broker (unless the plan names one), the platform
+:class:`Services` starts an embedded MQTT broker (unless the plan names one), the platform
 (store, ingest, HTTP API and dashboard), the live factory with its pacer **held at sim
 time 0**, and the gateway derived from the scenario; it returns once every collector is
 subscribed, so telemetry starts with the first record. The devices start before the
@@ -8,7 +8,7 @@ gateway, paused: the Sparkplug edge waits for the gateway host's STATE before it
 
 They close in reverse: gateway first (no reconnect attempts to closing servers), then the
 devices (closing their event log, the answer key's source), the platform, the broker.
-:meth:`Testbed.close_factory` closes the first two early, once the run's window has been
+:meth:`Services.close_factory` closes the first two early, once the run's window has been
 read; the platform stays up for the report. The body's exception passes through.
 """
 
@@ -31,13 +31,13 @@ if TYPE_CHECKING:
     from iiotbed.scenario import Scenario
     from iiotbed.testbed.plan import RunOptions, RunPlan
 
-__all__ = ["Ended", "Testbed"]
+__all__ = ["Ended", "Services"]
 
 #: how a run ended: its duration reached, or stopped early (Ctrl-C, SIGTERM)
 Ended = Literal["duration", "stopped"]
 
 
-class Testbed:
+class Services:
     """Broker, platform, devices and gateway of one run; see the module docstring.
 
     ``on_platform`` runs once the platform is up, before any device starts (the run's
