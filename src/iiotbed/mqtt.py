@@ -2,8 +2,11 @@
 
 One :class:`MqttConnection` owns one broker session at a time: it connects with a Will,
 re-subscribes and calls ``on_connect`` after every (re)connect, hands received messages to
-the asyncio loop, and after a lost connection reconnects with bounded exponential backoff
-plus jitter. paho errors leave this module as :class:`~iiotbed.errors.ConnectorError`.
+the asyncio loop, and after a lost connection reconnects with the one reconnect policy,
+:class:`Backoff` (bounded exponential, with jitter). :meth:`MqttConnection.send` and
+:meth:`~MqttConnection.publish_acked` are the awaitable QoS 1 publish: they return when the
+broker PUBACKed and raise if the connection ended first, so the caller can resend. paho
+errors leave this module as :class:`~iiotbed.errors.ConnectorError`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
@@ -25,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iiotbed.errors import ConnectorError
 
 __all__ = [
+    "Backoff",
     "BrokerUrl",
     "ConnectionStats",
     "Message",
@@ -76,6 +80,32 @@ def stop_client(client: paho.Client) -> None:
     client._reset_sockets(sockpair_only=True)
 
 
+class Backoff:
+    """Bounded exponential backoff with jitter: waits in [d/2, d], d doubling up to ``maximum``.
+
+    The one reconnect policy of every client (MQTT connections, the UNS publisher, ingest,
+    the OPC UA collector).
+    """
+
+    def __init__(self, initial: float = 0.5, maximum: float = 10.0) -> None:
+        if not 0 < initial <= maximum:
+            raise ValueError(f"backoff needs 0 < initial <= maximum, got {initial}, {maximum}")
+        self.initial = initial
+        self.maximum = maximum
+        self._delay = initial
+        # Jitter only spreads reconnect storms of many clients; it never touches data.
+        self._rng = random.Random()
+
+    def reset(self) -> None:
+        self._delay = self.initial
+
+    def next(self) -> float:
+        """The next wait in seconds; each call doubles the bound up to ``maximum``."""
+        wait = self._delay * (0.5 + 0.5 * self._rng.random())
+        self._delay = min(self._delay * 2, self.maximum)
+        return wait
+
+
 @dataclass(frozen=True)
 class Will:
     """The message the broker publishes for us when the connection dies uncleanly."""
@@ -107,6 +137,16 @@ class ConnectionStats:
     received: int = 0
 
 
+class _Acks:
+    """The acknowledgements one :meth:`MqttConnection.send` waits for."""
+
+    __slots__ = ("done", "remaining")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.remaining = 0
+
+
 @dataclass
 class _Session:
     """One paho client = one broker connection; a reconnect makes a new one."""
@@ -114,6 +154,8 @@ class _Session:
     client: paho.Client
     generation: int
     connack: asyncio.Future[int] = field(repr=False)
+    waiting: dict[int, _Acks] = field(default_factory=dict, repr=False)  # by paho mid
+    tracking: int = 0  # sends not yet settled: paho's thread forwards on_publish only then
 
 
 class MqttConnection:
@@ -121,7 +163,14 @@ class MqttConnection:
 
     ``will`` is called before every CONNECT so a caller can put fresh data in it
     (Sparkplug's bdSeq). ``on_connect`` runs in the event loop after each CONNACK,
-    once the subscriptions are requested. ``on_message`` runs in the event loop too.
+    once the subscriptions are requested; ``on_message`` and ``on_connection_lost`` run
+    in the event loop too (an exception in any of them is logged, never fatal).
+
+    ``async with`` connects once and raises :class:`ConnectorError` when the broker is
+    away, unless ``connect_in_background``: then it returns at once and the first
+    connect is retried like every reconnect (:meth:`wait_connected` waits for it).
+    ``max_inflight`` bounds QoS 1 messages awaiting PUBACK (paho queues the rest);
+    ``nodelay`` turns Nagle off, for clients that keep many small messages in flight.
     """
 
     def __init__(
@@ -138,6 +187,10 @@ class MqttConnection:
         connect_timeout: float = 10.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        backoff: Backoff | None = None,
+        connect_in_background: bool = False,
+        max_inflight: int = 20,
+        nodelay: bool = False,
     ) -> None:
         self.url = parse_broker_url(broker)
         self.client_id = client_id
@@ -149,14 +202,15 @@ class MqttConnection:
         self._on_connection_lost = on_connection_lost
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        # Jitter only spreads reconnect storms; it never touches simulated behaviour.
-        self._jitter = random.Random()
+        self._backoff = backoff if backoff is not None else Backoff(backoff_initial, backoff_max)
+        self._background = connect_in_background
+        self._max_inflight = max_inflight
+        self._nodelay = nodelay
         self._session: _Session | None = None
         self._generation = 0
         self._closing = False
         self._lost = asyncio.Event()
+        self._up = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -166,11 +220,24 @@ class MqttConnection:
         s = self._session
         return s is not None and s.connack.done() and s.client.is_connected()
 
+    @property
+    def session(self) -> int | None:
+        """Names the session in use (new on every reconnect); None while not connected."""
+        s = self._session
+        return s.generation if s is not None and self.connected else None
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is up (at once when it is)."""
+        await self._up.wait()
+
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
-        await self._connect_once()
+        if not self._background:
+            await self._connect_once()
+        else:
+            self._lost.set()  # the supervisor makes the first connect, retrying with backoff
         self._supervisor = asyncio.create_task(
-            self._supervise(), name=f"mqtt-reconnect-{self.client_id}"
+            self._supervise(first=self._background), name=f"mqtt-reconnect-{self.client_id}"
         )
         return self
 
@@ -195,29 +262,61 @@ class MqttConnection:
         self.stats.published += 1
         return True
 
+    def send(
+        self, messages: Sequence[tuple[str, bytes, bool]], *, qos: int = 1
+    ) -> asyncio.Future[None]:
+        """Queue ``(topic, payload, retain)`` messages in order on the current connection.
+
+        The future resolves when the broker acknowledged all of them (PUBACK at QoS 1,
+        written at QoS 0); it fails with :class:`ConnectorError` when the connection ends
+        first: resend them then, on the next connection.
+        """
+        assert self._loop is not None, "send() needs an open connection: use `async with`"
+        acks = _Acks(self._loop.create_future())
+        s, rc = self._session, paho.MQTT_ERR_NO_CONN
+        if s is not None and self.connected:
+            # counted before the first publish: a PUBACK racing in on paho's thread is forwarded
+            s.tracking += 1
+            acks.done.add_done_callback(lambda _: _untrack(s))
+            publish, waiting = s.client.publish, s.waiting
+            for topic, payload, retain in messages:
+                info = publish(topic, payload, qos=qos, retain=retain)
+                if (rc := info.rc) != paho.MQTT_ERR_SUCCESS:
+                    break
+                acks.remaining += 1
+                waiting[info.mid] = acks
+            self.stats.published += acks.remaining
+        if rc == paho.MQTT_ERR_SUCCESS:
+            if acks.remaining == 0:
+                acks.done.set_result(None)
+            return acks.done
+        self.stats.dropped += len(messages) - acks.remaining
+        topic = messages[acks.remaining][0] if messages else ""
+        acks.done.set_exception(
+            ConnectorError(
+                f"cannot publish to {topic!r} on {self.url}: {paho.error_string(rc)}",
+                endpoint=topic,
+            )
+        )
+        return acks.done
+
+    async def publish_acked(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 and return once the broker's PUBACK arrived; raises
+        :class:`ConnectorError` if the connection drops first (resend it then)."""
+        await self.send([(topic, payload, retain)])
+
     async def publish_and_wait(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, ack_wait: float = 5.0
     ) -> None:
-        """Publish and wait until the broker acknowledged it (QoS 1/2) or it was written."""
-        s = self._session
-        if s is None or not self.connected:
-            raise ConnectorError(
-                f"cannot publish to {topic!r}: not connected to {self.url}", endpoint=topic
-            )
-        info = s.client.publish(topic, payload, qos=qos, retain=retain)
+        """:meth:`publish_acked` at any QoS, waiting at most ``ack_wait`` seconds."""
         try:
-            # wait_for_publish blocks on a threading.Condition: keep it off the event loop.
-            await asyncio.to_thread(info.wait_for_publish, ack_wait)
-        except (RuntimeError, ValueError) as exc:
-            raise ConnectorError(
-                f"publishing to {topic!r} on {self.url} failed: {exc}", endpoint=topic
-            ) from exc
-        if not info.is_published():
+            async with asyncio.timeout(ack_wait):
+                await asyncio.shield(self.send([(topic, payload, retain)], qos=qos))
+        except TimeoutError:
             raise ConnectorError(
                 f"publishing to {topic!r} on {self.url} was not acknowledged within {ack_wait} s",
                 endpoint=topic,
-            )
-        self.stats.published += 1
+            ) from None
 
     def abort(self) -> None:
         """Drop the TCP link without DISCONNECT, as a network outage would.
@@ -237,7 +336,9 @@ class MqttConnection:
         """Disconnect cleanly and connect again (a new CONNECT, so a fresh Will)."""
         s, self._session = self._session, None
         self._generation += 1  # the old session's on_disconnect is now stale
+        self._up.clear()
         if s is not None:
+            _fail(s, ConnectorError(f"reconnecting to {self.url}", endpoint=str(self.url)))
             s.client.disconnect()
             await asyncio.to_thread(stop_client, s.client)
         try:
@@ -257,7 +358,9 @@ class MqttConnection:
                 await self._supervisor
             self._supervisor = None
         s, self._session = self._session, None
+        self._up.clear()
         if s is not None:
+            _fail(s, ConnectorError(f"the connection to {self.url} closed", endpoint=str(self.url)))
             s.client.disconnect()
             # loop_stop joins paho's thread: a blocking call, so it runs in a worker thread.
             await asyncio.to_thread(stop_client, s.client)
@@ -276,6 +379,8 @@ class MqttConnection:
             protocol=paho.MQTTv311,
             reconnect_on_failure=False,
         )
+        if self._max_inflight != 20:  # paho's default
+            client.max_inflight_messages_set(self._max_inflight)
         session = _Session(client, gen, loop.create_future())
         will = self._will() if self._will is not None else None
         if will is not None:
@@ -283,11 +388,17 @@ class MqttConnection:
         client.on_connect = self._paho_on_connect(session)
         client.on_disconnect = self._paho_on_disconnect(session)
         client.on_message = self._paho_on_message(session)
+        client.on_publish = _paho_on_publish(session, self._call_in_loop)
         try:
             # connect() does the blocking TCP handshake; the network loop then runs in
             # paho's own thread (loop_start) so a busy event loop never starves keepalives.
             await asyncio.to_thread(client.connect, self.url.host, self.url.port, self._keepalive)
             client.loop_start()
+            sock = client.socket()
+            if self._nodelay and isinstance(sock, socket.socket):
+                # paho leaves Nagle on: with many small QoS 1 packets in flight it stalls each
+                # burst for a delayed ACK (~40 ms on Linux).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             rc = await asyncio.wait_for(session.connack, self._connect_timeout)
         except asyncio.CancelledError:
             # Closing mid-connect: stop this client now so no orphan session (and its Will)
@@ -309,6 +420,7 @@ class MqttConnection:
                 endpoint=str(self.url),
             )
         self._session = session
+        self._up.set()
         self.stats.connects += 1
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
@@ -318,23 +430,31 @@ class MqttConnection:
             except Exception:
                 log.exception("on_connect handler of %s failed", self.client_id)
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, first: bool = False) -> None:
+        backoff = self._backoff
         while not self._closing:
             await self._lost.wait()
             self._lost.clear()
-            if self._on_connection_lost is not None:
-                self._on_connection_lost()
-            delay = self._backoff_initial
+            if not first and self._on_connection_lost is not None:
+                try:
+                    self._on_connection_lost()
+                except Exception:
+                    # a handler bug must not end reconnection: logged with its traceback
+                    log.exception("on_connection_lost handler of %s failed", self.client_id)
+            backoff.reset()
+            # the first connect of a background start is tried at once, a reconnect after a wait
+            wait = 0.0 if first else backoff.next()
+            first = False
             while not self._closing:
-                # Jitter in [delay/2, delay]: devices that lost the broker together do not stampede.
-                await asyncio.sleep(delay * (0.5 + 0.5 * self._jitter.random()))
+                await asyncio.sleep(wait)
                 try:
                     await self._connect_once()
-                    log.info("reconnected to %s as %s", self.url, self.client_id)
+                    log.info("connected to %s as %s", self.url, self.client_id)
                     break
-                except ConnectorError as exc:
-                    log.warning("%s; retrying in up to %.1f s", exc, delay)
-                    delay = min(delay * 2, self._backoff_max)
+                except Exception as exc:  # ConnectorError, or a bug: either way, try again
+                    wait = backoff.next()
+                    bug = not isinstance(exc, ConnectorError)  # then with its traceback
+                    log.warning("%s; retrying in %.2f s", exc, wait, exc_info=bug)
 
     # paho callbacks run in paho's network thread: they only hand over to the event loop.
 
@@ -370,11 +490,14 @@ class MqttConnection:
         return on_message
 
     def _handle_disconnect(self, session: _Session) -> None:
+        # what was in flight on this session can never be acknowledged now
+        _fail(session, ConnectorError(f"lost the connection to {self.url}", endpoint=str(self.url)))
         if self._closing or session.generation != self._generation:
             return
         if not session.connack.done():
             return  # a failed first CONNECT is reported by _connect_once
         self.stats.connection_losses += 1
+        self._up.clear()
         log.warning("lost connection to %s (%s)", self.url, self.client_id)
         self._lost.set()
 
@@ -433,3 +556,44 @@ class MqttAdapter:
 def _resolve(fut: asyncio.Future[int], value: int) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _untrack(session: _Session) -> None:
+    session.tracking -= 1
+
+
+def _fail(session: _Session, exc: ConnectorError) -> None:
+    """Fail every send still waiting on ``session``: the caller resends on the next one."""
+    for acks in set(session.waiting.values()):
+        if not acks.done.done():
+            acks.done.set_exception(exc)
+            acks.done.exception()  # an expected end: no "never retrieved" log if nobody awaits
+    session.waiting.clear()
+
+
+def _acked(session: _Session, mid: int) -> None:
+    acks = session.waiting.pop(mid, None)
+    if acks is None:
+        return  # a publish nobody waits for, or of a send that already failed
+    acks.remaining -= 1
+    if acks.remaining == 0 and not acks.done.done():
+        acks.done.set_result(None)
+
+
+_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _paho_on_publish(session: _Session, call_in_loop: Callable[..., None]) -> Callable[..., None]:
+    # runs in paho's network thread, once per PUBACK (QoS 1) or write (QoS 0)
+    def on_publish(client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        if session.tracking <= 0:
+            return  # nobody awaits an acknowledgement: no hop to the loop
+        sock = client.socket()
+        if _QUICKACK is not None and isinstance(sock, socket.socket):
+            # Mosquitto keeps Nagle on, so after the first PUBACK of a burst it holds the
+            # others until our ACK, which Linux delays by ~40 ms: TCP_QUICKACK sends it now.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        call_in_loop(_acked, session, mid)
+
+    return on_publish

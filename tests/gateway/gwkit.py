@@ -150,6 +150,62 @@ class Mosquitto:
             self.proc = None
 
 
+class Relay:
+    """A TCP relay standing in for the network path to a broker: up, down (an outage)."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self.server: asyncio.Server | None = None
+        self.conns: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def down(self) -> None:
+        """Stop listening and cut every live connection (a network outage)."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        for w in list(self.conns):
+            w.transport.abort()
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if server is not None:
+            # Since 3.12 wait_closed() also waits for every connection the server accepted to
+            # close: so only after the cuts above (before them it waits forever).
+            await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.server is None:  # accepted just before down(): cut it too
+            writer.transport.abort()
+            return
+        self.conns.add(writer)
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            self.conns.discard(writer)
+            writer.transport.abort()
+            return
+        self.conns.add(up_w)
+        for src, dst in ((reader, up_w), (up_r, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.transport.abort()
+            self.conns.discard(dst)
+
+
 def clear_retained(topics: Sequence[str], port: int = 1883) -> None:
     c = paho.Client(CallbackAPIVersion.VERSION2)
     c.connect("127.0.0.1", port)

@@ -17,6 +17,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from gwkit import Relay
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.gateway import DurableBuffer, UnsPublisher
@@ -107,17 +108,17 @@ def test_samples_reach_subscribers_as_stream_and_retained_values(tmp_path: Path,
         samples = make_samples(2000)
         samples.append(Sample(2000.0, ASSETS[1], "Power", 1.5, "KWT", Quality.Bad))
         samples.append(Sample(2001.0, ASSETS[1], "Temp", math.nan))  # malformed: Good NaN
-        async with (
-            DurableBuffer(tmp_path / "gw.db") as buf,
-            UnsPublisher(
+        async with DurableBuffer(tmp_path / "gw.db") as buf:
+            pub = UnsPublisher(
                 "mqtt://127.0.0.1:1883", buf, line=LINE, epoch=EPOCH, run_id="run-e2e",
                 root=root, batch_size=300,
-            ) as pub,
-        ):  # fmt: skip
+            )  # fmt: skip
+            # buffered before the sender starts, so the batches are cut the same way every run
+            # (2002 rows in 300s: 7), not where a fast connect happened to read
             assert await pub.submit(samples[:1000]) == 1000
             assert await pub.submit_events([UNIT_DONE, Event(1.0, "a/+", "Broken")]) == 1
             assert await pub.submit(samples[1000:]) == 1001
-            async with asyncio.timeout(20):
+            async with pub, asyncio.timeout(20):
                 await pub.flush()
             m = pub.metrics
             assert (m.received, m.malformed, m.forwarded, m.buffered, m.dropped) == (
@@ -204,50 +205,6 @@ def test_only_changed_values_are_republished(tmp_path: Path, root: str) -> None:
 
 
 # --------------------------------------------------------------------------- outages
-
-
-class Relay:
-    """A TCP relay standing in for the network path to the broker: up, down, cut."""
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port, self.target = port, target
-        self.server: asyncio.Server | None = None
-        self.conns: set[asyncio.StreamWriter] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def up(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        """Stop listening and cut every live connection (a network outage)."""
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        for w in list(self.conns):
-            w.transport.abort()
-        for t in list(self.tasks):
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self.conns.update((writer, up_w))
-        for src, dst in ((reader, up_w), (up_r, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.transport.abort()
-            self.conns.discard(dst)
 
 
 @pytest.fixture

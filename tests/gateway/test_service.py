@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 import pytest
-from gwkit import ROOT, UnsSubscriber, clear_retained, five_g, free_port, last_values, until
+from gwkit import ROOT, Relay, UnsSubscriber, clear_retained, five_g, free_port, last_values, until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.live import LiveFactory, LiveOptions
@@ -42,49 +42,6 @@ pytestmark = [pytest.mark.network, pytest.mark.timeout(120)]
 IIOTBED = str(Path(sys.executable).with_name("iiotbed"))
 COUNTERS = ("ProcessedCount", "DefectiveCount", "ConsumedCount", "FailureCount", "GoodCount",
             "ScrapCount", "OutputCount")  # fmt: skip
-
-
-class Relay:
-    """A TCP relay standing in for the gateway's path to the output broker: up or down."""
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port, self.target = port, target
-        self.server: asyncio.Server | None = None
-        self.conns: set[asyncio.StreamWriter] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def up(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def down(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        for w in list(self.conns):
-            w.transport.abort()
-        for t in list(self.tasks):
-            t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target)
-        self.conns.update((writer, up_w))
-        for src, dst in ((reader, up_w), (up_r, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            dst.transport.abort()
-            self.conns.discard(dst)
 
 
 def _settings(tmp_path: Path, tag: str, *, opcua_port: int, output: str = "mqtt://127.0.0.1:1883",
@@ -362,3 +319,40 @@ def test_cli_gateway_runs_and_exits_2_on_bad_config(tmp_path: Path, tag: str) ->
     assert "opcua, sparkplug" in proc.stdout and "received 0, forwarded 0" in proc.stdout
     clear_retained([f"{root}/_gateway/gw-line-1/metrics", f"{root}/_gateway/gw-line-1/status",
                     "spBv1.0/STATE/iiotbed-gateway"])  # fmt: skip
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_gateway_async_with_passes_the_body_exception_through(tmp_path: Path, tag: str) -> None:
+    st = GatewaySettings(
+        id=f"gw-{tag}", run_id="exc", epoch="2026-01-05T00:00:00Z", line="a/b",  # type: ignore[arg-type]
+        output=OutputSettings(broker="mqtt://127.0.0.1:1883", root=f"uns-{tag}", buffer=tmp_path / "gw.db"),
+    )  # fmt: skip
+
+    async def body() -> None:
+        gw = Gateway(st, collectors=[])
+        boom = LookupError("from the body")
+        with pytest.raises(LookupError) as err:  # itself, not wrapped in an ExceptionGroup
+            async with gw:
+                raise boom
+        assert err.value is boom
+        assert all(t.done() for t in gw._tasks.values())  # every task it started has ended
+        # the same for a cancellation of the task running the gateway
+        gw = Gateway(st, collectors=[])
+
+        async def hold() -> None:
+            async with gw:
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(hold())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert all(t.done() for t in gw._tasks.values())
+
+    try:
+        asyncio.run(body())
+    finally:
+        clear_retained([f"uns-{tag}/_gateway/gw-{tag}/metrics", f"uns-{tag}/_gateway/gw-{tag}/status"])

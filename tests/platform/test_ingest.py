@@ -266,3 +266,17 @@ def test_a_sample_from_a_current_value_topic_must_match_its_topic(tmp_path: Path
             pub.close()
 
     asyncio.run(main())
+
+
+def test_cancelled_start_leaves_no_task_running(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_store(f"sqlite:///{tmp_path / 'p.db'}") as store:
+            dead = "mqtt://127.0.0.1:1"  # nothing listens: the start waits for the broker
+            ingest = Ingest(store, dead, client_id=f"ingest-{uuid.uuid4().hex[:8]}")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await ingest.__aenter__()
+            await asyncio.sleep(0)
+            assert asyncio.all_tasks() == {asyncio.current_task()}  # the ingest task is gone
+
+    asyncio.run(scenario())

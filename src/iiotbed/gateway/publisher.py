@@ -3,9 +3,11 @@
 :meth:`UnsPublisher.submit` encodes samples and appends them to the
 :class:`~iiotbed.gateway.buffer.DurableBuffer`. A sender task reads the buffer oldest first
 and publishes each batch as one stream message plus the latest value of every tag in it
-as a retained current value, all QoS 1. A batch is acknowledged in the buffer only when
-the broker has PUBACKed every message of it; a lost connection discards the session and
-replays from the last acknowledged position, so nothing is lost. A PUBACK lost in flight
+as a retained current value, all QoS 1, on the one MQTT transport
+(:meth:`iiotbed.mqtt.MqttConnection.send`). A batch is acknowledged in the buffer only
+when the broker has PUBACKed every message of it; a lost connection fails what was in
+flight, and the next connection replays from the last acknowledged position, so nothing
+is lost. A PUBACK lost in flight
 can make the broker see a batch twice: consumers drop the resend by the sample ``id``.
 """
 
@@ -14,23 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import socket
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import orjson
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.errors import ConnectorError, StorageError, UnsError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
-from iiotbed.mqtt import parse_broker_url, stop_client
+from iiotbed.mqtt import Backoff, MqttConnection, parse_broker_url
 from iiotbed.protocols.uns import (
     DEFAULT_ROOT,
     current_topic,
@@ -75,28 +73,16 @@ class PublisherMetrics:
 
 
 class _Batch:
-    __slots__ = ("confirmed", "count", "current", "last_pos", "newest_ts", "remaining", "values")
+    __slots__ = ("confirmed", "count", "current", "last_pos", "newest_ts", "values")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rows: list[PendingItem]) -> None:
+    def __init__(self, rows: list[PendingItem]) -> None:
         self.last_pos = rows[-1].pos
         self.newest_ts = rows[-1].ts
         self.count = len(rows)
-        self.remaining = 0
         self.current = 0
         self.values: dict[tuple[str, str], bytes] = {}
-        # True when every message was PUBACKed, False when the session died first
-        self.confirmed: asyncio.Future[bool] = loop.create_future()
-
-
-class _Session:
-    """One paho client = one connection; a reconnect makes a new one (fresh in-flight state)."""
-
-    def __init__(self, client: paho.Client, loop: asyncio.AbstractEventLoop) -> None:
-        self.client = client
-        self.connack: asyncio.Future[int] = loop.create_future()
-        self.lost = False
-        self.waiting: dict[int, _Batch] = {}
-        self.batches: list[_Batch] = []
+        # resolves when every message was PUBACKed, fails when the connection died first
+        self.confirmed: asyncio.Future[None] | None = None
 
 
 class UnsPublisher:
@@ -142,27 +128,33 @@ class UnsPublisher:
         self.backoff_max = backoff_max
         self.clock = clock
         self.metrics = PublisherMetrics(buffer=buffer.stats)
-        # Jitter only spreads reconnect storms of many gateways; it never touches data.
-        self._jitter = random.Random()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
-        self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._session: _Session | None = None
+        self._conn = MqttConnection(
+            broker,
+            client_id=self.client_id,
+            on_message=lambda m: None,
+            on_connect=self._on_connect,
+            on_connection_lost=self._wake.set,
+            backoff=Backoff(backoff_initial, backoff_max),
+            connect_in_background=True,  # a broker away at start is waited for, buffering
+            # several batches of up to batch_size current values each are in flight at once
+            max_inflight=max(20, max_inflight_batches * (batch_size + 1)),
+            nodelay=True,
+        )
         self._published: dict[tuple[str, str], bytes] = {}  # confirmed current values
         self._topics: dict[tuple[str, str], str] = {}
 
     @property
     def connected(self) -> bool:
-        s = self._session
-        return s is not None and s.connack.done() and not s.lost
+        return self._conn.connected
 
     async def wait_connected(self) -> None:
         """Wait until the publisher holds a confirmed broker connection."""
-        await self._up.wait()
+        await self._conn.wait_connected()
 
     async def __aenter__(self) -> Self:
-        self._loop = asyncio.get_running_loop()
+        await self._conn.__aenter__()
         self._task = asyncio.create_task(self._run(), name=f"uns-publisher-{self.client_id}")
         return self
 
@@ -176,12 +168,14 @@ class UnsPublisher:
 
     async def close(self) -> None:
         """Stop sending; un-acked samples stay in the buffer for the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task  # re-raises a StorageError that stopped it
+        finally:
             self._task = None
-        await self._drop_session()
+            await self._conn.close()
 
     # ------------------------------------------------------------------ input
 
@@ -247,76 +241,86 @@ class UnsPublisher:
 
     # ------------------------------------------------------------------ sending
 
+    def _on_connect(self) -> None:
+        self.metrics.connects += 1
+        self._wake.set()
+        log.info("UNS publisher connected to %s as %s", self.url, self.client_id)
+
     async def _run(self) -> None:
-        delay = self.backoff_initial
+        conn = self._conn
         while True:
-            try:
-                session = await self._connect()
-            except ConnectorError as exc:
-                # Jitter in [delay/2, delay]: gateways that lost the broker together do not stampede.
-                wait = delay * (0.5 + 0.5 * self._jitter.random())
-                log.warning("%s; retrying in %.2f s", exc, wait)
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, self.backoff_max)
+            await conn.wait_connected()  # the connection (re)connects itself, with backoff
+            session = conn.session
+            if session is None:  # lost again before this task ran
+                await asyncio.sleep(0.01)
                 continue
-            delay = self.backoff_initial
             try:
                 await self._pump(session)
             except ConnectorError as exc:
                 self.metrics.connection_losses += 1
                 log.warning("%s; replaying from buffer position %d", exc, self.buffer.acked_through)
+                if conn.session == session:  # the broker went quiet, the socket did not drop
+                    await conn.reconnect()
             except StorageError:
                 # the buffer is unusable (disk full, file gone): stop, and re-raise from close()
                 log.exception("UNS publisher stops: the gateway buffer failed")
                 raise
-            finally:
-                await self._drop_session()
 
-    async def _pump(self, session: _Session) -> None:
-        loop = asyncio.get_running_loop()
+    async def _pump(self, session: int) -> None:
+        conn = self._conn
         inflight: deque[_Batch] = deque()
         cursor = self.buffer.acked_through  # replay everything not yet acknowledged
         self._published.clear()  # a new broker session may have lost retained values
-        while True:
-            if session.lost:
-                raise ConnectorError(f"lost the connection to {self.url}", endpoint=str(self.url))
-            self._wake.clear()  # before reading: an append during the read wakes the next wait
-            while len(inflight) < self.max_inflight_batches:
-                rows = await self.buffer.read(self.batch_size, after=cursor)
-                if not rows or session.lost:
-                    break
-                inflight.append(self._publish(session, loop, rows))
-                cursor = rows[-1].pos
-            if not inflight:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                # that arrives as the wake-up completes, and close() would wait forever
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):
-                        await self._wake.wait()
-                continue
-            head = inflight[0]
-            try:
-                ok = await asyncio.wait_for(asyncio.shield(head.confirmed), self.ack_timeout)
-            except TimeoutError:
-                raise ConnectorError(
-                    f"{self.url} did not PUBACK a batch within {self.ack_timeout} s",
-                    endpoint=str(self.url),
-                ) from None
-            if not ok:
-                raise ConnectorError(f"lost the connection to {self.url}", endpoint=str(self.url))
-            inflight.popleft()
-            await self.buffer.ack(head.last_pos)
-            m = self.metrics
-            m.forwarded += head.count
-            m.batches += 1
-            m.current_values += head.current
-            m.lag_s = self.clock() - head.newest_ts
-            self._published.update(head.values)
+        try:
+            while True:
+                if conn.session != session:
+                    raise ConnectorError(
+                        f"lost the connection to {self.url}", endpoint=str(self.url)
+                    )
+                self._wake.clear()  # before reading: an append during the read wakes the next wait
+                while len(inflight) < self.max_inflight_batches:
+                    rows = await self.buffer.read(self.batch_size, after=cursor)
+                    # every batch of one pump goes to one session: the order on the wire holds
+                    if not rows or conn.session != session:
+                        break
+                    inflight.append(self._publish(rows))
+                    cursor = rows[-1].pos
+                if not inflight:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                    # that arrives as the wake-up completes, and close() would wait forever
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.5):
+                            await self._wake.wait()
+                    continue
+                head = inflight[0]
+                assert head.confirmed is not None
+                try:
+                    async with asyncio.timeout(self.ack_timeout):
+                        await asyncio.shield(head.confirmed)  # ConnectorError if the link died
+                except TimeoutError:
+                    raise ConnectorError(
+                        f"{self.url} did not PUBACK a batch within {self.ack_timeout} s",
+                        endpoint=str(self.url),
+                    ) from None
+                inflight.popleft()
+                await self.buffer.ack(head.last_pos)
+                m = self.metrics
+                m.forwarded += head.count
+                m.batches += 1
+                m.current_values += head.current
+                m.lag_s = self.clock() - head.newest_ts
+                self._published.update(head.values)
+        finally:
+            for b in inflight:  # their session is over: replayed from the buffer next time
+                if b.confirmed is None:
+                    continue
+                if not b.confirmed.done():
+                    b.confirmed.cancel()
+                elif not b.confirmed.cancelled():
+                    b.confirmed.exception()  # retrieved: the replay covers it
 
-    def _publish(
-        self, session: _Session, loop: asyncio.AbstractEventLoop, rows: list[PendingItem]
-    ) -> _Batch:
-        batch = _Batch(loop, rows)
+    def _publish(self, rows: list[PendingItem]) -> _Batch:
+        batch = _Batch(rows)
         has_events = any(r.tag == _EVENT for r in rows)
         if has_events:
             body = join_batch(
@@ -343,148 +347,10 @@ class UnsPublisher:
                     topic = self._topics[key] = current_topic(r.asset, r.tag, self.root)
                 messages.append((topic, r.payload, True))
             batch.current = len(messages) - 1
-        for topic, payload, retain in messages:
-            info = session.client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                session.lost = True
-                batch.confirmed.set_result(False)
-                return batch
-            batch.remaining += 1
-            session.waiting[info.mid] = batch
-        session.batches.append(batch)
+        batch.confirmed = self._conn.send(messages)
         return batch
-
-    # ------------------------------------------------------------------ connection
-
-    async def _connect(self) -> _Session:
-        loop = asyncio.get_running_loop()
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            clean_session=True,
-            protocol=paho.MQTTv311,
-            reconnect_on_failure=False,  # we reconnect ourselves, replaying from the buffer
-        )
-        # Several batches of up to batch_size current values each are in flight at once.
-        client.max_inflight_messages_set(max(20, self.max_inflight_batches * (self.batch_size + 1)))
-        session = _Session(client, loop)
-        client.on_connect = self._on_connect(session, loop)
-        client.on_disconnect = self._on_disconnect(session, loop)
-        client.on_publish = self._on_publish(session, loop)
-        try:
-            # connect() is a blocking TCP handshake; the network loop then runs in paho's thread.
-            await asyncio.to_thread(client.connect, self.url.host, self.url.port, 30)
-            client.loop_start()
-            self._session = session
-            sock = client.socket()
-            if isinstance(sock, socket.socket):
-                # paho leaves Nagle on: with many small QoS 1 packets in flight it stalls each
-                # burst for a delayed ACK (~40 ms on Linux).
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            rc = await asyncio.wait_for(session.connack, 10.0)
-        except (OSError, TimeoutError) as exc:
-            await self._drop_session()
-            raise ConnectorError(
-                f"cannot connect the UNS publisher to {self.url}: {exc!r}; is the broker running?",
-                endpoint=str(self.url),
-            ) from exc
-        if rc != 0:
-            await self._drop_session()
-            raise ConnectorError(
-                f"MQTT broker {self.url} refused {self.client_id!r} (CONNACK reason {rc})",
-                endpoint=str(self.url),
-            )
-        self.metrics.connects += 1
-        self._up.set()
-        log.info("UNS publisher connected to %s as %s", self.url, self.client_id)
-        return session
-
-    async def _drop_session(self) -> None:
-        s, self._session = self._session, None
-        self._up.clear()
-        if s is None:
-            return
-        self._fail(s)
-        s.client.disconnect()
-        # loop_stop joins paho's network thread: blocking, so it runs in a worker thread.
-        await asyncio.to_thread(stop_client, s.client)
-
-    @staticmethod
-    def _fail(session: _Session) -> None:
-        session.lost = True
-        for b in session.batches:
-            if not b.confirmed.done():
-                b.confirmed.set_result(False)
-        session.waiting.clear()
-
-    # paho callbacks run in paho's network thread: they only hand over to the event loop.
-
-    @staticmethod
-    def _on_connect(session: _Session, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
-        def on_connect(
-            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
-        ) -> None:
-            value = int(reason.value) if hasattr(reason, "value") else int(reason)
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(_resolve, session.connack, value)
-
-        return on_connect
-
-    def _on_disconnect(
-        self, session: _Session, loop: asyncio.AbstractEventLoop
-    ) -> Callable[..., None]:
-        def lost() -> None:
-            if self._session is session:
-                self._up.clear()
-            self._fail(session)
-            self._wake.set()
-
-        def on_disconnect(
-            client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
-        ) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(lost)
-
-        return on_disconnect
-
-    @staticmethod
-    def _on_publish(session: _Session, loop: asyncio.AbstractEventLoop) -> Callable[..., None]:
-        def acked(mid: int) -> None:
-            batch = session.waiting.pop(mid, None)
-            if batch is None:
-                return
-            batch.remaining -= 1
-            if batch.remaining == 0 and not batch.confirmed.done():
-                batch.confirmed.set_result(True)
-                session.batches.remove(batch)
-
-        def on_publish(
-            client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
-        ) -> None:
-            _quickack(client)
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(acked, mid)
-
-        return on_publish
-
-
-_QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
-
-
-def _quickack(client: paho.Client) -> None:
-    # Mosquitto keeps Nagle on, so after the first PUBACK of a burst it holds the others
-    # until our ACK, which Linux delays by ~40 ms. TCP_QUICKACK sends that ACK now (Linux only).
-    sock = client.socket()
-    if _QUICKACK is not None and isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
 def _value_key(payload: bytes) -> bytes:
     obj = orjson.loads(payload)
     return orjson.dumps((obj["value"], obj["quality"], obj["unit"]))
-
-
-def _resolve(fut: asyncio.Future[int], value: int) -> None:
-    if not fut.done():
-        fut.set_result(value)

@@ -24,16 +24,41 @@ import orjson
 
 from iiotbed.gateway.buffer import DurableBuffer
 from iiotbed.gateway.collectors._mqtt import hold_connection
-from iiotbed.gateway.collectors.base import Backoff, Collector, CollectorStats
+from iiotbed.gateway.collectors.base import Collector, CollectorStats
 from iiotbed.gateway.publisher import UnsPublisher
 from iiotbed.gateway.settings import GatewaySettings
-from iiotbed.mqtt import MqttConnection, Will
+from iiotbed.mqtt import Backoff, MqttConnection, Will
 from iiotbed.protocols.uns import format_ts
 from iiotbed.telemetry import Event, Sample
 
 __all__ = ["Gateway", "Outbox", "build_collectors"]
 
 log = logging.getLogger(__name__)
+
+
+class _Tasks:
+    """A TaskGroup for the gateway's own tasks that lets the body's exception pass unchanged.
+
+    A plain TaskGroup wraps any exception of its body in an ExceptionGroup; here only a
+    cancellation reaches the group (it may stand for a failed task, which the group then
+    raises), and any other body exception goes on as it is.
+    """
+
+    def __init__(self) -> None:
+        self._tg = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> asyncio.TaskGroup:
+        return await self._tg.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and not issubclass(exc_type, asyncio.CancelledError):
+            exc_type, exc, tb = None, None, None  # the caller cancelled every task already
+        await self._tg.__aexit__(exc_type, exc, tb)
 
 
 class Outbox:
@@ -157,6 +182,7 @@ class Gateway:
         self._stack: AsyncExitStack | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._status: MqttConnection | None = None
+        self._status_backoff = Backoff(0.5, 10.0)
         self._started = time.time()
         self._forward_lock = asyncio.Lock()
 
@@ -169,7 +195,7 @@ class Gateway:
             await stack.enter_async_context(self.buffer)
             await stack.enter_async_context(self.publisher)
             stack.push_async_callback(self._drain)  # runs after the TaskGroup ends
-            tg = await stack.enter_async_context(asyncio.TaskGroup())
+            tg = await stack.enter_async_context(_Tasks())
             for c in self.collectors:
                 self._tasks[c.name] = tg.create_task(c.run(), name=f"collector-{c.name}")
             self._tasks["_forwarder"] = tg.create_task(self._forwarder(), name="gateway-forwarder")
@@ -194,7 +220,8 @@ class Gateway:
             return
         for task in self._tasks.values():
             task.cancel()
-        await stack.__aexit__(None, None, None)
+        # the body's exception goes through every exit (and out, unchanged, after them)
+        await stack.__aexit__(exc_type, exc, tb)
 
     async def _drain(self) -> None:
         # what collectors handed over before the stop goes to the buffer (replayed next start)
@@ -288,6 +315,7 @@ class Gateway:
             on_message=lambda m: None,
             will=lambda: Will(self.status_topic, b"offline", qos=1, retain=True),
             on_connect=self._announce,
+            backoff=self._status_backoff,
         )
 
     def _announce(self) -> None:
@@ -300,7 +328,7 @@ class Gateway:
 
     async def _hold_status(self) -> None:
         await hold_connection(
-            self._status_connection, self._opened, Backoff(0.5, 10.0), log, self._offline
+            self._status_connection, self._opened, self._status_backoff, log, self._offline
         )
 
     async def _offline(self, conn: MqttConnection) -> None:

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from iiotbed.errors import ConnectorError, StorageError, UnsError
-from iiotbed.mqtt import Message, MqttConnection
+from iiotbed.mqtt import Backoff, Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store
@@ -144,12 +144,22 @@ class Ingest:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self.run(), name=f"ingest-{self.client_id}")
+        self._task = task = asyncio.create_task(self.run(), name=f"ingest-{self.client_id}")
         ready = asyncio.ensure_future(self.ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
+        try:
+            done, _ = await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                task.result()  # raises what stopped it
+        except BaseException:
+            # cancelled (or failed) while starting: no task outlives a failed __aenter__
             ready.cancel()
-            await self._task  # raises what stopped it
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+            self._task = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise
         return self
 
     async def __aexit__(
@@ -170,7 +180,7 @@ class Ingest:
     async def run(self) -> None:
         """Connect (retrying while the broker is away), subscribe and store until cancelled."""
         subs = [(f"{self.root}/#", 1)] if self.current_values else [(f"{self._stream_prefix}#", 1)]
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0)
         while True:
             self._conn = conn = MqttConnection(
                 self.broker,
@@ -179,17 +189,18 @@ class Ingest:
                 subscriptions=subs,
                 on_connect=self._on_connect,
                 on_connection_lost=self._on_lost,
+                backoff=backoff,  # one policy for the first connect (below) and every reconnect
             )
             try:
                 async with conn:
-                    delay = 0.2
+                    backoff.reset()
                     await self._consume()
             except ConnectorError as exc:
                 self.metrics.connected = False
                 self.metrics.last_error = str(exc)
-                log.warning("%s; ingest retries in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                wait = backoff.next()
+                log.warning("%s; ingest retries in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
 
     def _on_connect(self) -> None:
         # the broker handles our SUBSCRIBE before this PUBLISH: its echo means we are subscribed

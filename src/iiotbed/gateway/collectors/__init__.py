@@ -5,11 +5,12 @@ it refuses (:class:`CollectorStats`) and reconnects by itself. ``opcua`` is the 
 gateway module importing asyncua.
 """
 
-from iiotbed.gateway.collectors.base import Backoff, Collector, CollectorStats, MalformedLog, Sink
+from iiotbed.gateway.collectors.base import Collector, CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.collectors.json_mqtt import JsonMapping, JsonMqttCollector, resolve_pointer
 from iiotbed.gateway.collectors.opcua import OpcUaCollector
 from iiotbed.gateway.collectors.sparkplug import SparkplugHost, SparkplugHostStats
 from iiotbed.gateway.collectors.vda5050 import Vda5050Collector
+from iiotbed.mqtt import Backoff
 
 __all__ = [
     "Backoff",

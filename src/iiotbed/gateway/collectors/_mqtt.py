@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from iiotbed.errors import ConnectorError
-from iiotbed.gateway.collectors.base import Backoff, CollectorStats
-from iiotbed.mqtt import Message, MqttConnection, Will
+from iiotbed.gateway.collectors.base import CollectorStats
+from iiotbed.mqtt import Backoff, Message, MqttConnection, Will
 
 __all__ = ["MqttCollector", "count_message", "hold_connection", "match_topic"]
 
@@ -25,7 +25,8 @@ async def hold_connection(
     """Keep a connection made by ``make()`` open until cancelled.
 
     :class:`MqttConnection` reconnects by itself once up, but its first connect raises when
-    the broker is away: that one is retried here with ``backoff``.
+    the broker is away: that one is retried here with ``backoff`` (give the connection the
+    same object, so both follow one policy).
     """
     while True:
         conn = make()
@@ -77,6 +78,7 @@ class MqttCollector:
             will=self._will,
             on_connect=self._on_connect,
             on_connection_lost=self._on_lost,
+            backoff=self._backoff,  # one policy for the first connect and every reconnect
         )
 
     def _on_connect(self) -> None:

@@ -1,20 +1,20 @@
-"""What every collector shares: the sink it feeds, its counters, malformed-input logging, backoff.
+"""What every collector shares: the sink it feeds, its counters, malformed-input logging.
 
 A collector turns one protocol's traffic into :class:`~iiotbed.telemetry.Sample` and
 :class:`~iiotbed.telemetry.Event` records and hands them to a :class:`Sink` without
 waiting: protocol callbacks never block on the output. ``run()`` works until cancelled
-and reconnects by itself.
+and reconnects by itself, with :class:`iiotbed.mqtt.Backoff`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from iiotbed.mqtt import Backoff  # re-exported: the one backoff policy lives with the transport
 from iiotbed.telemetry import Event, Sample
 
 __all__ = ["Backoff", "Collector", "CollectorStats", "MalformedLog", "Sink"]
@@ -97,25 +97,3 @@ class MalformedLog:
         more = f" ({self._suppressed} more suppressed)" if self._suppressed else ""
         self._suppressed = 0
         self.log.warning("malformed input on %s: %s%s", where, reason[:300], more)
-
-
-class Backoff:
-    """Bounded exponential backoff with jitter: waits in [d/2, d], d doubling up to ``maximum``."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 10.0) -> None:
-        if not 0 < initial <= maximum:
-            raise ValueError(f"backoff needs 0 < initial <= maximum, got {initial}, {maximum}")
-        self.initial = initial
-        self.maximum = maximum
-        self._delay = initial
-        # Jitter only spreads reconnect storms of many gateways; it never touches data.
-        self._rng = random.Random()
-
-    def reset(self) -> None:
-        self._delay = self.initial
-
-    def next(self) -> float:
-        """The next wait in seconds; each call doubles the bound up to ``maximum``."""
-        wait = self._delay * (0.5 + 0.5 * self._rng.random())
-        self._delay = min(self._delay * 2, self.maximum)
-        return wait

@@ -17,9 +17,9 @@ from typing import Any, Final
 import orjson
 
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message, match_topic
-from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
+from iiotbed.gateway.collectors.base import CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
-from iiotbed.mqtt import Message, MqttConnection
+from iiotbed.mqtt import Backoff, Message, MqttConnection
 from iiotbed.telemetry import Quality, Sample
 
 __all__ = ["JsonMapping", "JsonMqttCollector", "resolve_pointer"]

@@ -18,9 +18,9 @@ import orjson
 
 from iiotbed.errors import UnsError
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
-from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
+from iiotbed.gateway.collectors.base import CollectorStats, MalformedLog, Sink
 from iiotbed.gateway.normalise import normalise_value, unit_code
-from iiotbed.mqtt import Message, MqttConnection, Will
+from iiotbed.mqtt import Backoff, Message, MqttConnection, Will
 from iiotbed.protocols.sparkplug.codec import (
     BDSEQ_METRIC,
     DATATYPE_NAMES,

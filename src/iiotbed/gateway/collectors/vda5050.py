@@ -15,8 +15,8 @@ from typing import Any, Final
 import orjson
 
 from iiotbed.gateway.collectors._mqtt import MqttCollector, count_message
-from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
-from iiotbed.mqtt import Message, MqttConnection
+from iiotbed.gateway.collectors.base import CollectorStats, MalformedLog, Sink
+from iiotbed.mqtt import Backoff, Message, MqttConnection
 from iiotbed.protocols.vda5050.messages import INTERFACE_NAME, MAJOR_VERSION
 from iiotbed.telemetry import Quality, Sample, Tag
 
