@@ -132,4 +132,5 @@ def test_endpoint_links_from_the_scenario() -> None:
         scenario_from_dict(data)
     base = load_scenario(SCENARIOS / "single-machine.yaml")
     assert endpoint_links(base) == {}
-    assert math.isinf(LiveLink("x", "l", _link(), seed=1)._next_start)
+    never_down = LiveLink("x", "l", _link(), seed=1)
+    assert math.isinf(never_down.outages.start) and never_down.outage_at(1e12) is None

@@ -18,7 +18,7 @@ from cryptography import x509
 import iiotbed.devices.opcua as opcua
 from iiotbed._yaml import load_located
 from iiotbed.devices.opcua import MachineServer, Security, build_servers, ensure_certificate
-from iiotbed.errors import ConnectorError
+from iiotbed.errors import CommandRefused, ConnectorError
 from iiotbed.scenario import Scenario, load_scenario, scenario_from_dict
 from iiotbed.telemetry import ItemState, OperationMode, PackMLState, Quality, Sample, Tag
 
@@ -48,7 +48,7 @@ class FakeControl:
 
     def _do(self, name: str) -> None:
         if name in self.refuse:
-            raise RuntimeError(f"{name} is not allowed in state Held")
+            raise CommandRefused("not allowed in state Held", target=self.path, command=name)
         self.calls.append(name)
 
     def start(self) -> None:
@@ -67,8 +67,11 @@ class FakeControl:
         self._do("reset")
 
     def set_speed(self, factor: float) -> None:
+        if "set_speed" in self.refuse:
+            raise CommandRefused("not allowed in state Held", target=self.path, command="set_speed")
         if not 0 < factor <= 2:
-            raise ValueError(f"speed factor must be in (0, 2], got {factor}")
+            raise CommandRefused(f"speed factor must be in (0, 2], got {factor}",
+                                 target=self.path, command="set_speed", out_of_range=True)  # fmt: skip
         self.speed = factor
         self.calls.append(("set_speed", factor))
 
@@ -311,6 +314,13 @@ def test_speed_setpoint_writes() -> None:
             assert err.value.code == ua.StatusCodes.BadTypeMismatch
             assert control.calls == [("set_speed", 1.5)]
             assert await node.read_value() == pytest.approx(1.5)
+            # a value in range that the station refuses in its present state
+            control.refuse.add("set_speed")
+            with pytest.raises(ua.UaStatusCodeError) as err:
+                await node.write_value(ua.Variant(0.5, ua.VariantType.Double))
+            assert err.value.code == ua.StatusCodes.BadInvalidState
+            assert await node.read_value() == pytest.approx(1.5)
+            control.refuse.clear()
             rng = await (await node.get_child("0:EURange")).read_value()
             assert (rng.Low, rng.High) == (0.0, 2.0)
 

@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
-from iiotbed.errors import ConnectorError
+from iiotbed.errors import CommandRefused, ConnectorError
 from iiotbed.mqtt import BrokerUrl, parse_broker_url
 from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
 from iiotbed.protocols.sparkplug.codec import command_payload, decode_payload, metric_value
@@ -274,6 +274,9 @@ def test_dcmd_writes_go_to_the_callback_and_bad_ones_are_refused(group: str, pee
 
     def on_command(device: str | None, metric: str, value: object) -> bool:
         calls.append((device, metric, value))
+        if metric == "Speed" and isinstance(value, float) and value > 50.0:
+            raise CommandRefused(f"speed must be <= 50, got {value}", target=str(device),
+                                 command=metric, out_of_range=True)  # fmt: skip
         return metric != "Recipe" or value != "forbidden"
 
     async def main() -> None:
@@ -285,6 +288,7 @@ def test_dcmd_writes_go_to_the_callback_and_bad_ones_are_refused(group: str, pee
             peer.publish(dcmd, command_payload([("Speed", "String", "fast")], T0))  # wrong type
             peer.publish(dcmd, command_payload([("Running", "Boolean", True)], T0))  # read-only
             peer.publish(dcmd, command_payload([("Recipe", "String", "forbidden")], T0))  # declined
+            peer.publish(dcmd, command_payload([("Speed", "Double", 99.0)], T0))  # CommandRefused
             peer.publish(node.topic("DCMD", "ghost"), command_payload([("Speed", "Double", 1.0)], T0))
             peer.publish(dcmd, b"\x08\x96\x01garbage\xff\xff")  # malformed protobuf
             peer.publish(node.topic("NCMD"), b"")  # no metrics at all
@@ -296,9 +300,10 @@ def test_dcmd_writes_go_to_the_callback_and_bad_ones_are_refused(group: str, pee
                 ("press-01", "Speed", 42.0),
                 ("press-01", "Offset", -5),
                 ("press-01", "Recipe", "forbidden"),
+                ("press-01", "Speed", 99.0),
             ]
             assert node.stats.commands_accepted == 2
-            assert node.stats.commands_refused == 5
+            assert node.stats.commands_refused == 6
             assert node.stats.malformed == 2
             node.set("press-01", "Speed", 42.0, T0 + 1)  # the node keeps working
             await node.flush()

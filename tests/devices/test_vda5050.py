@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.vda5050 import AmrAgent
 from iiotbed.devices.vda5050_master import MasterControl
+from iiotbed.errors import CommandRefused
 from iiotbed.protocols.vda5050.messages import (
     Order,
     edge,
@@ -231,6 +232,8 @@ def test_instant_actions_pause_resume_and_cancel(mfr: str, peer: Peer) -> None:
 
     def on_action(a: Any) -> bool:
         seen.append(a.action_type)
+        if a.action_id == "ia-7":
+            raise CommandRefused("the AMR is charging", target="amr-04", command=a.action_type)
         return a.action_type == "factsheetRequest"
 
     async def main() -> None:
@@ -258,6 +261,15 @@ def test_instant_actions_pause_resume_and_cancel(mfr: str, peer: Peer) -> None:
             assert (status["ia-4"], status["ia-5"], status["ia-6"]) == ("FAILED", "FINISHED", "FAILED")
             assert seen == ["startPause", "stopPause", "cancelOrder", "cancelOrder", "factsheetRequest", "teleport"]
             assert amr.stats.instant_actions == 6
+            # a refusal (CommandRefused) is an error in the state; the AMR is not paused
+            mc.send_instant_actions("amr-04", [instant_action("startPause", "ia-7")])
+            st = await peer.state_where(lambda d: len(d["errors"]) == 3)
+            err = st["errors"][2]
+            assert (err["errorType"], err["errorLevel"]) == ("actionRefused", "WARNING")
+            assert "the AMR is charging" in err["errorDescription"]
+            assert {"referenceKey": "actionId", "referenceValue": "ia-7"} in err["errorReferences"]
+            status = {a["actionId"]: a["actionStatus"] for a in st["actionStates"]}
+            assert status["ia-7"] == "FAILED" and not st["paused"] and not amr.paused
         peer.assert_all_valid()
 
     try:

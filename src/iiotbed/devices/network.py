@@ -1,5 +1,8 @@
 """Link shaping of the live endpoints: latency, loss and outages, on sim time.
 
+The link model is the simulator's (:mod:`iiotbed.devices.sim.network`); this module gives
+each live endpoint its own draws of it and delivers in order.
+
 Each live endpoint (OPC UA, Sparkplug, VDA 5050) may sit behind one of the scenario's
 ``network.links`` (``network.endpoints``; VDA 5050 defaults to ``supply.amr.link``). What
 the simulation hands that endpoint goes through a :class:`Channel`: every message gets a
@@ -20,8 +23,9 @@ import itertools
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from iiotbed.devices.sim._rng import Sampler, Uniforms, make_generator
-from iiotbed.scenario import Link, LiveEndpoint, Scenario
+from iiotbed.devices.sim.network import Hop, Outages
+from iiotbed.devices.sim.rng import Sampler, Uniforms, make_generator
+from iiotbed.scenario import Dist, Link, LiveEndpoint, Scenario
 
 __all__ = ["Channel", "LinkStats", "LiveLink", "endpoint_links"]
 
@@ -58,7 +62,12 @@ class LinkStats:
 
 
 class LiveLink:
-    """One endpoint's view of a scenario link: draws delays and drops, knows the outages."""
+    """One endpoint's view of a scenario link: the simulator's link model on streams of its own.
+
+    The model (:class:`~iiotbed.devices.sim.network.Outages` and
+    :class:`~iiotbed.devices.sim.network.Hop`) is the one the simulator uses; this adds
+    the endpoint's transport (``reliable``), in-order delivery and statistics.
+    """
 
     def __init__(
         self,
@@ -77,72 +86,45 @@ class LiveLink:
         self.stats = LinkStats()
         base = f"live/{endpoint}/link/{name}"
 
-        def stream(what: str) -> Uniforms:
-            return Uniforms(make_generator(seed, replication, f"{base}/{what}"))
+        def sampler(what: str, dist: Dist) -> Sampler:
+            return Sampler(make_generator(seed, replication, f"{base}/{what}"), dist)
 
-        self._latency = Sampler(make_generator(seed, replication, base + "/latency"), link.latency)
-        self._loss = stream("loss")
-        self._windows: list[tuple[float, float]] = []  # generated, not yet passed
-        self._next_start = float("inf")
-        self._interval: Sampler | None = None
-        self._duration: Sampler | None = None
-        if link.outages is not None:
-            self._interval = Sampler(
-                make_generator(seed, replication, base + "/outages/interval"), link.outages.interval
-            )
-            self._duration = Sampler(
-                make_generator(seed, replication, base + "/outages/duration"), link.outages.duration
-            )
-            self._next_start = self._interval()
         self._new: list[tuple[float, float]] = []  # begun, not yet returned by outages_begun
+        if link.outages is None:
+            self.outages = Outages()
+        else:
+            self.outages = Outages(
+                sampler("outages/interval", link.outages.interval),
+                sampler("outages/duration", link.outages.duration),
+                on_begin=self._begun,
+            )
+        loss = Uniforms(make_generator(seed, replication, f"{base}/loss"))
+        self._hop = Hop(link, self.outages, sampler("latency", link.latency), loss)
         self._last_due = 0.0
 
-    def _generate(self, t: float) -> None:
-        """Extend the outage schedule to every window starting at or before ``t``."""
-        while self._next_start <= t:
-            assert self._interval is not None and self._duration is not None
-            start = self._next_start
-            end = start + self._duration()
-            self._windows.append((start, end))
-            self._new.append((start, end))
-            self.stats.outages += 1
-            self.stats.outage_time += end - start
-            self._next_start = end + self._interval()
+    def _begun(self, start: float, end: float) -> None:
+        self._new.append((start, end))
+        self.stats.outages += 1
+        self.stats.outage_time += end - start
 
     def outage_at(self, t: float) -> tuple[float, float] | None:
         """The outage window containing ``t``, if any (``t`` must not decrease between calls)."""
-        self._generate(t)
-        windows = self._windows
-        while windows and windows[0][1] <= t:
-            windows.pop(0)
-        if windows and windows[0][0] <= t:
-            return windows[0]
-        return None
+        return self.outages.window_at(t)
 
     def outages_begun(self, t: float) -> list[tuple[float, float]]:
         """Outage windows that began up to ``t`` and were not returned before."""
-        self._generate(t)
+        self.outages.window_at(t)
         new, self._new = self._new, []
         return new
 
     def send(self, t: float) -> float | None:
         """Delivery time of a message sent at ``t``; None if the link lost it."""
-        st = self.stats
+        st, hop = self.stats, self._hop
         st.sent += 1
-        window = self.outage_at(t)
-        wait = 0.0
-        if window is not None:
-            wait = window[1] - t
-            st.held += 1
-        d = wait + self._latency()
-        p = self.link.loss
-        if p > 0.0:
-            while self._loss() < p:
-                if not self.reliable:
-                    st.dropped += 1
-                    return None
-                st.resent += 1
-                d += self.link.retransmit_timeout + self._latency()
+        d = hop.delay(t, reliable=self.reliable)
+        st.held, st.resent, st.dropped = hop.held, hop.resent, hop.dropped
+        if d is None:
+            return None
         due = max(t + d, self._last_due)  # in order: one stream
         self._last_due = due
         if due > t:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from iiotbed.errors import CommandRefused
 from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
 from iiotbed.protocols.sparkplug.codec import (
     BDSEQ_METRIC,
@@ -38,7 +39,8 @@ __all__ = ["CommandHandler", "MetricDef", "SparkplugEdgeNode", "SparkplugStats"]
 log = logging.getLogger(__name__)
 
 
-#: ``on_command(device or None for the node, metric, value) -> accepted``.
+#: ``on_command(device or None for the node, metric, value) -> accepted``; it may raise
+#: :class:`~iiotbed.errors.CommandRefused`, which refuses the write (counted and logged).
 CommandHandler = Callable[[str | None, str, object], bool]
 
 
@@ -51,6 +53,7 @@ class SparkplugStats:
     commands_accepted: int = 0
     commands_refused: int = 0
     malformed: int = 0
+    restart_failures: int = 0  # session restarts (Primary Host offline) that raised
 
 
 class _Metric:
@@ -321,9 +324,16 @@ class SparkplugEdgeNode(MqttAdapter):
         elif not online and self._born:
             # The Primary Host went away: end this session (explicit NDEATH) and start a
             # new one, whose births wait for the host to come back online.
+            # owned: close() cancels and awaits it; _reaped collects the outcome of a finished one
             task = asyncio.create_task(self._restart_session(), name=f"spb-restart-{self.edge_node_id}")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._reaped)
+
+    def _reaped(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.stats.restart_failures += 1
+            log.error("session restart of %s failed: %r", self.edge_node_id, exc, exc_info=exc)
 
     async def _restart_session(self) -> None:
         self._born = False
@@ -388,6 +398,9 @@ class SparkplugEdgeNode(MqttAdapter):
                 continue
             try:
                 ok = self._on_command(device, name, value)
+            except CommandRefused as exc:  # the one mapping: refused, counted and logged
+                self._refuse(topic, name, str(exc))
+                continue
             except Exception:
                 log.exception("command handler failed on %s, metric %r", topic, name)
                 ok = False

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from iiotbed.errors import CommandRefused
 from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
 from iiotbed.protocols.vda5050.messages import (
     INTERFACE_NAME,
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 OrderHandler = Callable[[Order], None]
 #: Called with each instant action; returns whether it was carried out. Built-in actions
 #: (startPause, stopPause, cancelOrder) are applied by the agent whatever it returns.
-InstantActionHandler = Callable[[Action], bool]
+InstantActionHandler = Callable[[Action], bool]  # True: handled; may raise CommandRefused
 
 _BUILT_IN: Final = frozenset({"startPause", "stopPause", "cancelOrder"})
 _MAX_ERRORS: Final = 20
@@ -404,14 +405,21 @@ class AmrAgent(MqttAdapter):
         for a in doc["actions"]:
             action = Action.from_json(a)
             self.stats.instant_actions += 1
-            ok = self._apply_built_in(action, doc) if action.action_type in _BUILT_IN else True
             handled = False
-            if self._on_instant_action is not None:
+            if self._on_instant_action is not None:  # first: a refusal leaves the state alone
                 try:
                     handled = self._on_instant_action(action)
+                except CommandRefused as exc:  # the one mapping: an error in the state
+                    self._refuse("actionRefused", "instantActions", str(exc), doc,
+                                 actionId=action.action_id)  # fmt: skip
+                    self._action_states[action.action_id] = {
+                        "actionId": action.action_id, "actionType": action.action_type,
+                        "actionStatus": "FAILED"}  # fmt: skip
+                    continue
                 except Exception:
                     log.exception("%s: instant action handler failed on %s", self.serial_number,
                                   action.action_type)  # fmt: skip
+            ok = self._apply_built_in(action, doc) if action.action_type in _BUILT_IN else True
             if action.action_type not in _BUILT_IN and not handled:
                 ok = False
                 self._refuse("actionNotSupported", "instantActions",

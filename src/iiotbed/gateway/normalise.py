@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Final
 
 from iiotbed.errors import UnsError
+from iiotbed.protocols.opcua import unit_from_opcua  # one UnitId <-> UNECE packing, both ways
 from iiotbed.telemetry import Quality, Sample
 
 __all__ = [
@@ -84,20 +85,6 @@ def unit_code(unit: str | None) -> str | None:
             "(e.g. KWH, MTR, P1) or add the symbol to UNIT_CODES",
             field="unit",
         )
-    return code
-
-
-def unit_from_opcua(unit_id: int) -> str | None:
-    """The UNECE code packed in an OPC UA ``EUInformation.UnitId`` (-1 or 0: none)."""
-    if unit_id <= 0:
-        return None
-    raw = unit_id.to_bytes(4, "big").lstrip(b"\x00")
-    try:
-        code = raw.decode("ascii")
-    except UnicodeDecodeError:
-        code = ""
-    if not (2 <= len(code) <= 3 and _CODE_CHARS.issuperset(code)):
-        raise UnsError(f"OPC UA UnitId {unit_id:#x} is not a UNECE common code", field="unit")
     return code
 
 

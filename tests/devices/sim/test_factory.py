@@ -10,7 +10,7 @@ import pytest
 from simkit import LINE, events, make, series
 
 from iiotbed.devices.sim import Factory, simulate
-from iiotbed.errors import SimulationError
+from iiotbed.errors import CommandRefused, SimulationError
 from iiotbed.eventlog import dump_records
 from iiotbed.scenario import Scenario, load_scenario
 from iiotbed.telemetry import (
@@ -143,8 +143,11 @@ def test_stop_starves_downstream_and_blocks_upstream() -> None:
     recs = f.records
     assert series(recs, b, Tag.PROCESSED)[-1][1] > stopped_count[1] + 50
     assert series(recs, c, Tag.ITEM_STATE)[-1][1] == ItemState.Executing
-    with pytest.raises(ValueError, match="speed factor"):
+    with pytest.raises(CommandRefused, match="speed factor") as refused:
         f.station(a).set_speed(0)
+    assert (refused.value.target, refused.value.command) == (a, "SetSpeed")
+    assert refused.value.out_of_range
+    assert f.station(a).speed == 1.0  # unchanged
     with pytest.raises(SimulationError, match="no station"):
         f.station("nope")
 

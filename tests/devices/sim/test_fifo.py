@@ -1,4 +1,5 @@
-"""The light FIFO behind buffers and the crew keeps simpy.Store's event order exactly."""
+"""The light FIFO behind buffers and the crew keeps simpy.Store's event order exactly, and the
+SimPy internals ``devices/sim/_simpy.py`` relies on still mean what it assumes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from simpy.events import NORMAL
 
-from iiotbed.devices.sim.units import Fifo
+from iiotbed.devices.sim._simpy import Fifo, events_processed, now_of, trigger
 
 Trace = list[tuple[float, str, Any]]
 
@@ -65,6 +66,7 @@ def test_capacity_must_be_positive() -> None:
 
 def test_simpy_internals_fifo_relies_on() -> None:
     """Fifo triggers events as Event.succeed does; if SimPy changes how, this fails."""
+    assert simpy.__version__.startswith("4."), "re-check _simpy.py against this SimPy release"
     env = simpy.Environment(5.0)
     ours, theirs = simpy.Event(env), simpy.Event(env)
     theirs.succeed("x")
@@ -80,3 +82,36 @@ def test_simpy_internals_fifo_relies_on() -> None:
     ours.callbacks.append(seen.append)  # type: ignore[union-attr]
     env.run()
     assert seen == [ours] and ours.processed and env.now == env._now == 5.0
+
+
+def test_trigger_is_succeed() -> None:
+    """_simpy.trigger is the inlined form Fifo uses; it must equal Event.succeed."""
+    env = simpy.Environment(2.0)
+    ours, theirs = simpy.Event(env), simpy.Event(env)
+    theirs.succeed(7)
+    trigger(env, ours, 7)
+    assert ours.triggered and ours.ok and ours.value == 7
+    (_, _, id1, e1), (_, _, id2, e2) = sorted(env._queue)
+    assert (e1, e2) == (theirs, ours) and id2 == id1 + 1
+    env.run()
+    assert ours.processed
+
+
+def test_now_of_and_events_processed_read_the_clock_and_the_heap() -> None:
+    env = simpy.Environment(1.5)
+    assert now_of(env) == env.now == 1.5
+    assert events_processed(env) == 0
+
+    def proc() -> Generator[simpy.Event, Any, None]:
+        for _ in range(3):
+            yield env.timeout(2.0)
+            assert now_of(env) == env.now
+
+    env.process(proc())
+    steps = 0
+    while env.peek() < 5.0:  # step by hand, counting: Initialize (1.5), the first timeout (3.5)
+        env.step()
+        steps += 1
+    assert now_of(env) == env.now == 3.5
+    assert steps == 2 and events_processed(env) == steps
+    assert events_processed(env) == steps  # reading it issues no id

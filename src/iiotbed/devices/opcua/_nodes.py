@@ -15,7 +15,9 @@ from enum import IntEnum
 
 from asyncua import Server, ua
 
-from iiotbed.devices.opcua.spec import UNIT_NAMES, MachineSpec, unit_id
+from iiotbed.devices.opcua.spec import MachineSpec
+from iiotbed.protocols import opcua as names
+from iiotbed.protocols.opcua import UNECE_URI, UNIT_NAMES, unit_id
 from iiotbed.telemetry import ItemState, OperationMode, PackMLState, Tag
 
 __all__ = [
@@ -28,15 +30,14 @@ __all__ = [
     "node_id",
 ]
 
-UNECE_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
-METHODS: tuple[str, ...] = ("Start", "Stop", "Reset", "Hold", "Unhold")
-SPEED_SETPOINT = "SpeedSetpoint"
-
+_ENUMS: dict[str, type[IntEnum]] = {
+    Tag.ITEM_STATE: ItemState,
+    Tag.OPERATION_MODE: OperationMode,
+    Tag.PACKML_STATE: PackMLState,
+}
 # (browse name of the state machine object, tag, enum)
-STATE_MACHINES: tuple[tuple[str, str, type[IntEnum]], ...] = (
-    ("MachineryItemState", Tag.ITEM_STATE, ItemState),
-    ("MachineryOperationMode", Tag.OPERATION_MODE, OperationMode),
-    ("State", Tag.PACKML_STATE, PackMLState),
+STATE_MACHINES: tuple[tuple[str, str, type[IntEnum]], ...] = tuple(
+    (obj, tag, _ENUMS[tag]) for obj, tag in names.STATE_MACHINES.items()
 )
 
 _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
@@ -187,11 +188,11 @@ def _localized(value: str) -> ua.Variant:
 
 async def add_machines_folder(server: Server, ns: int) -> ua.NodeId:
     """``Objects/Machines`` (FolderType), the OPC 40001-1 entry point."""
-    folder = ua.NodeId("Machines", ns)
+    folder = ua.NodeId(names.MACHINES, ns)
     item = _object(
         folder,
         ua.NodeId(ua.ObjectIds.ObjectsFolder),
-        ua.QualifiedName("Machines", ns),
+        ua.QualifiedName(names.MACHINES, ns),
         ref=_ORGANIZES,
         typedef=ua.ObjectIds.FolderType,
     )
@@ -222,7 +223,7 @@ async def build_machine(
         return ua.QualifiedName(name, idx)
 
     machine = nid()
-    nodes = MachineNodes(spec=spec, nodeid=machine, speed=nid(SPEED_SETPOINT))
+    nodes = MachineNodes(spec=spec, nodeid=machine, speed=nid(names.SPEED_SETPOINT))
     items = [
         _object(
             machine,
@@ -234,13 +235,13 @@ async def build_machine(
     ]
 
     # Identification AddIn (MachineIdentificationType's mandatory and some optional members)
-    ident = nid("Identification")
-    items.append(_object(ident, machine, qn("Identification"), ref=_HAS_ADD_IN))
+    ident = nid(names.IDENTIFICATION)
+    items.append(_object(ident, machine, qn(names.IDENTIFICATION), ref=_HAS_ADD_IN))
     idprops: list[tuple[str, ua.Variant, int]] = [
         ("Manufacturer", _localized(spec.manufacturer), ua.ObjectIds.LocalizedText),
         ("SerialNumber", _text(spec.serial_number), ua.ObjectIds.String),
         ("ProductInstanceUri", _text(spec.product_instance_uri), ua.ObjectIds.String),
-        ("AssetPath", _text(spec.path), ua.ObjectIds.String),
+        (names.ASSET_PATH, _text(spec.path), ua.ObjectIds.String),
     ]
     if spec.model is not None:
         idprops.append(("Model", _localized(spec.model), ua.ObjectIds.LocalizedText))
@@ -249,7 +250,7 @@ async def build_machine(
         idprops.append(("YearOfConstruction", year, ua.ObjectIds.UInt16))
     for name, value, dtype in idprops:
         items.append(
-            _variable(nid("Identification", name), ident, qn(name), value, dtype, prop=True)
+            _variable(nid(names.IDENTIFICATION, name), ident, qn(name), value, dtype, prop=True)
         )
 
     # State machines: CurrentState (LocalizedText) with Id (NodeId) and Number (UInt32)
@@ -259,12 +260,12 @@ async def build_machine(
             _object(obj, machine, qn(obj_name), typedef=ua.ObjectIds.FiniteStateMachineType)
         )
         first = min(enum, key=int)
-        cur = nid(obj_name, "CurrentState")
+        cur = nid(obj_name, names.CURRENT_STATE)
         items.append(
             _variable(
                 cur,
                 obj,
-                qn("CurrentState", 0),
+                qn(names.CURRENT_STATE, 0),
                 _localized(_state_text(first)),
                 ua.ObjectIds.LocalizedText,
                 typedef=ua.ObjectIds.FiniteStateVariableType,
@@ -272,9 +273,9 @@ async def build_machine(
         )
         items.append(
             _variable(
-                nid(obj_name, "CurrentState", "Id"),
+                nid(obj_name, names.CURRENT_STATE, names.STATE_ID),
                 cur,
-                qn("Id", 0),
+                qn(names.STATE_ID, 0),
                 ua.Variant(_state_id(ns, obj_name, first), ua.VariantType.NodeId),
                 ua.ObjectIds.NodeId,
                 prop=True,
@@ -282,9 +283,9 @@ async def build_machine(
         )
         items.append(
             _variable(
-                nid(obj_name, "CurrentState", "Number"),
+                nid(obj_name, names.CURRENT_STATE, names.STATE_NUMBER),
                 cur,
-                qn("Number", 0),
+                qn(names.STATE_NUMBER, 0),
                 ua.Variant(int(first), ua.VariantType.UInt32),
                 ua.ObjectIds.UInt32,
                 prop=True,
@@ -292,22 +293,22 @@ async def build_machine(
         )
         nodes.bindings[tag] = StateBinding(
             text=cur,
-            id=nid(obj_name, "CurrentState", "Id"),
-            number=nid(obj_name, "CurrentState", "Number"),
+            id=nid(obj_name, names.CURRENT_STATE, names.STATE_ID),
+            number=nid(obj_name, names.CURRENT_STATE, names.STATE_NUMBER),
             names={int(m): _state_text(m) for m in enum},
             ns=ns,
             machine=obj_name,
         )
 
     # Never-reset counters
-    counters = nid("OperationCounters")
-    items.append(_object(counters, machine, qn("OperationCounters")))
+    counters = nid(names.OPERATION_COUNTERS)
+    items.append(_object(counters, machine, qn(names.OPERATION_COUNTERS)))
     for tag in spec.counters:
-        cid = nid("OperationCounters", tag)
+        cid = nid(names.OPERATION_COUNTERS, tag)
         zero = ua.Variant(0, ua.VariantType.UInt64)
         items.append(_variable(cid, counters, qn(tag), zero, ua.ObjectIds.UInt64))
         nodes.bindings[tag] = ValueBinding(cid, ua.VariantType.UInt64)
-    energy = nid("OperationCounters", Tag.ENERGY)
+    energy = nid(names.OPERATION_COUNTERS, Tag.ENERGY)
     items.append(
         _variable(
             energy,
@@ -323,10 +324,10 @@ async def build_machine(
     nodes.bindings[Tag.ENERGY] = ValueBinding(energy, ua.VariantType.Double)
 
     # Process values with engineering units and ranges, plus the fault flag
-    monitoring = nid("Monitoring")
-    items.append(_object(monitoring, machine, qn("Monitoring")))
+    monitoring = nid(names.MONITORING)
+    items.append(_object(monitoring, machine, qn(names.MONITORING)))
     for pv in spec.process_values:
-        pid = nid("Monitoring", pv.tag)
+        pid = nid(names.MONITORING, pv.tag)
         items.append(
             _variable(
                 pid,
@@ -341,7 +342,7 @@ async def build_machine(
         items.append(_eu_property(pid, pv.unit))
         items.append(_range_property(pid, pv.low, pv.high))
         nodes.bindings[pv.tag] = ValueBinding(pid, ua.VariantType.Double)
-    fault = nid("Monitoring", Tag.FAULT)
+    fault = nid(names.MONITORING, Tag.FAULT)
     items.append(
         _variable(
             fault,
@@ -359,7 +360,7 @@ async def build_machine(
         _variable(
             nodes.speed,
             machine,
-            qn(SPEED_SETPOINT),
+            qn(names.SPEED_SETPOINT),
             ua.Variant(float(speed), ua.VariantType.Double),
             ua.ObjectIds.Double,
             typedef=ua.ObjectIds.AnalogUnitRangeType,
@@ -370,7 +371,7 @@ async def build_machine(
     items.append(_eu_property(nodes.speed, "C62"))
     items.append(_range_property(nodes.speed, 0.0, 2.0))
     # a speed set by another channel (e.g. a Sparkplug DCMD) arrives as a sample
-    nodes.bindings[SPEED_SETPOINT] = ValueBinding(nodes.speed, ua.VariantType.Double)
+    nodes.bindings[names.SPEED_SETPOINT] = ValueBinding(nodes.speed, ua.VariantType.Double)
     await _add(server, items)
 
     message = ua.Argument(
@@ -380,16 +381,16 @@ async def build_machine(
         Description=_name("outcome of the command"),
     )
     parent = server.get_node(machine)
-    for name in METHODS:
+    for name in names.METHODS:
         await parent.add_method(nid(name), qn(name), method(name), [], [message])
     return nodes
 
 
 def _eu_property(parent: ua.NodeId, code: str) -> ua.AddNodesItem:
     return _variable(
-        ua.NodeId(f"{parent.Identifier}/EngineeringUnits", parent.NamespaceIndex),
+        ua.NodeId(f"{parent.Identifier}/{names.ENGINEERING_UNITS}", parent.NamespaceIndex),
         parent,
-        ua.QualifiedName("EngineeringUnits", 0),
+        ua.QualifiedName(names.ENGINEERING_UNITS, 0),
         ua.Variant(eu_information(code), ua.VariantType.ExtensionObject),
         ua.ObjectIds.EUInformation,
         prop=True,
@@ -398,9 +399,9 @@ def _eu_property(parent: ua.NodeId, code: str) -> ua.AddNodesItem:
 
 def _range_property(parent: ua.NodeId, low: float, high: float) -> ua.AddNodesItem:
     return _variable(
-        ua.NodeId(f"{parent.Identifier}/EURange", parent.NamespaceIndex),
+        ua.NodeId(f"{parent.Identifier}/{names.EU_RANGE}", parent.NamespaceIndex),
         parent,
-        ua.QualifiedName("EURange", 0),
+        ua.QualifiedName(names.EU_RANGE, 0),
         ua.Variant(ua.Range(Low=low, High=high), ua.VariantType.ExtensionObject),
         ua.ObjectIds.Range,
         prop=True,

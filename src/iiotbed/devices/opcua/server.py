@@ -38,9 +38,9 @@ from iiotbed.devices.opcua._security import (
     ensure_certificate,
 )
 from iiotbed.devices.opcua.spec import MachineSpec, StationControl, machine_specs, namespace_uri
-from iiotbed.errors import ConnectorError, IiotbedError
+from iiotbed.errors import CommandRefused, ConnectorError
 from iiotbed.scenario import Scenario
-from iiotbed.telemetry import Quality, Record, Sample
+from iiotbed.telemetry import Quality, Record, Sample, Tag
 
 __all__ = ["MachineServer", "MachineServers", "build_servers"]
 
@@ -342,9 +342,9 @@ class MachineServer:
             return _refuse(ua.StatusCodes.BadNotConnected, f"no simulator attached to {path}")
         try:
             getattr(control, command.lower())()
-        except (ValueError, RuntimeError, IiotbedError) as exc:
+        except CommandRefused as exc:
             _log.info("%s refused by %s: %s", command, path, exc)
-            return _refuse(ua.StatusCodes.BadInvalidState, f"{command} refused: {exc}")
+            return _refuse(_status_of(exc), f"{command} refused: {exc}")
         return [ua.Variant(f"{command} accepted", ua.VariantType.String)]
 
     def _speed_setter(self, node: NodeData, attr: ua.AttributeIds, value: ua.DataValue) -> None:
@@ -358,13 +358,21 @@ class MachineServer:
         if control is not None:
             try:
                 control.set_speed(factor)
-            except ValueError as exc:
-                raise ua.UaStatusCodeError(ua.StatusCodes.BadOutOfRange) from exc
+            except CommandRefused as exc:
+                _log.info("%s refused by %s: %s", Tag.SPEED_SETPOINT, path, exc)
+                raise ua.UaStatusCodeError(_status_of(exc)) from exc
         node.attributes[attr].value = value
 
 
+def _status_of(refused: CommandRefused) -> int:
+    """The one mapping of a refusal to OPC UA: a value out of range, or a state that forbids it."""
+    code: int = (ua.StatusCodes.BadOutOfRange if refused.out_of_range
+                 else ua.StatusCodes.BadInvalidState)  # fmt: skip
+    return code
+
+
 def _fault_id(nodes: MachineNodes) -> ua.NodeId:
-    binding = nodes.bindings["Fault"]
+    binding = nodes.bindings[Tag.FAULT]
     assert isinstance(binding, FaultBinding)
     return binding.nodeid
 

@@ -2,7 +2,8 @@
 
 A :class:`MachineSpec` lists a station's identification, counters and process values;
 the address-space builder turns it into nodes. :class:`StationControl` is what the
-``Start``/``Stop``/... methods and the ``SpeedSetpoint`` variable drive.
+``Start``/``Stop``/... methods and the ``SpeedSetpoint`` variable drive. The browse
+names and the unit packing are in :mod:`iiotbed.protocols.opcua`.
 """
 
 from __future__ import annotations
@@ -18,19 +19,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTERS",
-    "CYCLE_TIME",
-    "POWER",
     "MachineSpec",
     "ProcessValue",
     "StationControl",
     "machine_specs",
     "namespace_uri",
-    "unit_id",
 ]
-
-# Process-value tags the servers map besides the ones in ``telemetry.Tag``.
-CYCLE_TIME = "CycleTime"  # seconds, last completed cycle
-POWER = "Power"  # kW, present draw
 
 # Never-reset counters (UInt64) every machine shows under OperationCounters.
 COUNTERS: tuple[str, ...] = (
@@ -42,36 +36,12 @@ COUNTERS: tuple[str, ...] = (
 )
 INSPECTION_COUNTERS: tuple[str, ...] = (Tag.INSPECTED, Tag.PASSED_FIRST)
 
-# UNECE Rec. 20 common codes with a display name (OPC UA Part 8 §5.6.3).
-UNIT_NAMES: dict[str, str] = {
-    "SEC": "s",
-    "KWT": "kW",
-    "KWH": "kWh",
-    "MMS": "mm/s",
-    "C16": "mm/s",
-    "C62": "1",
-    "P1": "%",
-    "MTR": "m",
-    "CEL": "°C",
-}
-
-
-def unit_id(code: str) -> int:
-    """OPC UA ``EUInformation.UnitId`` of a UNECE common code (Part 8 §5.6.3.3)."""
-    if not 1 <= len(code) <= 3 or not code.isascii():
-        raise ValueError(f"UNECE common code must be 1-3 ASCII characters, got {code!r}")
-    value = 0
-    for ch in code.upper():
-        value = (value << 8) | ord(ch)
-    return value
-
-
 @runtime_checkable
 class StationControl(Protocol):
     """Commands a station accepts; the simulator implements it.
 
-    A command that is not allowed in the present state raises ``ValueError``,
-    ``RuntimeError`` or an ``IiotbedError``; the server answers ``BadInvalidState``.
+    A command it cannot carry out raises :class:`~iiotbed.errors.CommandRefused`; the server answers
+    ``BadOutOfRange`` if ``out_of_range``, else ``BadInvalidState``.
     """
 
     path: str
@@ -123,12 +93,12 @@ def _process_values(scenario: Scenario, stage: Stage) -> tuple[ProcessValue, ...
     factor = max(stage.cycle_time_factor.expected, 1.0)
     values = [
         ProcessValue(
-            CYCLE_TIME, "SEC", 0.0, math.ceil(4 * ideal * factor), "duration of the last cycle"
+            Tag.CYCLE_TIME, "SEC", 0.0, math.ceil(4 * ideal * factor), "duration of the last cycle"
         )
     ]
     peak = max(stage.power.executing, stage.power.idle, stage.power.down, stage.power.off)
     if peak > 0:
-        values.append(ProcessValue(POWER, "KWT", 0.0, round(1.5 * peak, 3), "electrical power"))
+        values.append(ProcessValue(Tag.POWER, "KWT", 0.0, round(1.5 * peak, 3), "electrical power"))
     if stage.degradation is not None:
         d = stage.degradation
         values.append(

@@ -16,8 +16,8 @@ from typing import Any
 
 import simpy
 
-from iiotbed.devices.sim._rng import Sampler, Uniforms, make_generator
 from iiotbed.devices.sim.calendar import ProductionCalendar
+from iiotbed.devices.sim.rng import Sampler, Uniforms, make_generator
 from iiotbed.scenario import Dist, Scenario
 from iiotbed.telemetry import Event, Record, Sample
 

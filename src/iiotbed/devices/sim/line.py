@@ -11,23 +11,26 @@ a defective unit is scrapped at the last station.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import simpy
 
 from iiotbed.devices.sim._signals import Context, Counter, Signal
 from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.units import Buffer, Unit
-from iiotbed.telemetry import EventName, Tag
+from iiotbed.telemetry import EventName, PlannedState, Tag
 
-if TYPE_CHECKING:
-    from iiotbed.devices.sim.station import Station
-
-__all__ = ["LineModel", "headcount_roles"]
+__all__ = ["LineModel", "Planned", "headcount_roles"]
 
 _Proc = Generator[simpy.Event, Any, None]
+
+
+class Planned(Protocol):
+    """What the calendar tells of each change of planned state (a station)."""
+
+    def set_planned(self, planned: PlannedState) -> None: ...
 
 
 def headcount_roles(ctx: Context) -> dict[str, int]:
@@ -71,7 +74,7 @@ class LineModel:
             r: Signal(ctx, path, Tag.HEADCOUNT_PREFIX + r, n if seg[3] else 0, "C62")
             for r, n in self.roles.items()
         }
-        self.stations: list[Station] = []
+        self.stations: Sequence[Planned] = ()  # told of calendar changes, in line order
         self.names = [p.name for p in sc.products]
         self._cum = list(accumulate(p.mix for p in sc.products))
         self._serial = [0] * len(sc.products)
@@ -93,10 +96,11 @@ class LineModel:
             "released": round(unit.released, 6), "waits": [round(w, 6) for w in unit.waits],
             "escaped_defect": unit.defective})
 
-    def scrapped(self, unit: Unit, at: Station, origin: Station) -> None:
+    def scrapped(self, unit: Unit, at: str, origin: str) -> None:
+        """``unit`` scrapped at the station at path ``at``; ``origin`` names its culprit."""
         self.scrap.inc()
-        self.ctx.event(at.path, EventName.UNIT_SCRAPPED, {
-            "unit": unit.id, "product": self.names[unit.product], "origin": origin.name,
+        self.ctx.event(at, EventName.UNIT_SCRAPPED, {
+            "unit": unit.id, "product": self.names[unit.product], "origin": origin,
             "stations": unit.stations, "released": round(unit.released, 6)})
 
     # ------------------------------------------------------------------ processes

@@ -18,14 +18,16 @@ import simpy
 
 from iiotbed.devices.sim import states as S
 from iiotbed.devices.sim._signals import Context, Counter, Signal
+from iiotbed.devices.sim._simpy import now_of
 from iiotbed.devices.sim.calendar import EPS
+from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkUser
 from iiotbed.devices.sim.units import Buffer, Crew, Unit
+from iiotbed.errors import CommandRefused
 from iiotbed.scenario import Dist, Stage
 from iiotbed.telemetry import EventName, PlannedState, Tag
 
 if TYPE_CHECKING:
-    from iiotbed.devices.sim.line import LineModel
     from iiotbed.devices.sim.supply import KitStock
 
 __all__ = ["Station", "StationControl"]
@@ -140,7 +142,7 @@ class Station:
         old = self.state
         if st is old:
             return
-        now = self.env._now  # Environment.now without its property call; see _run
+        now = now_of(self.env)  # env.now without its property's frame; see _simpy
         self._energy = energy = self._energy + self._powers[old.power] * (now - self._t_state) / 3600.0
         self._t_state = now
         self.state = st
@@ -190,8 +192,8 @@ class Station:
     # ------------------------------------------------------------------ process
 
     def _run(self) -> _Proc:
-        # env._now (SimPy private) instead of the env.now property: read twice a unit and
-        # once per stretch; tests/devices/sim/test_fifo.py fails if it stops being the clock
+        # now_of(env) (_simpy) instead of the env.now property: read twice a unit and once
+        # per stretch
         # per-station constants and hot attributes as locals: this loop runs once per unit
         env, inbuf, quality = self.env, self.inbuf, self._quality
         in_items, in_level, name = inbuf.items, inbuf.level, self.name
@@ -204,13 +206,14 @@ class Station:
         scrap_at_end = outbuf is None and not self.line.has_inspection
         waiting, executing = _A.WAITING, _A.EXECUTING
         timeout, production_end = env.timeout, self.ctx.calendar.production_end
+        clock = now_of
         while True:
             req = inbuf.store.get()
             if not req.triggered and self.activity is not waiting:
                 self.activity = waiting
                 self.refresh()
             unit: Unit = yield req
-            now = env._now
+            now = clock(env)
             in_level.set(len(in_items))
             unit.waits.append(now - unit.t_in)
             unit.stations.append(name)
@@ -225,7 +228,7 @@ class Station:
                 work = ideal[unit.product] * factor() / self.speed
                 # the first stretch of _work inlined (most cycles are one stretch): no
                 # generator per unit, no delegation at each resume; _work does the rest
-                now = env._now
+                now = clock(env)
                 end = production_end(now)
                 if work > EPS and end is not None and not (self.stopped or self.held):
                     if self.activity is not executing:
@@ -238,7 +241,7 @@ class Station:
                     except simpy.Interrupt:
                         pass
                     self._interruptible = False
-                    done = env._now - now
+                    done = clock(env) - now
                     work -= done
                     self.ttf_left -= done
                     if self.ttf_left <= EPS:
@@ -252,7 +255,7 @@ class Station:
             else:
                 scrap = yield from self._inspect(unit)
             # Counter.inc inlined (two rows per unit)
-            now = env._now
+            now = clock(env)
             processed.value = n = processed.value + 1  # type: ignore[operator]
             emit((now, processed, n))
             by = processed_by[unit.product]
@@ -271,7 +274,7 @@ class Station:
                     self.activity = waiting
                     self.refresh()
                 yield put
-                unit.t_in = env._now
+                unit.t_in = clock(env)
                 outbuf.level.set(len(outbuf.items))
             self.unit = None
             if self._pdm is not None and not self._pdm_tried and self.ttf_left < self._pdm.lead_time:
@@ -305,13 +308,13 @@ class Station:
     def _scrap(self, unit: Unit) -> None:
         origin: Station = unit.origin if unit.defective else self
         origin.defective.inc()
-        self.line.scrapped(unit, self, origin)
+        self.line.scrapped(unit, self.path, origin.name)
 
     def _work(self, work: float) -> _Proc:
         """Spend ``work`` seconds executing, through window ends, stops and breakdowns."""
         env, cal = self.env, self.ctx.calendar
         while work > EPS:
-            now = env._now  # see _run
+            now = now_of(env)  # see _run
             end = cal.production_end(now)
             if end is None or self.stopped or self.held:
                 yield from self._pause()
@@ -328,7 +331,7 @@ class Station:
             except simpy.Interrupt:
                 pass
             self._interruptible = False
-            done = env._now - now
+            done = now_of(env) - now
             work -= done
             self.ttf_left -= done
             if self.ttf_left <= EPS:
@@ -386,7 +389,11 @@ class Station:
 
 
 class StationControl:
-    """Live control of one station (what OPC UA methods and setpoints call)."""
+    """Live control of one station (what OPC UA methods and setpoints call).
+
+    A command the station cannot carry out raises :class:`~iiotbed.errors.CommandRefused`;
+    each protocol maps it once. Start/Stop/Hold/Unhold/Reset are accepted in every state.
+    """
 
     def __init__(self, station: Station) -> None:
         self._s = station
@@ -417,7 +424,11 @@ class StationControl:
         self._s.control(stopped=False, held=False)
 
     def set_speed(self, factor: float) -> None:
-        """Speed setpoint: 1.0 nominal, cycle time divided by ``factor`` (0 < factor <= 2)."""
+        """Speed setpoint: 1.0 nominal, cycle time divided by ``factor`` (0 < factor <= 2).
+
+        Raises :class:`~iiotbed.errors.CommandRefused` (``out_of_range``) outside that range.
+        """
         if not 0.0 < factor <= 2.0:
-            raise ValueError(f"speed factor must be in (0, 2], got {factor}")
+            raise CommandRefused(f"speed factor must be in (0, 2], got {factor}",
+                                 target=self.path, command="SetSpeed", out_of_range=True)  # fmt: skip
         self._s.speed = float(factor)

@@ -24,21 +24,19 @@ from asyncua import Client, Node, ua
 
 from iiotbed.errors import ConnectorError, UnsError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
-from iiotbed.gateway.normalise import normalise_value, quality_from_status, unit_from_opcua
-from iiotbed.telemetry import Event, EventName, Quality, Sample, Tag
+from iiotbed.gateway.normalise import normalise_value, quality_from_status
+from iiotbed.protocols import opcua as names
+from iiotbed.protocols.opcua import unit_from_opcua
+from iiotbed.telemetry import Event, EventName, Quality, Sample
 
 __all__ = ["OpcUaCollector"]
 
 log = logging.getLogger(__name__)
 
 #: State machine object browse name -> tag (its ``CurrentState/Number`` is collected)
-STATE_TAGS: Final = {
-    "MachineryItemState": Tag.ITEM_STATE,
-    "MachineryOperationMode": Tag.OPERATION_MODE,
-    "State": Tag.PACKML_STATE,
-}
-_GROUPS: Final = ("OperationCounters", "Monitoring")
-_SETPOINTS: Final = (Tag.SPEED_SETPOINT,)
+STATE_TAGS: Final = names.STATE_MACHINES
+_GROUPS: Final = (names.OPERATION_COUNTERS, names.MONITORING)
+_SETPOINTS: Final = (names.SPEED_SETPOINT,)
 _UNITLESS_COUNTER: Final = "C62"
 _ALARM_TYPE: Final = ua.NodeId(ua.ObjectIds.AlarmConditionType)
 # asyncua raises these (and its own UaError family) when a server goes away mid-call
@@ -273,7 +271,7 @@ class OpcUaCollector:
         for ref in await client.nodes.objects.get_references(
             refs=ua.ObjectIds.HierarchicalReferences, direction=ua.BrowseDirection.Forward
         ):
-            if ref.BrowseName.Name == "Machines":
+            if ref.BrowseName.Name == names.MACHINES:
                 folder = client.get_node(ref.NodeId)
                 break
         if folder is None:
@@ -286,7 +284,7 @@ class OpcUaCollector:
             node = client.get_node(ref.NodeId)
             name = ref.BrowseName.Name
             asset = self.assets.get(name)
-            path = await self._child(node, ("Identification", "AssetPath"))
+            path = await self._child(node, (names.IDENTIFICATION, names.ASSET_PATH))
             if path is not None:
                 with contextlib.suppress(*_SESSION_ERRORS):
                     value = await path.read_value()
@@ -317,13 +315,13 @@ class OpcUaCollector:
         top = await self._children(machine)
         for sm, tag in STATE_TAGS.items():
             if sm in top:
-                number = await self._child(top[sm], ("CurrentState", "Number"))
+                number = await self._child(top[sm], (names.CURRENT_STATE, names.STATE_NUMBER))
                 if number is not None:
                     found.append((number, tag, False))
         for group in _GROUPS:
             if group in top:
                 for name, var in (await self._children(top[group])).items():
-                    found.append((var, name, group == "OperationCounters"))
+                    found.append((var, name, group == names.OPERATION_COUNTERS))
         for name in _SETPOINTS:
             if name in top:
                 found.append((top[name], name, False))
@@ -333,7 +331,7 @@ class OpcUaCollector:
         return [(var, tag, unit) for (var, tag, _), unit in zip(found, units, strict=True)]
 
     async def _unit(self, var: Node, tag: str, counter: bool) -> str | None:
-        eu = (await self._children(var)).get("EngineeringUnits")
+        eu = (await self._children(var)).get(names.ENGINEERING_UNITS)
         if eu is None:
             return _UNITLESS_COUNTER if counter else None
         info = await eu.read_value()

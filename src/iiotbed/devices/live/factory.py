@@ -1,0 +1,342 @@
+"""The live factory: the simulation paced to wall time behind real protocol endpoints.
+
+:class:`LiveFactory` (an ``async with``) builds one replication of a scenario, the pacer,
+the OPC UA machine servers (each station's control attached), and with a broker a
+Sparkplug B edge node (energy meters, line counters, AR headsets) and one VDA 5050 agent
+per AMR plus the master control the simulation's dispatcher speaks through. After every
+advance the new records are routed to the endpoints (:mod:`.routing`), through each
+endpoint's link (:mod:`iiotbed.devices.network`). A TaskGroup owns every task; leaving
+the block (end of the duration, an error or cancellation) closes every endpoint: NDEATH,
+VDA 5050 OFFLINE, OPC UA servers stopped. The body's exception passes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Self
+
+from iiotbed.devices.live.commands import Commands
+from iiotbed.devices.live.derived import Derived
+from iiotbed.devices.live.options import LiveOptions, LiveSummary
+from iiotbed.devices.live.routing import HEADSETS, LINE_METRICS, RoutePlan, SparkplugChange, route
+from iiotbed.devices.live.trips import Trips
+from iiotbed.devices.network import Channel, LiveLink, endpoint_links
+from iiotbed.devices.pacing import Pacer
+from iiotbed.devices.sim import Factory
+from iiotbed.eventlog import record_to_json
+from iiotbed.scenario import LiveEndpoint, Scenario
+from iiotbed.telemetry import Record, Sample, Tag
+
+if TYPE_CHECKING:  # the adapters import asyncua and paho: loaded only when the run starts
+    from iiotbed.devices.opcua import MachineServers
+    from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
+    from iiotbed.devices.vda5050 import AmrAgent
+    from iiotbed.devices.vda5050_master import MasterControl
+
+__all__ = ["LiveFactory", "run_live"]
+
+log = logging.getLogger(__name__)
+
+_RELIABLE: dict[str, bool] = {"opcua": True, "sparkplug": False, "vda5050": True}
+
+
+class LiveFactory:
+    """One replication of ``scenario`` served live; see the module docstring."""
+
+    def __init__(self, scenario: Scenario, options: LiveOptions | None = None) -> None:
+        self.scenario = scenario
+        self.options = opts = options or LiveOptions()
+        self.duration = opts.duration if opts.duration is not None else scenario.run.duration
+        self._new: list[Record] = []
+        self.factory = Factory(scenario, opts.replication, sink=self._new.append)
+        self.env = self.factory.env
+        self.pacer = Pacer(self.env, speed=opts.speed, on_advance=self._on_advance)
+        self.summary = LiveSummary()
+        self._epoch_s = scenario.plant.epoch.timestamp()
+        plant = scenario.plant
+        self.group_id = opts.sparkplug_group or f"{plant.enterprise}-{plant.site}"
+        self.edge_node_id = opts.edge_node or f"{plant.area}-{plant.line}"
+        supply = scenario.supply
+        fleet = supply.amr if supply is not None and supply.mode == "amr" else None
+        self.manufacturer = opts.vda_manufacturer or (fleet.manufacturer if fleet else "")
+        self._station_name = {path: name for _, name, path in scenario.station_paths()}
+        # links
+        self.links: dict[str, LiveLink] = {}
+        for ep, name in endpoint_links(scenario).items():
+            self.links[ep] = LiveLink(
+                ep, name, scenario.network.links[name], seed=scenario.run.seed,
+                replication=opts.replication, reliable=_RELIABLE[ep], abort_after=opts.abort_after,
+            )  # fmt: skip
+        self._opcua_ch: Channel[list[Sample]] = Channel(self.links.get("opcua"))
+        self._spb_ch: Channel[list[SparkplugChange]] = Channel(self.links.get("sparkplug"))
+        self._vda_ch: Channel[list[Record]] = Channel(self.links.get("vda5050"))
+        # routing, derived values, trips, commands
+        self._plan = RoutePlan.of(scenario, (a.path for a in self.factory.amrs.values()))
+        self._derived = Derived(scenario)
+        # endpoints, built in __aenter__
+        self.servers: MachineServers | None = None
+        self.edge: SparkplugEdgeNode | None = None
+        self.master: MasterControl | None = None
+        self.agents: dict[str, AmrAgent] = {}
+        self._trips = Trips(
+            self.agents, lambda: self.master, epoch_s=self._epoch_s,
+            warehouse=supply.warehouse_position if supply is not None else (0.0, 0.0),
+            home=fleet.battery.charger_position if fleet is not None else (0.0, 0.0),
+            station_names=self._station_name,
+            stage_positions={path: stage.position for stage, _, path in scenario.station_paths()},
+        )  # fmt: skip
+        self.commands = Commands(
+            self.factory.stations, self._station_name, edge=lambda: self.edge,
+            to_opcua=lambda s: self._opcua_ch.send(s.t, [s]), clock_ms=self._clock_ms,
+            now=lambda: float(self.env.now),
+        )  # fmt: skip
+        self._stack: AsyncExitStack | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._events_fp: IO[str] | None = None
+        self._finished = False
+
+    # ------------------------------------------------------------------ endpoints
+
+    @property
+    def now(self) -> float:
+        return float(self.env.now)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Human-readable endpoints (OPC UA URLs, MQTT topic roots)."""
+        out = [f"OPC UA  {url}" for url in (self.servers.endpoints if self.servers else [])]
+        if self.edge is not None:
+            out.append(
+                f"Sparkplug B  {self.options.broker}  spBv1.0/{self.group_id}/+/{self.edge_node_id}/#"
+            )
+        if self.agents:
+            out.append(f"VDA 5050  {self.options.broker}  uagv/v2/{self.manufacturer}/<amr>/"
+                       f"{{order,instantActions,state,connection,visualization}}"
+                       f"  AMRs: {', '.join(self.agents)}")  # fmt: skip
+        return out
+
+    def _clock_s(self) -> float:
+        return self._epoch_s + float(self.env.now)
+
+    def _clock_ms(self) -> int:
+        return round(self._clock_s() * 1000)
+
+    def _sparkplug_devices(self) -> dict[str, list[MetricDef]]:
+        from iiotbed.devices.sim.line import headcount_roles
+        from iiotbed.devices.sparkplug import MetricDef
+
+        sc = self.scenario
+        devices: dict[str, list[MetricDef]] = {}
+        line = [MetricDef(t, "UInt64") for t in LINE_METRICS]
+        line.append(MetricDef(Tag.PLANNED_STATE, "Int32"))
+        roles = headcount_roles(self.factory._ctx)
+        line += [MetricDef(Tag.HEADCOUNT_PREFIX + r, "Int32", unit="C62") for r in roles]
+        devices["line"] = line
+        for _, name, _path in sc.station_paths():
+            devices[name] = [
+                MetricDef(Tag.ENERGY, "Double", unit="KWH"),
+                MetricDef(Tag.POWER, "Double", unit="KWT"),
+                MetricDef(Tag.SPEED_SETPOINT, "Double", writable=True),
+            ]
+        heads = [MetricDef(Tag.BUSY, "Int32", unit="C62")]
+        for i in range(sc.technicians.count):
+            tech = f"tech-{i + 1:02d}"
+            heads += [MetricDef(f"{tech}/Busy", "Boolean"), MetricDef(f"{tech}/Job", "String"),
+                      MetricDef(f"{tech}/Station", "String")]  # fmt: skip
+        devices[HEADSETS] = heads
+        return devices
+
+    async def __aenter__(self) -> Self:
+        from iiotbed.devices.opcua import build_servers
+
+        opts = self.options
+        async with AsyncExitStack() as stack:
+            if opts.events is not None:
+                # opening and writing a file blocks: done in a worker thread
+                self._events_fp = await asyncio.to_thread(opts.events.open, "w", encoding="utf-8")
+                stack.push_async_callback(self._close_events)
+            self.servers = build_servers(
+                self.scenario, host=opts.host, port=opts.opcua_port,
+                per_machine=opts.opcua_layout == "machine", security=opts.security,
+                controls=self.commands.controls(),
+            )  # fmt: skip
+            await stack.enter_async_context(self.servers)
+            if opts.broker is not None:
+                await self._open_mqtt(stack, opts.broker)
+            self._tg = await stack.enter_async_context(asyncio.TaskGroup())
+            self._run_task = self._tg.create_task(self._run(), name="iiotbed-live-pacer")
+            self._stack = stack.pop_all()  # opened: __aexit__ closes it
+        return self
+
+    async def _open_mqtt(self, stack: AsyncExitStack, broker: str) -> None:
+        from iiotbed.devices.sparkplug import SparkplugEdgeNode
+        from iiotbed.devices.vda5050 import AmrAgent
+        from iiotbed.devices.vda5050_master import MasterControl
+
+        opts = self.options
+        self.edge = SparkplugEdgeNode(
+            broker, self.group_id, self.edge_node_id, devices=self._sparkplug_devices(),
+            primary_host_id=opts.primary_host, on_command=self.commands.on_dcmd,
+            clock=self._clock_ms, client_id=f"iiotbed-{self.group_id}-{self.edge_node_id}",
+        )  # fmt: skip
+        for path, name in self._station_name.items():
+            self.edge.set(name, Tag.SPEED_SETPOINT, self.factory.stations[path].speed,
+                          self._clock_ms())  # fmt: skip
+        await stack.enter_async_context(self.edge)
+        if not self.factory.amrs:
+            return
+        self.master = MasterControl(broker, self.manufacturer, clock=self._clock_s,
+                                    client_id=f"iiotbed-master-{self.manufacturer}")  # fmt: skip
+        await stack.enter_async_context(self.master)
+        for name in self.factory.amrs:
+            agent = AmrAgent(
+                broker, self.manufacturer, name, on_order=self._trips.order_handler(name),
+                on_instant_action=self.commands.action_handler(self.factory.amr(name)),
+                position=self._trips.home, clock=self._clock_s,
+                client_id=f"iiotbed-{self.manufacturer}-{name}",
+            )  # fmt: skip
+            await stack.enter_async_context(agent)
+            self.agents[name] = agent
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        task = self._run_task
+        if task is not None and not task.done():
+            task.cancel()
+        try:
+            # the body's exception goes through the stack (the TaskGroup sees it too)
+            return await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._fill_summary()
+
+    async def wait(self) -> LiveSummary:
+        """Wait until the run reaches its duration; the summary (endpoints stay up)."""
+        assert self._run_task is not None, "use inside 'async with'"
+        await asyncio.shield(self._run_task)
+        return self.summary
+
+    async def _run(self) -> None:
+        speed = self.pacer.speed
+        if self.options.fast_forward and speed is not None:
+            from iiotbed.devices.sim.calendar import ProductionCalendar
+
+            try:
+                first = ProductionCalendar(self.scenario).next_production(self.env.now)
+            except ValueError:
+                first = 0.0
+            if first > self.env.now:
+                self.pacer.speed = None
+                await self.pacer.run(min(first, self.duration))
+                self.pacer.set_speed(speed)  # re-anchors wall time at the shift start
+        await self.pacer.run(self.duration)
+        self.factory.run(self.env.now)  # emits the energy integrated up to the end
+        await self._on_advance(self.env.now)
+        await self._deliver(float("inf"))
+        self._finished = True
+        self._fill_summary()
+
+    async def _close_events(self) -> None:
+        fp, self._events_fp = self._events_fp, None
+        if fp is not None:
+            await asyncio.to_thread(fp.close)
+
+    def _fill_summary(self) -> None:
+        s = self.summary
+        s.sim_time = float(self.env.now)
+        s.max_lag_s = self.pacer.max_lag_s
+        if self.edge is not None:
+            s.sparkplug_published = self.edge.stats.published
+        s.vda_published = sum(a.stats.published for a in self.agents.values())
+        if self.master is not None:
+            s.orders_sent = self.master.stats.orders_sent
+        stations, vda = self.commands.station_counts, self.commands.vda_counts
+        accepted, refused = stations[0] + vda[0], stations[1] + vda[1]
+        if self.edge is not None:
+            accepted += self.edge.stats.commands_accepted
+            refused += self.edge.stats.commands_refused + self.edge.stats.malformed
+        for a in self.agents.values():
+            refused += a.stats.invalid_messages + a.stats.orders_rejected
+        s.commands_accepted, s.commands_refused = accepted, refused
+        s.links = {f"{ep} ({lk.name})": lk.stats for ep, lk in self.links.items()}
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _on_advance(self, now: float) -> None:
+        batch = self._new[:]
+        self._new.clear()  # in place: the factory's sink appends to this list
+        if batch:
+            self._send(now, batch)
+        for ep in ("sparkplug", "vda5050"):
+            link = self.links.get(ep)
+            if link is not None:
+                self._outages(ep, link, now)
+        await self._deliver(now)
+
+    def _send(self, now: float, batch: list[Record]) -> None:
+        self.summary.records += len(batch)
+        if self._events_fp is not None:
+            # a write into the file object's buffer; the OS write happens when it fills
+            self._events_fp.write("".join(record_to_json(r) + "\n" for r in batch))
+        out = route(batch, self._plan, self._derived)
+        if out.opcua:
+            self._opcua_ch.send(now, out.opcua)
+        if out.sparkplug and self.edge is not None:
+            self._spb_ch.send(now, out.sparkplug)
+        if out.vda and self.agents:
+            self._vda_ch.send(now, out.vda)
+
+    def _outages(self, ep: LiveEndpoint, link: LiveLink, now: float) -> None:
+        for start, end in link.outages_begun(now):
+            if end - start <= link.abort_after or end <= now:
+                continue
+            link.stats.aborts += 1
+            log.info("link %s of %s down for %.1f s: aborting the MQTT connection", link.name, ep,
+                     end - start)  # fmt: skip
+            if ep == "sparkplug" and self.edge is not None:
+                self.edge.connection.abort()
+            elif ep == "vda5050":
+                for agent in self.agents.values():
+                    agent.connection.abort()
+
+    async def _deliver(self, now: float) -> None:
+        if self.servers is not None:
+            for samples in self._opcua_ch.due(now):
+                self.summary.opcua_writes += await self.servers.apply_many(samples)
+        if self.edge is not None:
+            batches = self._spb_ch.due(now)
+            for changes in batches:
+                for device, metric, value, ts in changes:
+                    self.edge.set(device, metric, value, ts)
+            if batches:
+                await self.edge.flush()
+        for records in self._vda_ch.due(now):
+            self._trips.apply(records)
+
+
+async def run_live(scenario: Scenario, options: LiveOptions,
+                   on_ready: Callable[[LiveFactory], None] | None = None) -> LiveSummary:  # fmt: skip
+    """Run to the end of the duration (or until cancelled); the summary."""
+    live = LiveFactory(scenario, options)
+    try:
+        async with live:
+            if on_ready is not None:
+                on_ready(live)
+            await live.wait()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            live._fill_summary()
+        raise
+    return live.summary
