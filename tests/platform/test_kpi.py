@@ -479,3 +479,50 @@ def test_public_api() -> None:
         "KPI_INFO", "KpiAccumulator", "KpiInfo", "KpiReport", "Layout", "StationLayout",
         "compute_kpis",
     }
+
+
+def test_engine_and_store_rollup_share_one_set_of_integration_rules() -> None:
+    # the same state records through the engine (one window) and the store's rollup
+    # integrator (hour buckets): both run the clocks of platform._integrate
+    from iiotbed.platform.store._rollup import Integrator, StateRow
+
+    records = [
+        s(0, LINE, Tag.PLANNED_STATE, PROD),
+        s(0, LINE, Tag.HEADCOUNT_PREFIX + "operators", 2),
+        s(0, B1, Tag.ITEM_STATE, EXE),
+        s(600, B1, Tag.OPERATION_MODE, OperationMode.Setup),  # 600-900 s: Executing, not APT
+        s(900, B1, Tag.OPERATION_MODE, OperationMode.Processing),
+        s(1800, B1, Tag.FAULT, 1),
+        s(1800, B1, Tag.ITEM_STATE, OOS),  # 1800-2400 s: fault time
+        s(2400, B1, Tag.FAULT, 0),
+        s(2400, B1, Tag.ITEM_STATE, "running"),  # no number: unknown, no PBT until 3000 s
+        s(3000, B1, Tag.ITEM_STATE, EXE),
+        s(3600, LINE, Tag.PLANNED_STATE, PlannedState.Break),  # 3600-4200 s: no PBT
+        s(3600, LINE, Tag.HEADCOUNT_PREFIX + "operators", None, Quality.Bad),  # nobody
+        s(4200, LINE, Tag.PLANNED_STATE, PROD),
+        s(4200, B1, Tag.ITEM_STATE, float("inf")),  # no number either: unknown to the end
+    ]
+    end = 5400.0
+    # PBT: 0-2400 and 3000-3600 = 3000 s; APT: 0-600, 900-1800, 3000-3600 = 2100 s;
+    # fault 600 s; line planned 0-3600 and 4200-5400 = 4800 s; people 2 x 3600 s
+    expected = {"pbt": 3000.0, "apt": 2100.0, "fault": 600.0, "planned": 4800.0}
+    report = compute_kpis(records, layout(), start=0.0, end=end)
+    b1 = report.stations[B1]
+    assert (b1["pbt_h"] * 3600, b1["apt_h"] * 3600) == (expected["pbt"], expected["apt"])
+    assert report.line["pbt_h"] * 3600 == expected["planned"]
+    assert report.line["labour_hours"] == 2.0
+
+    integ = Integrator(0.0, end, None)
+    integ.feed(
+        StateRow(r.asset, r.tag, r.t, None if r.quality == Quality.Bad else r.value)
+        for r in records
+        if isinstance(r, Sample)
+    )
+    seconds = {(asset, name): v for (_, asset, name), v in integ.finish().items()}
+    assert seconds == {
+        (B1, "pbt"): expected["pbt"],
+        (B1, "apt"): expected["apt"],
+        (B1, "fault"): expected["fault"],
+        (LINE, "planned"): expected["planned"],
+        (LINE, "heads/operators"): 2 * 3600.0,
+    }

@@ -2,7 +2,8 @@
 
 The engine reads :mod:`iiotbed.telemetry` Samples only (Events are ignored): station state
 tags give the time elements (APT, PBT, fault time), monotonic counters give quantities by
-their deltas over the window. It keeps O(1) state per tag, so it serves batch runs
+their deltas over the window, by the rules of :mod:`iiotbed.platform._integrate` (which
+the store's rollups run too). It keeps O(1) state per tag, so it serves batch runs
 (``compute_kpis``) and live dashboards (``KpiAccumulator.report`` while feeding) alike.
 Definitions and edge-case rules are written down in ``docs/kpis.md``.
 """
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from iiotbed._json import finite_map
+from iiotbed.platform._integrate import IDLE, Counter, LineClock, Rates, StationClock
 from iiotbed.platform.layout import Layout, StationLayout
-from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Quality, Record, Sample, Tag
+from iiotbed.telemetry import Quality, Record, Sample, Tag
 
 __all__ = ["KPI_INFO", "KpiAccumulator", "KpiInfo", "KpiReport", "compute_kpis"]
 
@@ -54,9 +56,6 @@ KPI_INFO: Mapping[str, KpiInfo] = {
 }
 
 _BAD = Quality.Bad
-_EXECUTING = int(ItemState.Executing)
-_PRODUCTION = int(PlannedState.Production)
-_NOT_APT_MODES = frozenset({int(OperationMode.Setup), int(OperationMode.Maintenance)})
 _Handler = Callable[[float, Any], None]
 
 
@@ -84,64 +83,21 @@ class KpiReport:
 # --------------------------------------------------------------------------- per-tag state
 
 
-class _Counter:
-    """A monotonic counter: last value at or before the window start, and latest value."""
+class _Station(StationClock):
+    """Time elements of one station over the window, integrated on every state change."""
 
-    __slots__ = ("base", "last", "start")
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.base = 0.0  # no value before the start: the counter is taken as zero
-        self.last = 0.0
-
-    def update(self, t: float, value: Any) -> None:
-        if value is None:  # Bad: the counter did not move as far as we know
-            return
-        v = float(value)
-        # max(): a resent older value (same t, ties in any order) cannot move a counter back
-        if v > self.last:
-            self.last = v
-        if t <= self.start and v > self.base:
-            self.base = v
-
-    @property
-    def delta(self) -> float:
-        return self.last - self.base
-
-
-class _Station:
-    """Time elements of one station, integrated on every state change."""
-
-    __slots__ = (
-        "apt",
-        "blocked_mode",
-        "counters",
-        "end",
-        "fault",
-        "fault_s",
-        "item",
-        "layout",
-        "pbt",
-        "planned",
-        "products",
-        "seg_t",
-        "start",
-    )
+    __slots__ = ("apt", "counters", "end", "fault_s", "layout", "pbt", "products", "start")
 
     def __init__(self, layout: StationLayout, start: float, end: float) -> None:
+        super().__init__()
         self.layout = layout
         self.start = start
         self.end = end
-        self.seg_t = -math.inf  # start of the open segment
-        self.planned = False  # line in Production
-        self.item: int | None = None  # unknown until a Good sample says otherwise
-        self.blocked_mode = False  # Setup or Maintenance mode: Executing is not APT
-        self.fault = False
         self.apt = 0.0
         self.pbt = 0.0
         self.fault_s = 0.0
         self.counters = {
-            tag: _Counter(start)
+            tag: Counter(start)
             for tag in (
                 Tag.PROCESSED,
                 Tag.DEFECTIVE,
@@ -151,92 +107,63 @@ class _Station:
                 Tag.PASSED_FIRST,
             )
         }
-        self.products = {p: _Counter(start) for p in layout.ideal_cycle_time}
+        self.products = {p: Counter(start) for p in layout.ideal_cycle_time}
+
+    def credit(self, t0: float, t1: float, rates: Rates) -> None:
+        lo = t0 if t0 > self.start else self.start
+        hi = t1 if t1 < self.end else self.end
+        if hi > lo:
+            d = hi - lo
+            pbt, apt, fault = rates
+            self.pbt += d * pbt
+            if apt:
+                self.apt += d * apt
+            if fault:
+                self.fault_s += d * fault
 
     def open_segment(self, t: float) -> tuple[float, float, float]:
-        """(PBT, APT, fault) seconds of the open segment up to ``t``, clipped to the window."""
-        lo = self.seg_t if self.seg_t > self.start else self.start
+        """(PBT, APT, fault) seconds of the open stretch up to ``t``, clipped to the window."""
+        lo = self.since if self.since > self.start else self.start
         hi = t if t < self.end else self.end
-        if hi <= lo or not self.planned or self.item is None:
-            return 0.0, 0.0, 0.0
+        if hi <= lo:
+            return IDLE
         d = hi - lo
-        apt = d if self.item == _EXECUTING and not self.blocked_mode else 0.0
-        return d, apt, (d if self.fault else 0.0)
-
-    def advance(self, t: float) -> None:
-        # a record older than the open segment (out of order) takes effect at its start
-        if t > self.seg_t:
-            pbt, apt, fault = self.open_segment(t)
-            self.pbt += pbt
-            self.apt += apt
-            self.fault_s += fault
-            self.seg_t = t
-
-    def set_item(self, t: float, value: Any) -> None:
-        item = None if value is None else int(value)
-        self.advance(t)
-        self.item = item
-
-    def set_mode(self, t: float, value: Any) -> None:
-        blocked = value is not None and int(value) in _NOT_APT_MODES
-        self.advance(t)
-        self.blocked_mode = blocked
-
-    def set_fault(self, t: float, value: Any) -> None:
-        fault = value is not None and bool(int(value))
-        self.advance(t)
-        self.fault = fault
+        pbt, apt, fault = self.rates
+        return d * pbt, d * apt, d * fault
 
 
-class _Line:
+class _Line(LineClock):
     """Line calendar state (PBT) and attendance of counted roles (person-seconds)."""
 
-    __slots__ = (
-        "end", "heads", "pbt", "people_s", "planned", "roles", "seg_t", "start", "stations"
-    )
+    __slots__ = ("end", "pbt", "people_s", "start")
 
     def __init__(self, stations: list[_Station], start: float, end: float) -> None:
-        self.stations = stations
+        super().__init__(stations)
         self.start = start
         self.end = end
-        self.seg_t = -math.inf
-        self.planned = False
         self.pbt = 0.0
         self.people_s = 0.0
-        self.roles: dict[str, float] = {}
-        self.heads = 0.0
+
+    def credit(self, t0: float, t1: float) -> None:
+        pbt, people = self._stretch(t0, t1)
+        self.pbt += pbt
+        self.people_s += people
 
     def open_segment(self, t: float) -> tuple[float, float]:
-        """(PBT, person-seconds) of the open segment up to ``t``, clipped to the window."""
-        lo = self.seg_t if self.seg_t > self.start else self.start
-        hi = t if t < self.end else self.end
+        """(PBT, person-seconds) of the open stretch up to ``t``, clipped to the window."""
+        return self._stretch(self.since, t)
+
+    def _stretch(self, t0: float, t1: float) -> tuple[float, float]:
+        lo = t0 if t0 > self.start else self.start
+        hi = t1 if t1 < self.end else self.end
         if hi <= lo:
             return 0.0, 0.0
         d = hi - lo
         return (d if self.planned else 0.0), d * self.heads
 
-    def advance(self, t: float) -> None:
-        if t > self.seg_t:
-            pbt, people = self.open_segment(t)
-            self.pbt += pbt
-            self.people_s += people
-            self.seg_t = t
-
-    def set_planned(self, t: float, value: Any) -> None:
-        planned = value is not None and int(value) == _PRODUCTION
-        self.advance(t)
-        if planned != self.planned:
-            for s in self.stations:
-                s.advance(t)
-                s.planned = planned
-            self.planned = planned
-
     def headcount(self, role: str) -> _Handler:
         def set_heads(t: float, value: Any) -> None:
-            n = 0.0 if value is None else float(value)  # Bad: nobody known to be present
-            self.advance(t)
-            self.heads += n - self.roles.get(role, 0.0)
-            self.roles[role] = n
+            self.set_heads(t, role, value)
 
         return set_heads
 
@@ -261,7 +188,7 @@ class KpiAccumulator:
         self._stations = [_Station(s, self.start, self.end) for s in layout.stations]
         self._line = _Line(self._stations, self.start, self.end)
         self._line_counters = {
-            tag: _Counter(self.start) for tag in (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
+            tag: Counter(self.start) for tag in (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
         }
         # asset -> tag -> handler: two dict lookups and no allocation per record
         self._dispatch: dict[str, dict[str, _Handler]] = {}

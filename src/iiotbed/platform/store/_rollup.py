@@ -12,7 +12,8 @@ Two tables, maintained in the transaction that writes the samples:
   value of a counter (at least 0, as the engine's counters start at 0).
 
 A KPI window then sums whole buckets and replays only its two partial edges from the
-samples; the rules below mirror :class:`iiotbed.platform.kpi.KpiAccumulator` exactly.
+samples. The stretches are integrated by the KPI engine's own rules and clocks
+(:mod:`iiotbed.platform._integrate`); only where they are credited (hour buckets) is ours.
 """
 
 from __future__ import annotations
@@ -22,17 +23,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
+from iiotbed.platform._integrate import LineClock, Rates, StationClock
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store.base import KpiTotals
-from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Quality, Tag
+from iiotbed.telemetry import Quality, Tag
 
 BUCKET_S: Final = 3600.0
 OTHER, STATE, COUNTER = 0, 1, 2
 
 _BAD: Final = int(Quality.Bad)
-_EXECUTING: Final = int(ItemState.Executing)
-_PRODUCTION: Final = int(PlannedState.Production)
-_NOT_APT: Final = frozenset({int(OperationMode.Setup), int(OperationMode.Maintenance)})
 _STATE_TAGS: Final = frozenset({Tag.ITEM_STATE, Tag.OPERATION_MODE, Tag.FAULT, Tag.PLANNED_STATE})
 STATION_COUNTERS: Final = (
     Tag.PROCESSED,
@@ -73,50 +72,77 @@ def state_row(asset: str, tag: str, t: float, num: Any, text: Any, quality: int)
     return StateRow(asset, tag, t, None if quality == _BAD else (num if num is not None else text))
 
 
-def _int(v: Any) -> int | None:
-    # the engine's parse: int(value), and a value that is no number counts as none
-    if v is None:
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
+class _Station(StationClock):
+    """A station's stretches credited to its ``pbt``/``apt``/``fault`` buckets."""
+
+    __slots__ = ("asset", "integ")
+
+    def __init__(self, integ: Integrator, asset: str) -> None:
+        super().__init__()
+        self.integ = integ
+        self.asset = asset
+
+    def credit(self, t0: float, t1: float, rates: Rates) -> None:
+        # one pass over the buckets for the three names: this runs once per station state
+        # change of every batch's recomputed buckets, on the ingest path
+        integ = self.integ
+        a = t0 if t0 > integ.lo else integ.lo
+        b = t1 if t1 < integ.hi else integ.hi
+        if b <= a:
+            return
+        out, size, asset = integ.out, integ.size, self.asset
+        k = 0 if size is None else math.floor(a / size)
+        pbt, apt, fault = rates
+        while a < b:
+            edge = b if size is None else (k + 1) * size
+            if edge > b:
+                edge = b
+            d = edge - a
+            key = (k, asset, "pbt")
+            out[key] = out.get(key, 0.0) + d * pbt
+            if apt:
+                key = (k, asset, "apt")
+                out[key] = out.get(key, 0.0) + d * apt
+            if fault:
+                key = (k, asset, "fault")
+                out[key] = out.get(key, 0.0) + d * fault
+            a = edge
+            k += 1
 
 
-def _float(v: Any) -> float:
-    if v is None:
-        return 0.0
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return 0.0
+class _Line(LineClock):
+    """An asset sending PlannedState or Headcount: ``planned`` and ``heads/<role>`` buckets."""
 
+    __slots__ = ("asset", "integ")
 
-class _Station:
-    __slots__ = ("blocked", "fault", "item", "seg_t")
+    def __init__(self, integ: Integrator, asset: str) -> None:
+        super().__init__(integ.stations.values())
+        self.integ = integ
+        self.asset = asset
 
-    def __init__(self) -> None:
-        self.seg_t = -math.inf
-        self.item: int | None = None
-        self.blocked = False
-        self.fault = False
+    def credit(self, t0: float, t1: float) -> None:
+        add, asset = self.integ.add, self.asset
+        if self.planned:
+            add(asset, "planned", t0, t1)
+        for role, n in self.roles.items():
+            add(asset, _HEADS + role, t0, t1, n)
 
 
 class Integrator:
     """Seconds per (bucket, asset, name) over ``[lo, hi)``; ``size`` None: one bucket 0.
 
     Feed rows in (t, insertion) order, the seed rows (the last ones before ``lo``) first.
+    The stretches come from the KPI engine's own clocks (:mod:`iiotbed.platform._integrate`).
     """
 
     def __init__(self, lo: float, hi: float, size: float | None = BUCKET_S) -> None:
         self.lo, self.hi, self.size = lo, hi, size
         self.out: dict[tuple[int, str, str], float] = {}
-        self.planned = False
-        self._stations: dict[str, _Station] = {}
-        self._lines: dict[str, tuple[float, bool]] = {}  # asset -> (segment start, planned)
-        self._heads: dict[tuple[str, str], tuple[float, float]] = {}  # -> (start, n)
+        self.stations: dict[str, _Station] = {}
+        self._lines: dict[str, _Line] = {}
 
-    def _add(self, asset: str, name: str, t0: float, t1: float, w: float = 1.0) -> None:
+    def add(self, asset: str, name: str, t0: float, t1: float, w: float = 1.0) -> None:
+        """Credit ``w`` x the seconds of ``[t0, t1)`` inside ``[lo, hi)``, bucket by bucket."""
         a = t0 if t0 > self.lo else self.lo
         b = t1 if t1 < self.hi else self.hi
         out = self.out
@@ -137,57 +163,39 @@ class Integrator:
             a = edge
             k += 1
 
-    def _close(self, asset: str, st: _Station, t: float) -> None:
-        if t > st.seg_t:
-            if self.planned and st.item is not None:
-                self._add(asset, "pbt", st.seg_t, t)
-                if st.item == _EXECUTING and not st.blocked:
-                    self._add(asset, "apt", st.seg_t, t)
-                if st.fault:
-                    self._add(asset, "fault", st.seg_t, t)
-            st.seg_t = t
+    def _line(self, asset: str) -> _Line:
+        line = self._lines.get(asset)
+        if line is None:
+            line = self._lines[asset] = _Line(self, asset)
+        return line
 
     def feed(self, rows: Iterable[StateRow]) -> None:
-        stations = self._stations
+        stations = self.stations
         for asset, tag, t, value in rows:
             if tag == Tag.PLANNED_STATE:
-                seg, planned = self._lines.get(asset, (-math.inf, False))
-                if planned and t > seg:
-                    self._add(asset, "planned", seg, t)
-                now = _int(value) == _PRODUCTION
-                self._lines[asset] = (t if t > seg else seg, now)
-                if now != self.planned:
-                    for a, st in stations.items():
-                        self._close(a, st, t)
-                    self.planned = now
+                self._line(asset).set_planned(t, value)
             elif tag.startswith(Tag.HEADCOUNT_PREFIX):
-                key = (asset, tag[len(Tag.HEADCOUNT_PREFIX) :])
-                seg, n = self._heads.get(key, (-math.inf, 0.0))
-                if t > seg:
-                    self._add(asset, _HEADS + key[1], seg, t, n)
-                    seg = t
-                self._heads[key] = (seg, _float(value))
+                self._line(asset).set_heads(t, tag[len(Tag.HEADCOUNT_PREFIX) :], value)
             else:
-                known = stations.get(asset)
-                st = stations[asset] = _Station() if known is None else known
-                self._close(asset, st, t)
+                st = stations.get(asset)
+                if st is None:
+                    st = stations[asset] = _Station(self, asset)
+                    # a station first heard of now is as planned as the line already is
+                    st.planned = any(line.planned for line in self._lines.values())
                 if tag == Tag.ITEM_STATE:
-                    st.item = _int(value)
+                    st.set_item(t, value)
                 elif tag == Tag.OPERATION_MODE:
-                    st.blocked = _int(value) in _NOT_APT
+                    st.set_mode(t, value)
                 else:
-                    st.fault = bool(_int(value))
+                    st.set_fault(t, value)
 
     def finish(self) -> dict[tuple[int, str, str], float]:
-        """Close every open segment at ``hi``; the seconds, zeros left out."""
+        """Close every open stretch at ``hi``; the seconds, zeros left out."""
         hi = self.hi
-        for a, st in self._stations.items():
-            self._close(a, st, hi)
-        for a, (seg, planned) in self._lines.items():
-            if planned:
-                self._add(a, "planned", seg, hi)
-        for (a, role), (seg, n) in self._heads.items():
-            self._add(a, _HEADS + role, seg, hi, n)
+        for st in self.stations.values():
+            st.advance(hi)
+        for line in self._lines.values():
+            line.advance(hi)
         return {k: v for k, v in self.out.items() if v != 0.0}
 
 

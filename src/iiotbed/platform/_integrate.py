@@ -1,0 +1,228 @@
+"""How telemetry integrates into KPI quantities: the rules, written once.
+
+The KPI engine (:mod:`iiotbed.platform.kpi`: one window, in memory) and the store's
+rollups (:mod:`iiotbed.platform.store._rollup`: hour buckets, at ingest) both run the
+clocks below; they differ only in where a closed stretch of time is credited.
+
+* A state value is ``int(value)``; Bad, or a value that is no number, is *unknown*.
+* A station's time is PBT while the line's PlannedState is Production and its ItemState is
+  known; APT while moreover Executing, outside the Setup and Maintenance modes; fault time
+  while moreover its Fault is set.
+* The line's time is planned (PBT) while its PlannedState is Production; person-seconds
+  are the headcount (Bad or no number: nobody) times the seconds.
+* A state record closes the stretch before it; a record older than the open stretch (out
+  of order) takes effect at the stretch's start.
+* A counter's base is its largest Good value at or before the window start (0 when none),
+  its last the largest Good value up to the end; its quantity is ``last - base``.
+
+``docs/kpis.md`` explains each rule with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Final
+
+from iiotbed.telemetry import ItemState, OperationMode, PlannedState
+
+__all__ = ["Counter", "LineClock", "Rates", "StationClock", "headcount", "state_value"]
+
+EXECUTING: Final = int(ItemState.Executing)
+PRODUCTION: Final = int(PlannedState.Production)
+NOT_APT_MODES: Final = frozenset({int(OperationMode.Setup), int(OperationMode.Maintenance)})
+
+Rates = tuple[float, float, float]
+"""(PBT, APT, fault) seconds per second of a station's open stretch."""
+
+IDLE: Final[Rates] = (0.0, 0.0, 0.0)
+# indexed by (APT, fault): one shared tuple per state, no allocation per state change
+_RATES: Final[tuple[tuple[Rates, Rates], tuple[Rates, Rates]]] = (
+    ((1.0, 0.0, 0.0), (1.0, 0.0, 1.0)),
+    ((1.0, 1.0, 0.0), (1.0, 1.0, 1.0)),
+)
+
+
+def state_value(value: Any) -> int | None:
+    """A state tag's value: ``int(value)``, None when Bad (None) or no number."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def headcount(value: Any) -> float:
+    """People present by a Headcount value; Bad or no number counts as nobody."""
+    if value is None:
+        return 0.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class StationClock:
+    """One station's state as the time elements see it.
+
+    Subclasses implement :meth:`credit`, called with each closed stretch that counts.
+    """
+
+    __slots__ = ("blocked", "fault", "item", "planned", "rates", "since")
+
+    def __init__(self) -> None:
+        self.since = -math.inf  # start of the open stretch
+        self.planned = False  # the line in Production
+        self.item: int | None = None  # unknown until a Good sample says otherwise
+        self.blocked = False  # Setup or Maintenance mode: Executing is not APT
+        self.fault = False
+        self.rates = IDLE
+
+    def credit(self, t0: float, t1: float, rates: Rates) -> None:
+        """Take ``[t0, t1)`` spent at ``rates`` (never :data:`IDLE`)."""
+        raise NotImplementedError
+
+    def advance(self, t: float) -> None:
+        """Close the open stretch at ``t`` (a time before its start changes nothing)."""
+        since = self.since
+        if t > since:
+            rates = self.rates
+            if rates is not IDLE:
+                self.credit(since, t, rates)
+            self.since = t
+
+    # The setters below inline state_value(), advance() and the choice of rates: they run
+    # once per state record, in batch KPIs and at every ingest, and calls cost more there
+    # than the rest. Each ends in the same rule: rates are IDLE unless planned and known.
+
+    def set_item(self, t: float, value: Any) -> None:
+        try:
+            item = None if value is None else int(value)
+        except (TypeError, ValueError, OverflowError):
+            item = None
+        since = self.since
+        if t > since:
+            if self.rates is not IDLE:
+                self.credit(since, t, self.rates)
+            self.since = t
+        self.item = item
+        self.rates = (
+            _RATES[item == EXECUTING and not self.blocked][self.fault]
+            if self.planned and item is not None
+            else IDLE
+        )
+
+    def set_mode(self, t: float, value: Any) -> None:
+        try:
+            blocked = value is not None and int(value) in NOT_APT_MODES
+        except (TypeError, ValueError, OverflowError):
+            blocked = False
+        since = self.since
+        if t > since:
+            if self.rates is not IDLE:
+                self.credit(since, t, self.rates)
+            self.since = t
+        self.blocked = blocked
+        item = self.item
+        self.rates = (
+            _RATES[item == EXECUTING and not blocked][self.fault]
+            if self.planned and item is not None
+            else IDLE
+        )
+
+    def set_fault(self, t: float, value: Any) -> None:
+        try:
+            fault = value is not None and int(value) != 0
+        except (TypeError, ValueError, OverflowError):
+            fault = False
+        since = self.since
+        if t > since:
+            if self.rates is not IDLE:
+                self.credit(since, t, self.rates)
+            self.since = t
+        self.fault = fault
+        item = self.item
+        self.rates = (
+            _RATES[item == EXECUTING and not self.blocked][fault]
+            if self.planned and item is not None
+            else IDLE
+        )
+
+    def set_planned(self, t: float, planned: bool) -> None:
+        self.advance(t)
+        self.planned = planned
+        self._rerate()
+
+    def _rerate(self) -> None:
+        item = self.item
+        self.rates = (
+            _RATES[item == EXECUTING and not self.blocked][self.fault]
+            if self.planned and item is not None
+            else IDLE
+        )
+
+
+class LineClock:
+    """The line's planned state and headcount; a PlannedState change moves its stations.
+
+    Subclasses implement :meth:`credit`, called with every closed stretch.
+    """
+
+    __slots__ = ("heads", "planned", "roles", "since", "stations")
+
+    def __init__(self, stations: Iterable[StationClock]) -> None:
+        self.stations = stations
+        self.since = -math.inf
+        self.planned = False
+        self.roles: dict[str, float] = {}  # role -> people present
+        self.heads = 0.0  # sum of roles
+
+    def credit(self, t0: float, t1: float) -> None:
+        """Take ``[t0, t1)``, spent with ``planned`` and ``roles`` as they are."""
+        raise NotImplementedError
+
+    def advance(self, t: float) -> None:
+        """Close the open stretch at ``t`` (a time before its start changes nothing)."""
+        if t > self.since:
+            self.credit(self.since, t)
+            self.since = t
+
+    def set_planned(self, t: float, value: Any) -> None:
+        planned = state_value(value) == PRODUCTION
+        self.advance(t)
+        if planned != self.planned:
+            for s in self.stations:
+                s.set_planned(t, planned)
+            self.planned = planned
+
+    def set_heads(self, t: float, role: str, value: Any) -> None:
+        n = headcount(value)
+        self.advance(t)
+        self.heads += n - self.roles.get(role, 0.0)
+        self.roles[role] = n
+
+
+class Counter:
+    """A monotonic counter: largest Good value at or before the window start, and latest."""
+
+    __slots__ = ("base", "last", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.base = 0.0  # no value before the start: the counter is taken as zero
+        self.last = 0.0
+
+    def update(self, t: float, value: Any) -> None:
+        if value is None:  # Bad: the counter did not move as far as we know
+            return
+        v = float(value)  # no number: ValueError, which the engine takes as Bad
+        # max(): a resent older value (same t, ties in any order) cannot move a counter back
+        if v > self.last:
+            self.last = v
+        if t <= self.start and v > self.base:
+            self.base = v
+
+    @property
+    def delta(self) -> float:
+        return self.last - self.base
