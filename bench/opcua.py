@@ -179,7 +179,7 @@ def _synthetic(scenario: Scenario) -> list[Sample]:
         for p in paths:
             out.append(Sample(t, p, Tag.PROCESSED, k))
             out.append(Sample(t, p, Tag.ENERGY, k * 0.01))
-            out.append(Sample(t, p, "CycleTime", 30.0 + k % 7))
+            out.append(Sample(t, p, Tag.CYCLE_TIME, 30.0 + k % 7))
             if k % 10 == 0:
                 state = ItemState.Executing if k % 20 else ItemState.NotExecuting
                 out.append(Sample(t, p, Tag.ITEM_STATE, int(state)))

@@ -1,7 +1,7 @@
 """Benchmark: the 5G scenario for one simulated week against a bare SimPy loop.
 
 Events are counted from SimPy's own event ids: every scheduled event takes the next id
-(``env._eid``), so ids issued minus events still queued at the end = events processed.
+(``_simpy.events_processed``), so ids issued minus events still queued at the end = events processed.
 This adds no work to the measured run (wrapping ``env.step`` would slow both sides).
 The bare loop runs processes that only ``yield env.timeout(...)`` until the same number of
 events has been processed, in the same Python process, right after the model.
@@ -30,14 +30,14 @@ from typing import Any
 import simpy
 
 from iiotbed.devices.sim import Factory
+from iiotbed.devices.sim._simpy import events_processed
 from iiotbed.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def processed(env: simpy.Environment) -> int:
-    issued: int = next(env._eid)  # itertools.count: the next id = ids issued so far
-    return issued - len(env._queue)
+    return events_processed(env)  # SimPy's event ids; see devices/sim/_simpy.py
 
 
 def run_model(path: Path, days: float) -> tuple[int, float, int, float]:
