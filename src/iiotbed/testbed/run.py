@@ -21,7 +21,7 @@ from iiotbed.testbed.agreement import agreement, line_view
 from iiotbed.testbed.plan import RunOptions, base_scenario, plan_run
 from iiotbed.testbed.record import RunRecord
 from iiotbed.testbed.report import RunReport, live_figures, replay_answer_key, settle_warnings
-from iiotbed.testbed.services import Services
+from iiotbed.testbed.services import Services, preload
 from iiotbed.testbed.verdict import RunVerdict, batch_verdict
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ async def run_all(
     """
     from iiotbed.platform.layout import Layout
 
+    preload()  # before the clock starts, as the report's wall time always was
     opts, tell = options or RunOptions(), say or (lambda _text: None)
     wall0 = time.monotonic()
     base = base_scenario(scenario, opts)
