@@ -169,8 +169,12 @@ class LiveFactory:
             await stack.enter_async_context(self.servers)
             if opts.broker is not None:
                 await self._open_mqtt(stack, opts.broker)
-            self._tg = await stack.enter_async_context(asyncio.TaskGroup())
-            self._run_task = self._tg.create_task(self._run(), name="iiotbed-live-pacer")
+            self._tg = tg = asyncio.TaskGroup()
+            await tg.__aenter__()
+            # left as on a normal exit (__aexit__ cancels the run task first): a TaskGroup
+            # handed the body's exception re-raises it wrapped in an ExceptionGroup
+            stack.push_async_callback(tg.__aexit__, None, None, None)
+            self._run_task = tg.create_task(self._run(), name="iiotbed-live-pacer")
             self._stack = stack.pop_all()  # opened: __aexit__ closes it
         return self
 
@@ -217,7 +221,7 @@ class LiveFactory:
         if task is not None and not task.done():
             task.cancel()
         try:
-            # the body's exception goes through the stack (the TaskGroup sees it too)
+            # the body's exception goes through the stack, the servers and clients see it
             return await stack.__aexit__(exc_type, exc, tb)
         finally:
             self._fill_summary()
