@@ -153,6 +153,7 @@ class DurableBuffer:
 
     def open_sync(self) -> None:
         """Open (creating if needed) the database and load the backlog and dedup state."""
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
@@ -162,6 +163,9 @@ class DurableBuffer:
             self._db, self._acked = db, int(acked)
             self._load_state(db)
         except sqlite3.Error as exc:
+            self._db = None
+            if db is not None:
+                db.close()  # not left to the GC (3.13 warns: "unclosed database")
             raise StorageError(
                 f"cannot open the gateway buffer {self.path}: {exc}; is the directory writable "
                 "and the file a buffer database?",
