@@ -77,3 +77,31 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
                     pass
 
         asyncio.run(main())
+
+
+def test_the_body_exception_passes_through_and_everything_closes(tmp_path: Path) -> None:
+    class Boom(Exception):
+        pass
+
+    async def main() -> None:
+        before = {t for t in asyncio.all_tasks() if not t.done()}
+        platform = Platform(
+            broker="mqtt://127.0.0.1:1883", store=f"sqlite:///{tmp_path / 'p.db'}", port=0
+        )
+        err = Boom("from the body")
+        with pytest.raises(Boom) as caught:
+            async with platform:
+                port = platform.port
+                async with httpx.AsyncClient() as client:
+                    health = await client.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+                assert health.status_code == 200
+                raise err
+        assert caught.value is err  # the same object, not wrapped in an ExceptionGroup
+        await asyncio.sleep(0)
+        left = {t for t in asyncio.all_tasks() if not t.done()} - before
+        assert not left, left
+        with pytest.raises(httpx.ConnectError):  # the API's socket is closed
+            async with httpx.AsyncClient() as client:
+                await client.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+
+    asyncio.run(main())
