@@ -18,13 +18,13 @@ import random
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError
 
 __all__ = [
@@ -158,7 +158,7 @@ class _Session:
     tracking: int = 0  # sends not yet settled: paho's thread forwards on_publish only then
 
 
-class MqttConnection:
+class MqttConnection(AsyncClosing):
     """An MQTT 3.1.1 clean session that survives broker restarts.
 
     ``will`` is called before every CONNECT so a caller can put fresh data in it
@@ -230,7 +230,7 @@ class MqttConnection:
         """Wait until a connection is up (at once when it is)."""
         await self._up.wait()
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         if not self._background:
             await self._connect_once()
@@ -239,15 +239,6 @@ class MqttConnection:
         self._supervisor = asyncio.create_task(
             self._supervise(first=self._background), name=f"mqtt-reconnect-{self.client_id}"
         )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message; False (and counted as dropped) while not connected."""
@@ -512,7 +503,7 @@ class MqttConnection:
             log.exception("handler for %s failed on topic %s", self.client_id, msg.topic)
 
 
-class MqttAdapter:
+class MqttAdapter(AsyncClosing):
     """A protocol adapter on one :class:`MqttConnection`, opened and closed with ``async with``."""
 
     _conn: MqttConnection
@@ -522,17 +513,8 @@ class MqttAdapter:
         """The underlying MQTT connection (stats, :meth:`MqttConnection.abort`)."""
         return self._conn
 
-    async def __aenter__(self) -> Self:
-        await self._conn.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def open(self) -> None:
+        await self._conn.open()
 
     async def close(self) -> None:
         """Disconnect."""

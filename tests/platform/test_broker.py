@@ -87,11 +87,11 @@ def test_the_url_is_known_only_while_started() -> None:
         broker = EmbeddedBroker("mosquitto", start_timeout=2.0)
         if find_mosquitto() is None:
             with pytest.raises(ConnectorError, match="not installed"):
-                await broker.start()
+                await broker.open()
             return
         with pytest.raises(ConnectorError, match="not started"):
             _ = broker.url
-        await broker.start()
+        await broker.open()
         await broker.close()
         await broker.close()  # twice is fine
         with pytest.raises(ConnectorError, match="not started"):

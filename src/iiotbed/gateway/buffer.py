@@ -34,11 +34,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, NamedTuple, Self
+from typing import Final, NamedTuple
 
 import orjson
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.errors import StorageError
 
 __all__ = ["BufferItem", "BufferStats", "DurableBuffer", "PendingItem"]
@@ -111,7 +111,7 @@ class _Segment:
         self.pos, self.ids, self.routes, self.lens, self.ts = pos, ids, routes, lens, ts
 
 
-class DurableBuffer:
+class DurableBuffer(AsyncClosing):
     """An on-disk FIFO of :class:`BufferItem` that survives restarts.
 
     The ``*_sync`` methods block (SQLite); the async ones run them in a worker thread.
@@ -180,17 +180,11 @@ class DurableBuffer:
                 self._db.close()
                 self._db = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         # sqlite3 calls block on disk I/O: they run in a worker thread, never in the loop.
         await asyncio.to_thread(self.open_sync)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         await asyncio.to_thread(self.close_sync)
 
     @property

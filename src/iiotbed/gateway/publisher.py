@@ -21,11 +21,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import orjson
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError, StorageError, UnsError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
 from iiotbed.mqtt import Backoff, MqttConnection, parse_broker_url
@@ -85,7 +85,7 @@ class _Batch:
         self.confirmed: asyncio.Future[None] | None = None
 
 
-class UnsPublisher:
+class UnsPublisher(AsyncClosing):
     """Publishes buffered samples of one line to the UNS; use as ``async with``.
 
     ``epoch`` is the scenario epoch (Unix seconds) for ``source_ts``; ``clock`` the
@@ -153,18 +153,9 @@ class UnsPublisher:
         """Wait until the publisher holds a confirmed broker connection."""
         await self._conn.wait_connected()
 
-    async def __aenter__(self) -> Self:
-        await self._conn.__aenter__()
+    async def open(self) -> None:
+        await self._conn.open()
         self._task = asyncio.create_task(self._run(), name=f"uns-publisher-{self.client_id}")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Stop sending; un-acked samples stay in the buffer for the next start."""

@@ -17,11 +17,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any, Self
 
 import orjson
 
+from iiotbed._aio import ExcInfo
 from iiotbed.gateway.buffer import DurableBuffer
 from iiotbed.gateway.collectors._mqtt import hold_connection
 from iiotbed.gateway.collectors.base import Collector, CollectorStats
@@ -50,15 +50,11 @@ class _Tasks:
     async def __aenter__(self) -> asyncio.TaskGroup:
         return await self._tg.__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
+        exc_type = exc_info[0]
         if exc_type is not None and not issubclass(exc_type, asyncio.CancelledError):
-            exc_type, exc, tb = None, None, None  # the caller cancelled every task already
-        await self._tg.__aexit__(exc_type, exc, tb)
+            exc_info = (None, None, None)  # the caller cancelled every task already
+        await self._tg.__aexit__(*exc_info)
 
 
 class Outbox:
@@ -209,19 +205,14 @@ class Gateway:
         log.info("gateway %s up: %s", self.settings.id, ", ".join(c.name for c in self.collectors))
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
         stack, self._stack = self._stack, None
         if stack is None:
             return
         for task in self._tasks.values():
             task.cancel()
         # the body's exception goes through every exit (and out, unchanged, after them)
-        await stack.__aexit__(exc_type, exc, tb)
+        await stack.__aexit__(*exc_info)
 
     async def _drain(self) -> None:
         # what collectors handed over before the stop goes to the buffer (replayed next start)

@@ -18,9 +18,9 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError
 
 __all__ = ["BrokerKind", "EmbeddedBroker", "find_mosquitto", "free_port"]
@@ -77,7 +77,7 @@ async def _accepts(host: str, port: int) -> bool:
     return True
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(AsyncClosing):
     """A broker child process on 127.0.0.1; ``kind`` None picks Mosquitto when installed."""
 
     def __init__(self, kind: BrokerKind | None = None, *, start_timeout: float = 10.0) -> None:
@@ -97,19 +97,7 @@ class EmbeddedBroker:
             raise ConnectorError("the embedded broker is not started; use `async with`")
         return f"mqtt://{self.host}:{self.port}"
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> None:
+    async def open(self) -> None:
         """Start the broker and wait until it accepts connections."""
         self._dir = tempfile.TemporaryDirectory(prefix="iiotbed-broker-")
         last: str = ""

@@ -21,9 +21,9 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError, StorageError, UnsError
 from iiotbed.mqtt import Backoff, Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
@@ -93,7 +93,7 @@ class _Decoded:
         self.newest_gw = 0.0
 
 
-class Ingest:
+class Ingest(AsyncClosing):
     """Consumes the UNS from ``broker`` into ``store``; run it with ``async with`` or
     :meth:`run` in a TaskGroup.
 
@@ -143,7 +143,7 @@ class Ingest:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._task = task = asyncio.create_task(self.run(), name=f"ingest-{self.client_id}")
         ready = asyncio.ensure_future(self.ready.wait())
         try:
@@ -160,15 +160,6 @@ class Ingest:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -12,11 +12,11 @@ import logging
 import socket
 from collections.abc import Generator
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import uvicorn
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError
 from iiotbed.platform.api import create_app
 from iiotbed.platform.broker import EmbeddedBroker
@@ -42,7 +42,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-class Platform:
+class Platform(AsyncClosing):
     """Ingest from ``broker`` into ``store`` and serve the API on ``host:port``.
 
     ``broker`` None starts an embedded broker on a free port (:attr:`broker_url` says
@@ -79,7 +79,7 @@ class Platform:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         stack = AsyncExitStack()
         try:
             await self._start(stack)
@@ -87,7 +87,6 @@ class Platform:
             await stack.aclose()
             raise
         self._stack = stack
-        return self
 
     async def _start(self, stack: AsyncExitStack) -> None:
         if self.broker_url is None:
@@ -146,14 +145,6 @@ class Platform:
             self._server.should_exit = True
         if self._ingest_task is not None:
             self._ingest_task.cancel()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         stack, self._stack = self._stack, None

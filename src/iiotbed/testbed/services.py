@@ -18,9 +18,9 @@ import asyncio
 import importlib
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from iiotbed._aio import ExcInfo
 from iiotbed.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -175,16 +175,11 @@ class Services:
             self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
             # returns None whatever the parts say: the body's exception passes through
-            await stack.__aexit__(exc_type, exc, tb)
+            await stack.__aexit__(*exc_info)
 
     async def close_factory(self) -> None:
         """Stop collecting, then close the devices (and their event log); idempotent."""

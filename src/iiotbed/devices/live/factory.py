@@ -17,9 +17,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
 
+from iiotbed._aio import ExcInfo
 from iiotbed.devices.live.commands import Commands
 from iiotbed.devices.live.derived import Derived
 from iiotbed.devices.live.options import LiveOptions, LiveSummary
@@ -208,12 +208,7 @@ class LiveFactory:
             await stack.enter_async_context(agent)
             self.agents[name] = agent
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
+    async def __aexit__(self, *exc_info: *ExcInfo) -> bool | None:
         stack, self._stack = self._stack, None
         if stack is None:
             return None
@@ -222,7 +217,7 @@ class LiveFactory:
             task.cancel()
         try:
             # the body's exception goes through the stack, the servers and clients see it
-            return await stack.__aexit__(exc_type, exc, tb)
+            return await stack.__aexit__(*exc_info)
         finally:
             self._fill_summary()
 

@@ -15,14 +15,14 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from asyncua import Server, ua
 from asyncua.server.address_space import NodeData
 from asyncua.server.event_generator import EventGenerator
 from asyncua.server.user_managers import PermissiveUserManager
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.devices.opcua._nodes import (
     FaultBinding,
     MachineNodes,
@@ -70,7 +70,7 @@ class _SharedValue(ua.DataValue):  # type: ignore[misc]
         return self
 
 
-class MachineServer:
+class MachineServer(AsyncClosing):
     """One asyncua server hosting a set of machines under ``Objects/Machines``.
 
     ``controls`` maps asset path to the station's control object (attach more later with
@@ -145,7 +145,7 @@ class MachineServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         sec = self.security
         users = UserPasswordManager(sec.users) if sec.profile == "secure" else None
         server = Server(user_manager=users or PermissiveUserManager())
@@ -190,14 +190,8 @@ class MachineServer:
             ) from exc
         self._server = server
         _log.info("OPC UA server %s up with %d machine(s)", self.endpoint, len(self.machines))
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
@@ -400,7 +394,7 @@ def _datavalue(
     return _SharedValue(ua.Variant(value, vtype), status, ts, now)
 
 
-class MachineServers:
+class MachineServers(AsyncClosing):
     """Several :class:`MachineServer` opened and closed together, records routed by asset."""
 
     def __init__(self, servers: Sequence[MachineServer]) -> None:
@@ -419,19 +413,13 @@ class MachineServers:
             raise ValueError(f"no server hosts a station at {control.path!r}")
         server.attach(control)
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         async with AsyncExitStack() as stack:
             for server in self.servers:
                 await stack.enter_async_context(server)
             self._stack = stack.pop_all()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple
 
+from iiotbed._aio import AsyncClosing
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.layout import Layout
 from iiotbed.telemetry import Event, Sample
@@ -96,22 +96,10 @@ def check_query(every: float | None, agg: str) -> None:
         raise ValueError(f"every must be a positive number of seconds, got {every!r}")
 
 
-class Store(ABC):
+class Store(AsyncClosing):
     """A store of samples, events, runs and assets; open and close it with ``async with``."""
 
     url: str
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @abstractmethod
     async def open(self) -> None:
