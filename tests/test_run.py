@@ -13,6 +13,7 @@ import json
 import math
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -80,6 +81,7 @@ def _printed_endpoints(stderr: str) -> None:
 def test_single_machine_embedded_broker_and_store(tmp_path: Path) -> None:
     report, err = _run(tmp_path, str(SINGLE), "--speed", "20000")
     _printed_endpoints(err)
+    assert "progress:" not in err  # --json, not a terminal: the report and the endpoints only
     _check_agreement(report)
     assert report["ended"] == "duration" and report["window"]["end"] == 86400
     assert report["improvement"] is None and report["verdict"] is None  # no `extends:`
@@ -89,6 +91,43 @@ def test_single_machine_embedded_broker_and_store(tmp_path: Path) -> None:
     assert (run_dir / "store.db").is_file() and (run_dir / "events.jsonl").is_file()
     assert report["store"].endswith(f"{report['run_id']}/store.db")
     assert report["dashboard"].startswith("http://127.0.0.1:")
+
+
+_PROGRESS = re.compile(
+    r"^progress: sim time (?P<sim>(?:\d+d )?\d\d:\d\d:\d\d) of (?P<end>(?:\d+d )?\d\d:\d\d:\d\d) "
+    r"\((?P<pct>\d+\.\d) %\), "
+)
+
+
+def _clock(text: str) -> int:
+    days, _, hms = text.rpartition("d ")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return int(days or 0) * 86400 + h * 3600 + m * 60 + s
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        _cmd(str(SINGLE), "--duration", "2h", "--speed", "3000", "--no-verdict",
+             "--opcua-port", str(free_port())),
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "progress" not in proc.stdout  # stdout is the report
+    assert "telemetry: gateway received" in proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("progress: ")]
+    found = [_PROGRESS.match(line) for line in lines]
+    assert len(found) >= 3 and all(found), proc.stderr
+    sims = [_clock(m["sim"]) for m in found if m]
+    pcts = [float(m["pct"]) for m in found if m]
+    # the window: 0 .. the first shift (08:00) + 2 h, on the simulation's clock
+    assert {_clock(m["end"]) for m in found if m} == {10 * 3600}
+    assert sims == sorted(sims) and pcts == sorted(pcts) and len(set(pcts)) == len(pcts)
+    assert max(sims) == 10 * 3600 and pcts[-1] == 100.0
+    for sim, pct in zip(sims, pcts, strict=True):
+        assert abs(pct - 100 * sim / 36000) <= 0.051, (sim, pct)
+    assert any("x of 3,000x asked" in line for line in lines), lines  # a speed achieved
+    assert lines[-1].endswith("ETA 0:00")
+    assert "simulation reached its duration at 36000 s" in proc.stdout
 
 
 @pytest.mark.network

@@ -102,7 +102,9 @@ def devices(
     """Run the factory live: OPC UA machines, Sparkplug B meters, VDA 5050 AMRs."""
     import asyncio
 
-    from iiotbed.devices.live import LiveFactory, LiveOptions, run_live
+    from iiotbed.cli.progress import ProgressLine, progress_mode
+    from iiotbed.devices.live import LiveFactory, LiveOptions
+    from iiotbed.testbed.progress import live_progress
 
     with _user_errors():
         _check_opcua_layout(opcua_layout)
@@ -147,8 +149,14 @@ def devices(
             typer.echo("Ctrl-C stops.", nl=True)
             sys.stdout.flush()
 
+        async def main() -> None:
+            async with LiveFactory(scenario, options) as live:
+                ready(live)
+                async with ProgressLine(lambda: live_progress(live), progress_mode(as_json=False)):
+                    await live.wait()
+
         try:
-            asyncio.run(run_live(scenario, options, ready))
+            asyncio.run(main())
         except KeyboardInterrupt:
             typer.echo("stopped")
         except OSError as exc:
@@ -366,6 +374,7 @@ def run_cmd(
     import logging
     import signal
 
+    from iiotbed.cli.progress import ProgressLine, progress_mode
     from iiotbed.testbed import RunOptions, run_all
 
     with _user_errors():
@@ -400,6 +409,7 @@ def run_cmd(
             sys.stdout.flush()
 
         say(_run_plan(scenario, speed, opts))
+        mode = progress_mode(as_json=as_json)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         # asyncua logs a closed session's pending requests as tracebacks: not our news
         logging.getLogger("asyncua").setLevel(logging.CRITICAL)
@@ -422,6 +432,7 @@ def run_cmd(
             try:
                 return await run_all(
                     scenario, opts, stop=stop, say=say, progress=_err,
+                    watch=lambda read: ProgressLine(read, mode),
                 )  # fmt: skip
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -465,8 +476,12 @@ def _run_plan(scenario: Scenario, speed: float, opts: Any) -> str:
     )
     return (
         f"{scenario.name}: sim time 0 .. {duration / 3600:g} h, {ff}paced at {speed:g}x: "
-        f"about {wall / 60:.1f} min of wall time{then}. Ctrl-C ends early with a report."
+        f"about {_wall_time(wall)} of wall time{then}. Ctrl-C ends early with a report."
     )
+
+
+def _wall_time(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _print_run_report(report: Any, info: dict[str, Any]) -> None:

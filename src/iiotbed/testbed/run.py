@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from iiotbed.testbed.agreement import agreement, line_view
 from iiotbed.testbed.plan import RunOptions, base_scenario, plan_run
+from iiotbed.testbed.progress import Progress, run_progress
 from iiotbed.testbed.record import RunRecord
 from iiotbed.testbed.report import RunReport, live_figures, replay_answer_key, settle_warnings
 from iiotbed.testbed.services import Services, preload
@@ -27,7 +29,11 @@ from iiotbed.testbed.verdict import RunVerdict, batch_verdict
 if TYPE_CHECKING:
     from iiotbed.scenario import Scenario
 
-__all__ = ["run_all"]
+__all__ = ["Watch", "run_all"]
+
+#: shown the run while sim time moves: given a reader of the run's :class:`Progress`, an
+#: ``async with`` around the paced stretch (the CLI's progress line)
+Watch = Callable[[Callable[[], Progress]], AbstractAsyncContextManager[object]]
 
 
 async def run_all(
@@ -37,11 +43,13 @@ async def run_all(
     stop: asyncio.Event | None = None,
     say: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    watch: Watch | None = None,
 ) -> RunReport:
     """Run the testbed for ``scenario``; see the module docstring.
 
     ``stop`` ends the run early (the report covers the sim time reached); ``say`` gets
-    the endpoint lines as soon as they are up, ``progress`` the verdict's progress.
+    the endpoint lines as soon as they are up, ``progress`` the verdict's progress and
+    ``watch`` the run's :class:`Progress` while sim time moves.
     """
     from iiotbed.platform.layout import Layout
 
@@ -58,7 +66,11 @@ async def run_all(
         endpoints = tb.endpoints
         for line in tb.describe():
             tell(line)
-        ended = await tb.run(stop or asyncio.Event())
+        watching: AbstractAsyncContextManager[object] = (
+            watch(lambda: run_progress(tb)) if watch is not None else nullcontext()
+        )
+        async with watching:
+            ended = await tb.run(stop or asyncio.Event())
         end = max(start, tb.live.now)
         tell(f"simulation {'reached its duration' if ended == 'duration' else 'stopped'} "
              f"at {end:.0f} s of sim time; draining the gateway")  # fmt: skip
