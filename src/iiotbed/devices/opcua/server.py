@@ -176,6 +176,7 @@ class MachineServer(AsyncClosing):
             nodes = await build_machine(
                 server, self._ns, folder, spec, speed, self._method_factory(spec.path)
             )
+            await _stamp_at(server, nodes, self.epoch)
             self._by_path[spec.path] = nodes
             self._speed_nodes[nodes.speed] = spec.path
             server.set_attribute_value_setter(nodes.speed, self._speed_setter)
@@ -376,6 +377,18 @@ def _refuse(code: int, message: str) -> ua.CallMethodResult:
     result.StatusCode = ua.StatusCode(code)
     result.OutputArguments = [ua.Variant(message, ua.VariantType.String)]
     return result
+
+
+async def _stamp_at(server: Server, nodes: MachineNodes, when: dt.datetime) -> None:
+    """Date a new machine's initial values ``when`` (the epoch, sim time 0): asyncua stamps
+    a new node with the wall clock, which the gateway would take for sim time (issue 11)."""
+    for b in nodes.bindings.values():
+        ids = (b.text, b.id, b.number) if isinstance(b, StateBinding) else (b.nodeid,)
+        for nid in ids:
+            dv = server.read_attribute_value(nid)
+            await server.write_attribute_value(
+                nid, ua.DataValue(dv.Value, dv.StatusCode, when, dt.datetime.now(dt.UTC))
+            )
 
 
 def _datavalue(
