@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,19 @@ def free_port() -> int:
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
+
+
+def run_through_relay(broker: int, body: Callable[[Relay], Awaitable[None]]) -> None:
+    """Run ``body`` with a relay on a free port to ``broker``, taken down afterwards."""
+
+    async def scenario() -> None:
+        relay = Relay(free_port(), broker)
+        try:
+            await body(relay)
+        finally:
+            await relay.down()
+
+    run(scenario())
 
 
 @pytest.fixture
@@ -259,14 +272,7 @@ def test_unreachable_output_buffers_then_delivers_exactly_once(
         sub.close()
         assert [s.value for _, s in stream] == list(range(3000))  # nothing missing, nothing doubled
 
-    async def scenario() -> None:
-        relay = Relay(free_port(), broker)
-        try:
-            await body(relay)
-        finally:
-            await relay.down()
-
-    run(scenario())
+    run_through_relay(broker, body)
 
 
 def test_overflow_while_unreachable_keeps_the_newest(
@@ -292,14 +298,7 @@ def test_overflow_while_unreachable_keeps_the_newest(
         sub.close()
         assert [s.value for _, s in stream] == list(range(2000, 3000))  # drop oldest
 
-    async def scenario() -> None:
-        relay = Relay(free_port(), broker)
-        try:
-            await body(relay)
-        finally:
-            await relay.down()
-
-    run(scenario())
+    run_through_relay(broker, body)
 
 
 def test_cut_connections_lose_nothing_and_resends_carry_the_same_ids(
@@ -342,14 +341,7 @@ def test_cut_connections_lose_nothing_and_resends_carry_the_same_ids(
         # a resend only happens for a batch whose PUBACK the outage swallowed
         assert len(stream) - n <= 2 * pub.max_inflight_batches * pub.batch_size
 
-    async def scenario() -> None:
-        relay = Relay(free_port(), broker)
-        try:
-            await body(relay)
-        finally:
-            await relay.down()
-
-    run(scenario())
+    run_through_relay(broker, body)
 
 
 def test_restart_replays_what_the_broker_never_confirmed(

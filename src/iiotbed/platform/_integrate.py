@@ -24,13 +24,34 @@ import math
 from collections.abc import Iterable
 from typing import Any, Final
 
-from iiotbed.telemetry import ItemState, OperationMode, PlannedState
+from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Tag
 
-__all__ = ["Counter", "LineClock", "Rates", "StationClock", "headcount", "state_value"]
+__all__ = [
+    "LINE_COUNTERS",
+    "STATION_COUNTERS",
+    "Counter",
+    "LineClock",
+    "Rates",
+    "StationClock",
+    "headcount",
+    "state_value",
+]
 
 EXECUTING: Final = int(ItemState.Executing)
 PRODUCTION: Final = int(PlannedState.Production)
 NOT_APT_MODES: Final = frozenset({int(OperationMode.Setup), int(OperationMode.Maintenance)})
+
+STATION_COUNTERS: Final = (
+    Tag.PROCESSED,
+    Tag.DEFECTIVE,
+    Tag.FAILURES,
+    Tag.ENERGY,
+    Tag.INSPECTED,
+    Tag.PASSED_FIRST,
+)
+"""The counters a station's KPIs take their quantities from."""
+LINE_COUNTERS: Final = (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
+"""The counters the line's KPIs take their quantities from."""
 
 Rates = tuple[float, float, float]
 """(PBT, APT, fault) seconds per second of a station's open stretch."""

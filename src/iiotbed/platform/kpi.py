@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from iiotbed._json import finite_map
-from iiotbed.platform._integrate import IDLE, Counter, LineClock, Rates, StationClock
+from iiotbed.platform._integrate import (
+    IDLE,
+    LINE_COUNTERS,
+    STATION_COUNTERS,
+    Counter,
+    LineClock,
+    Rates,
+    StationClock,
+)
 from iiotbed.platform.layout import Layout, StationLayout
 from iiotbed.telemetry import Quality, Record, Sample, Tag
 
@@ -96,17 +104,7 @@ class _Station(StationClock):
         self.apt = 0.0
         self.pbt = 0.0
         self.fault_s = 0.0
-        self.counters = {
-            tag: Counter(start)
-            for tag in (
-                Tag.PROCESSED,
-                Tag.DEFECTIVE,
-                Tag.FAILURES,
-                Tag.ENERGY,
-                Tag.INSPECTED,
-                Tag.PASSED_FIRST,
-            )
-        }
+        self.counters = {tag: Counter(start) for tag in STATION_COUNTERS}
         self.products = {p: Counter(start) for p in layout.ideal_cycle_time}
 
     def credit(self, t0: float, t1: float, rates: Rates) -> None:
@@ -187,9 +185,7 @@ class KpiAccumulator:
         self._last_t = -math.inf
         self._stations = [_Station(s, self.start, self.end) for s in layout.stations]
         self._line = _Line(self._stations, self.start, self.end)
-        self._line_counters = {
-            tag: Counter(self.start) for tag in (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
-        }
+        self._line_counters = {tag: Counter(self.start) for tag in LINE_COUNTERS}
         # asset -> tag -> handler: two dict lookups and no allocation per record
         self._dispatch: dict[str, dict[str, _Handler]] = {}
         for st in self._stations:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from iiotbed.scenario._base import Model, Name
 from iiotbed.scenario.durations import PosSeconds
@@ -27,16 +27,19 @@ def _clock(value: str) -> float:
     return int(m.group(1)) * 3600.0 + int(m.group(2)) * 60.0
 
 
+def _valid_clock(value: str) -> str:
+    _clock(value)
+    return value
+
+
+TimeOfDay = Annotated[str, AfterValidator(_valid_clock)]
+"""A local time of day ``HH:MM`` (00:00-23:59), kept as written."""
+
+
 class Shift(Model):
     name: Name
-    start: str
-    end: str
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        _clock(v)
-        return v
+    start: TimeOfDay
+    end: TimeOfDay
 
     @property
     def start_s(self) -> float:
@@ -52,14 +55,8 @@ class Shift(Model):
 class Break(Model):
     """A daily break at a local time of day (planned downtime)."""
 
-    start: str
+    start: TimeOfDay
     duration: PosSeconds
-
-    @field_validator("start")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        _clock(v)
-        return v
 
     @property
     def start_s(self) -> float:
@@ -70,14 +67,8 @@ class MaintenanceWindow(Model):
     """A weekly planned-maintenance window (planned downtime), the line stopped."""
 
     day: Weekday
-    start: str
+    start: TimeOfDay
     duration: PosSeconds
-
-    @field_validator("start")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        _clock(v)
-        return v
 
     @property
     def weekday(self) -> int:

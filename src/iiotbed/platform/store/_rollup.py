@@ -23,7 +23,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from iiotbed.platform._integrate import LineClock, Rates, StationClock
+from iiotbed.platform._integrate import (
+    LINE_COUNTERS,
+    STATION_COUNTERS,
+    LineClock,
+    Rates,
+    StationClock,
+)
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store.base import KpiTotals
 from iiotbed.telemetry import Quality, Tag
@@ -33,15 +39,6 @@ OTHER, STATE, COUNTER = 0, 1, 2
 
 _BAD: Final = int(Quality.Bad)
 _STATE_TAGS: Final = frozenset({Tag.ITEM_STATE, Tag.OPERATION_MODE, Tag.FAULT, Tag.PLANNED_STATE})
-STATION_COUNTERS: Final = (
-    Tag.PROCESSED,
-    Tag.DEFECTIVE,
-    Tag.FAILURES,
-    Tag.ENERGY,
-    Tag.INSPECTED,
-    Tag.PASSED_FIRST,
-)
-LINE_COUNTERS: Final = (Tag.GOOD, Tag.SCRAP, Tag.LINE_OUTPUT)
 _COUNTER_TAGS: Final = frozenset(STATION_COUNTERS + LINE_COUNTERS)
 _HEADS: Final = "heads/"
 

@@ -214,6 +214,34 @@ def row_to_sample(row: Sequence[Any], run_id: str) -> Sample:
 # --------------------------------------------------------------------------- reads
 
 
+GET_RUN: Final = f"SELECT {RUN_COLS} FROM runs WHERE run_id = :run"
+LIST_RUNS: Final = f"SELECT {RUN_COLS} FROM runs ORDER BY started, run_id"
+
+
+def assets_sql(prefix: str | None) -> tuple[str, dict[str, Any]]:
+    """The assets at or under ``prefix`` (all without one): path, kind, stage, identification."""
+    text = "SELECT path, kind, stage, identification FROM assets"
+    params: dict[str, Any] = {}
+    if prefix is not None:
+        p = prefix.rstrip("/")
+        text += " WHERE path = :path OR substr(path, 1, :plen) = :path_slash"
+        params = {"path": p, "plen": len(p) + 1, "path_slash": p + "/"}
+    return text + " ORDER BY path", params
+
+
+def events_sql(start: float | None, end: float | None, order: str) -> tuple[str, dict[str, Any]]:
+    """A run's (``:run``) events in [start, end], by t then ``order``: t, asset, name, fields."""
+    text = "SELECT t, asset, name, fields FROM events WHERE run_id = :run"
+    params: dict[str, Any] = {}
+    if start is not None:
+        text += " AND t >= :start"
+        params["start"] = start
+    if end is not None:
+        text += " AND t <= :end"
+        params["end"] = end
+    return text + f" ORDER BY t, {order}", params
+
+
 def latest_sql(cols: str, prefix: str | None) -> tuple[str, dict[str, Any]]:
     where = ""
     params: dict[str, Any] = {}

@@ -430,35 +430,23 @@ class PostgresStore(_sql.SqlStore):
     # ----------------------------------------------------------------------- reads
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        rows = await self._fetch(f"SELECT {_sql.RUN_COLS} FROM runs WHERE run_id = %s", (run_id,))
+        rows = await self._fetch(_D.sql(_sql.GET_RUN), {"run": run_id})
         return _run(rows[0]) if rows else None
 
     async def list_runs(self) -> list[RunInfo]:
-        rows = await self._fetch(f"SELECT {_sql.RUN_COLS} FROM runs ORDER BY started, run_id")
+        rows = await self._fetch(_sql.LIST_RUNS)
         return [_run(r) for r in rows]
 
     async def assets(self, prefix: str | None = None) -> list[AssetInfo]:
-        query = "SELECT path, kind, stage, identification FROM assets"
-        params: tuple[Any, ...] = ()
-        if prefix is not None:
-            p = prefix.rstrip("/")
-            query += " WHERE path = %s OR substr(path, 1, %s) = %s"
-            params = (p, len(p) + 1, p + "/")
-        rows = await self._fetch(query + " ORDER BY path", params)
+        query, params = _sql.assets_sql(prefix)
+        rows = await self._fetch(_D.sql(query), params)
         return [AssetInfo(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def events(
         self, run_id: str, start: float | None = None, end: float | None = None
     ) -> list[Event]:
-        query = "SELECT t, asset, name, fields FROM events WHERE run_id = %s"
-        params: list[Any] = [run_id]
-        if start is not None:
-            query += " AND t >= %s"
-            params.append(start)
-        if end is not None:
-            query += " AND t <= %s"
-            params.append(end)
-        rows = await self._fetch(query + " ORDER BY t, n", params)
+        query, params = _sql.events_sql(start, end, order="n")
+        rows = await self._fetch(_D.sql(query), {"run": run_id, **params})
         return [Event(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def _kpi_totals(

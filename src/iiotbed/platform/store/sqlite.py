@@ -325,39 +325,23 @@ class SqliteStore(_sql.SqlStore):
     # ----------------------------------------------------------------------- reads
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        rows = await self._call(
-            self._execute, f"SELECT {_sql.RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
-        )
+        rows = await self._call(self._execute, _sql.GET_RUN, {"run": run_id})
         return _run(rows[0]) if rows else None
 
     async def list_runs(self) -> list[RunInfo]:
-        rows = await self._call(
-            self._execute, f"SELECT {_sql.RUN_COLS} FROM runs ORDER BY started, run_id", ()
-        )
+        rows = await self._call(self._execute, _sql.LIST_RUNS, ())
         return [_run(r) for r in rows]
 
     async def assets(self, prefix: str | None = None) -> list[AssetInfo]:
-        sql = "SELECT path, kind, stage, identification FROM assets"
-        params: tuple[Any, ...] = ()
-        if prefix is not None:
-            p = prefix.rstrip("/")
-            sql += " WHERE path = ? OR substr(path, 1, ?) = ?"
-            params = (p, len(p) + 1, p + "/")
-        rows = await self._call(self._execute, sql + " ORDER BY path", params)
+        sql, params = _sql.assets_sql(prefix)
+        rows = await self._call(self._execute, sql, params)
         return [AssetInfo(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
 
     async def events(
         self, run_id: str, start: float | None = None, end: float | None = None
     ) -> list[Event]:
-        sql = "SELECT t, asset, name, fields FROM events WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if start is not None:
-            sql += " AND t >= ?"
-            params.append(start)
-        if end is not None:
-            sql += " AND t <= ?"
-            params.append(end)
-        rows = await self._call(self._execute, sql + " ORDER BY t, rowid", params)
+        sql, params = _sql.events_sql(start, end, order="rowid")
+        rows = await self._call(self._execute, sql, {"run": run_id, **params})
         return [Event(r[0], r[1], r[2], orjson.loads(r[3])) for r in rows]
 
     async def _kpi_totals(
