@@ -147,3 +147,22 @@ def test_validate_refuses_a_calendar_without_production_time(tmp_path: Path) -> 
     assert f"{bad}:{line}: calendar: no production time: daily breaks cover every shift" in res.stderr
     assert "expected at least part of a shift on a workday" in res.stderr
     assert "Traceback" not in res.output + res.stderr
+
+
+def test_devices_shows_progress_on_stderr_when_not_a_terminal() -> None:
+    from iiotbed.platform.broker import free_port
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "from iiotbed.cli import main; main()", "devices", str(SINGLE),
+         "--speed", "3000", "--duration", "10h", "--opcua-port", str(free_port())],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "progress" not in proc.stdout and "sim time reached: 36000 s" in proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("progress: ")]
+    assert len(lines) >= 2, proc.stderr
+    assert all(line.startswith("progress: sim time ") and " of 10:00:00 (" in line for line in lines)
+    assert lines[-1].startswith("progress: sim time 10:00:00 of 10:00:00 (100.0 %)")
+    assert "records " in lines[-1] and lines[-1].endswith("ETA 0:00")
+    pcts = [float(line.split("(")[1].split(" %")[0]) for line in lines]
+    assert pcts == sorted(pcts) and pcts[0] < 80.0  # the first before the paced 08:00 .. 10:00
