@@ -163,6 +163,6 @@ def test_devices_shows_progress_on_stderr_when_not_a_terminal() -> None:
     assert len(lines) >= 2, proc.stderr
     assert all(line.startswith("progress: sim time ") and " of 10:00:00 (" in line for line in lines)
     assert lines[-1].startswith("progress: sim time 10:00:00 of 10:00:00 (100.0 %)")
-    assert "records " in lines[-1] and lines[-1].endswith("ETA 0:00")
+    assert "records " in lines[-1] and "(100.0 %), ETA 0:00, " in lines[-1]
     pcts = [float(line.split("(")[1].split(" %")[0]) for line in lines]
     assert pcts == sorted(pcts) and pcts[0] < 80.0  # the first before the paced 08:00 .. 10:00

@@ -126,7 +126,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
     for sim, pct in zip(sims, pcts, strict=True):
         assert abs(pct - 100 * sim / 36000) <= 0.051, (sim, pct)
     assert any("x of 3,000x asked" in line for line in lines), lines  # a speed achieved
-    assert lines[-1].endswith("ETA 0:00")
+    assert "(100.0 %), ETA 0:00, " in lines[-1]
     assert "simulation reached its duration at 36000 s" in proc.stdout
 
 

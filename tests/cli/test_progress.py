@@ -56,7 +56,7 @@ def test_the_week_of_the_5g_scenario() -> None:
     assert "sim time 2d 03:00:00 of 6d 00:00:00 (35.4 %)" in text
     assert "speed 1,500x of 1,500x asked (100 %)" in text
     assert "received 1,234, stored 1,200" in text
-    assert text.endswith("ETA 3:44")  # 223.2 s, rounded up
+    assert "(35.4 %), ETA 3:44, " in text  # 223.2 s, rounded up; next to the %
 
 
 def test_speed_unknown_until_two_paced_readings() -> None:

@@ -86,8 +86,11 @@ def _wall(s: float) -> str:
 
 
 def describe(p: Progress, f: Figures) -> str:
-    """One line: sim time and % of the window, speed, samples, lag, ETA."""
-    parts = [f"sim time {_clock(f.sim_s)} of {_clock(f.end_s)} ({f.fraction * 100:.1f} %)"]
+    """One line: sim time and % of the window, ETA, speed, samples, lag."""
+    parts = [
+        f"sim time {_clock(f.sim_s)} of {_clock(f.end_s)} ({f.fraction * 100:.1f} %)",
+        f"ETA {'--' if f.eta_s is None else _wall(f.eta_s)}",
+    ]
     asked = "as fast as possible" if f.asked is None else f"{f.asked:,.0f}x asked"
     if p.phase == "fast-forward":
         parts.append("unpaced up to the first shift")
@@ -104,7 +107,6 @@ def describe(p: Progress, f: Figures) -> str:
     else:
         parts.append(f"records {p.records:,}")
     parts.append(f"lag {p.lag_s:.2f} s")
-    parts.append(f"ETA {'--' if f.eta_s is None else _wall(f.eta_s)}")
     return ", ".join(parts)
 
 
@@ -217,10 +219,12 @@ class ProgressLine:
     def _start_bar(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
 
         self._bar = Progress(
             BarColumn(bar_width=20),
-            TextColumn("{task.fields[text]}"),
+            # wrapped on a narrow terminal, not cut: every figure stays visible
+            TextColumn("{task.fields[text]}", table_column=Column(no_wrap=False, ratio=1)),
             console=Console(stderr=True),
             auto_refresh=False,  # refreshed by show(): no rich thread
             redirect_stdout=False,  # stdout is the report's
