@@ -92,6 +92,20 @@ def _construct(
     return value
 
 
+def _reader_error(path: Path, text: str, exc: yaml.reader.ReaderError) -> ScenarioError:
+    """A character YAML forbids (NUL, another control character), at its line and column."""
+    pos = exc.position if 0 <= exc.position <= len(text) else 0
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or b"\0")
+    return ScenarioError.single(
+        path,
+        line,
+        f"control character U+{char:04X} at column {column} is not allowed in YAML; "
+        "remove it (a NUL often means a binary or UTF-16 file)",
+    )
+
+
 def _load_one(path: Path) -> Located:
     try:
         text = path.read_text(encoding="utf-8")
@@ -99,9 +113,24 @@ def _load_one(path: Path) -> Located:
         raise ScenarioError.single(
             path, None, "file not found; give the path of a YAML scenario"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError.single(path, None, f"cannot read file: {exc}") from exc
-    loader = _Loader(text)
+    except IsADirectoryError:
+        raise ScenarioError.single(
+            path, None, "is a directory, not a file; give the path of a YAML scenario"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError.single(
+            path,
+            None,
+            f"cannot read file: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise ScenarioError.single(path, None, f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        # the reader checks every character when it is built: a NUL or another control
+        # character raises here, not while parsing
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(path, text, exc) from None
     try:
         node = loader.get_single_node()
         origins: dict[Loc, Origin] = {}
@@ -110,6 +139,8 @@ def _load_one(path: Path) -> Located:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
         problem = exc.problem or "invalid YAML"
         raise ScenarioError.single(path, line, f"YAML syntax error: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(path, text, exc) from None
     except yaml.YAMLError as exc:
         raise ScenarioError.single(path, None, f"YAML syntax error: {exc}") from None
     finally:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from iiotbed._yaml import Located, load_located
 from iiotbed.errors import ScenarioError, ScenarioIssue
+from iiotbed.scenario.checks import check_scenario
 from iiotbed.scenario.models import Scenario
 
 __all__ = ["load_scenario", "scenario_from_dict", "validation_issues"]
@@ -72,6 +73,7 @@ def load_scenario(path: str | Path) -> Scenario:
         scenario = Scenario.model_validate(doc.data)
     except ValidationError as exc:
         raise ScenarioError(validation_issues(doc, exc, path)) from None
+    check_scenario(scenario, doc, path)  # KPIs that could not be true (scenario/checks.py)
     return scenario.model_copy(update={"source_path": path, "base_path": doc.base})
 
 
