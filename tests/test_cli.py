@@ -166,3 +166,20 @@ def test_devices_shows_progress_on_stderr_when_not_a_terminal() -> None:
     assert "records " in lines[-1] and "(100.0 %), ETA 0:00, " in lines[-1]
     pcts = [float(line.split("(")[1].split(" %")[0]) for line in lines]
     assert pcts == sorted(pcts) and pcts[0] < 80.0  # the first before the paced 08:00 .. 10:00
+
+
+def test_compare_writes_the_html_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("compare.html")
+    res = runner.invoke(
+        app,
+        ["compare", str(SINGLE), str(SINGLE), "-n", "2", "-d", "1d", "--json", "--report", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)  # stdout stays the JSON report alone
+    assert f"report: {out}" in res.stderr
+    html = out.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert report["verdict"] in html and "<script src" not in html
+    bad = runner.invoke(app, ["compare", str(SINGLE), str(SINGLE), "--report", "no/x.html"])
+    assert bad.exit_code == 2 and "is not a directory" in bad.stderr

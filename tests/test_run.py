@@ -105,15 +105,19 @@ def _clock(text: str) -> int:
     return int(days or 0) * 86400 + h * 3600 + m * 60 + s
 
 
-def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
+def test_progress_lines_when_not_a_terminal_and_the_html_report(tmp_path: Path) -> None:
     proc = subprocess.run(
         _cmd(str(SINGLE), "--duration", "2h", "--speed", "3000", "--no-verdict",
-             "--opcua-port", str(free_port())),
+             "--opcua-port", str(free_port()), "--report", "run.html"),
         cwd=tmp_path, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "progress" not in proc.stdout  # stdout is the report
     assert "telemetry: gateway received" in proc.stdout
+    assert "report: run.html" in proc.stdout
+    run_id = re.search(r"^run (\S+)$", proc.stdout, re.MULTILINE)
+    html = (tmp_path / "run.html").read_text(encoding="utf-8")
+    assert run_id is not None and run_id[1] in html and "<script src" not in html
     lines = [line for line in proc.stderr.splitlines() if line.startswith("progress: ")]
     found = [_PROGRESS.match(line) for line in lines]
     assert len(found) >= 3 and all(found), proc.stderr
@@ -275,6 +279,7 @@ def test_cli_default_speed_is_the_run_default() -> None:
         ([str(SINGLE), "--duration", "soon"], "is not a duration"),
         ([str(SINGLE), "--broker", "http://127.0.0.1:1883"], "mqtt://host:port"),
         ([str(SINGLE), "--metric", "happiness"], "unknown KPI"),
+        ([str(SINGLE), "--report", "no/such/dir/run.html"], "is not a directory"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -178,6 +178,14 @@ RunsDir = Annotated[
         help="Where each run keeps its store, event log and gateway buffer, one directory per run.",
     ),
 ]
+HtmlReport = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        dir_okay=False,
+        help="Also write a self-contained HTML report here (charts inline, no network).",
+    ),
+]
 SparkplugGroup = Annotated[
     str | None,
     typer.Option("--sparkplug-group", help="Sparkplug group id (default <enterprise>-<site>)."),
@@ -192,6 +200,22 @@ def _check_broker(broker: str | None) -> None:
             parse_broker_url(broker)
         except IiotbedError as exc:
             raise typer.BadParameter(str(exc), param_hint="--broker") from None
+
+
+def _check_report(path: Path | None) -> None:
+    """Before the work: the report's directory exists (the file is written at the end)."""
+    if path is not None and not path.parent.is_dir():
+        raise typer.BadParameter(f"{path.parent} is not a directory", param_hint="--report")
+
+
+def _write_report(path: Path, write: Callable[[Path], None], tell: Callable[[str], None]) -> None:
+    """Write the HTML report with ``write``; a file that cannot be written exits 1."""
+    try:
+        write(path)
+    except OSError as exc:
+        _err(f"error: cannot write the report {path}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    tell(f"report: {path}")
 
 
 def _check_opcua_layout(opcua_layout: str) -> None:

@@ -22,10 +22,12 @@ from iiotbed.cli._common import (
     Duration,
     FileArg,
     Goal,
+    HtmlReport,
     Replications,
     Seed,
     Workers,
     _check_metric,
+    _check_report,
     _duration,
     _err,
     _kpi_info,
@@ -36,6 +38,7 @@ from iiotbed.cli._common import (
     _summaries,
     _summary_json,
     _user_errors,
+    _write_report,
     app,
 )
 
@@ -140,12 +143,14 @@ def compare(
     seed: Seed = None,
     workers: Workers = None,
     as_json: AsJson = False,
+    report: HtmlReport = None,
 ) -> None:
     """Paired comparison (common random numbers) of an upgrade against its baseline."""
     from iiotbed.platform.stats import compare_paired
 
     with _user_errors():
         info = _check_metric(metric)
+        _check_report(report)
         d = _duration(duration)
         base = _load(baseline, duration=d, seed=seed, replications=replications)
         # Both sides use the same seed, duration and count so that replication i of each
@@ -168,27 +173,47 @@ def compare(
             goal,
             higher_is_better=higher,
         )
+        out = _comparison_json(cmp, base, upg, b_res, u_res, info)
         if as_json:
-            out = _comparison_json(cmp, base, upg, b_res, u_res, info)
             typer.echo(json.dumps(out, indent=2, allow_nan=False))
-            return
-        _print_table(
-            f"{base.name} vs {upg.name} - {n} paired replications of "
-            f"{base.run.duration / 3600:g} h, seed {base.run.seed}",
-            {"baseline": _summaries(b_res), "upgrade": _summaries(u_res)},
-            info,
-        )
-        typer.echo(
-            f"\n{metric}: improvement {_pct(cmp.improvement.mean)} "
-            f"(95 % CI {_pct(cmp.improvement.ci95[0])} .. {_pct(cmp.improvement.ci95[1])}, "
-            f"n={cmp.improvement.n}) against a goal of {goal:+.0%}"
-        )
-        if cmp.improvement.undefined:
-            typer.echo(
-                f"note: {cmp.improvement.undefined} of {n} pairs have no defined {metric} "
-                "(e.g. no production in the window); lengthen --duration"
+        else:
+            _print_compare(cmp, base, upg, b_res, u_res, info)
+        if report is not None:
+            from iiotbed.testbed.html_report import write_compare_report
+
+            _write_report(
+                report,
+                lambda path: write_compare_report(path, out, base, upg),
+                _err if as_json else typer.echo,
             )
-        typer.echo(f"verdict: {cmp.verdict.value}")
+
+
+def _print_compare(
+    cmp: Comparison,
+    base: Scenario,
+    upg: Scenario,
+    b_res: list[ReplicationResult],
+    u_res: list[ReplicationResult],
+    info: dict[str, Any],
+) -> None:
+    metric, n = cmp.metric, base.run.replications
+    _print_table(
+        f"{base.name} vs {upg.name} - {n} paired replications of "
+        f"{base.run.duration / 3600:g} h, seed {base.run.seed}",
+        {"baseline": _summaries(b_res), "upgrade": _summaries(u_res)},
+        info,
+    )
+    typer.echo(
+        f"\n{metric}: improvement {_pct(cmp.improvement.mean)} "
+        f"(95 % CI {_pct(cmp.improvement.ci95[0])} .. {_pct(cmp.improvement.ci95[1])}, "
+        f"n={cmp.improvement.n}) against a goal of {cmp.goal:+.0%}"
+    )
+    if cmp.improvement.undefined:
+        typer.echo(
+            f"note: {cmp.improvement.undefined} of {n} pairs have no defined {metric} "
+            "(e.g. no production in the window); lengthen --duration"
+        )
+    typer.echo(f"verdict: {cmp.verdict.value}")
 
 
 def _comparison_json(

@@ -23,6 +23,7 @@ from iiotbed.cli._common import (
     Duration,
     FileArg,
     Goal,
+    HtmlReport,
     OpcuaLayout,
     OpcuaPort,
     Replications,
@@ -33,12 +34,14 @@ from iiotbed.cli._common import (
     _check_broker,
     _check_metric,
     _check_opcua_layout,
+    _check_report,
     _duration,
     _err,
     _fmt,
     _load,
     _pct,
     _user_errors,
+    _write_report,
     app,
 )
 
@@ -368,6 +371,7 @@ def run_cmd(
     ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     as_json: AsJson = False,
+    html: HtmlReport = None,
 ) -> None:
     """The whole testbed: devices, broker, gateway, platform and dashboard; the KPI report."""
     import asyncio
@@ -381,6 +385,7 @@ def run_cmd(
         d = _duration(duration)
         info = _check_metric(metric)
         _check_broker(broker)
+        _check_report(html)
         if store is not None:
             from iiotbed.platform.store import open_store
 
@@ -447,6 +452,10 @@ def run_cmd(
             typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
         else:
             _print_run_report(report, info)
+        if html is not None:
+            from iiotbed.testbed.html_report import write_run_report
+
+            _write_report(html, lambda path: write_run_report(path, report.to_dict(), scenario), say)
         if not report.agrees:
             bad = [k for k, a in report.agreement.items() if not a.ok]
             _err(f"error: telemetry KPIs disagree with the answer key: {', '.join(bad)}")
