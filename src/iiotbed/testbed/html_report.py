@@ -129,7 +129,8 @@ def _page(title: str, body: list[str]) -> str:
 def _badge(verdict: Any) -> str:
     text = str(verdict) if verdict else "no verdict"
     cls = {"met": "met", "not met": "not-met", "inconclusive": "inconclusive"}.get(text, "none")
-    return f'<span class="verdict {cls}" data-json="verdict">{escape(text)}</span>'
+    attr = ' data-json="verdict"' if verdict else ""
+    return f'<span class="verdict {cls}"{attr}>{escape(text)}</span>'
 
 
 def _improvement_section(
@@ -237,7 +238,8 @@ def _station_cards(sides: Sequence[tuple[str, Figures]]) -> list[str]:
             a, p, q, oee = (k.get(x) for x in ("availability", "performance", "quality", "oee"))
             warn = warn or (_ok(p) and float(p) > 1.0 + 1e-9)
             kv = " &middot; ".join(
-                f'{x[0].upper()} <span data-kpi="{x}" data-side="{escape(label)}" '
+                f'{x[0].upper()} <span data-station="{escape(name)}" data-kpi="{x}" '
+                f'data-side="{escape(label)}" '
                 f'data-value="{v if _ok(v) else ""}">{escape(fmt(v, "1"))}</span>'
                 for x, v in (("availability", a), ("performance", p), ("quality", q), ("oee", oee))
             )
@@ -379,9 +381,7 @@ def render_run_report(
             "<p>Not available: the run's event log (run_dir/events.jsonl) was not found.</p>",
         ]
     found = _scenario_assumptions(scenario) if assumption_lines is None else assumption_lines
-    rows = [
-        (a, ["overridden by " + a.overridden_by if a.overridden_by else "in effect"]) for a in found
-    ]
+    rows = [(a, [a.status]) for a in found]
     body += _assumption_section(rows, ["status"])
     return _page(title, body)
 
