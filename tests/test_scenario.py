@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,7 +214,9 @@ def test_a_calendar_with_one_minute_of_production_a_day_is_valid(tmp_path: Path)
         '{name: day, start: "08:00", end: "16:00"}',
         '{name: night, start: "22:00", end: "06:00"}',
     )
-    text = night.read_text(encoding="utf-8").replace('"12:00", duration: 30min', '"23:00", duration: 2h')
+    text = night.read_text(encoding="utf-8").replace(
+        '"12:00", duration: 30min', '"23:00", duration: 2h'
+    )
     text = text.replace(
         "  breaks:",
         '  planned_maintenance:\n    - {day: sun, start: "22:00", duration: 8h}\n  breaks:',
@@ -258,7 +262,9 @@ def test_an_inspection_well_below_its_ideal_cycle_time_is_refused_at_the_ideal(
     tmp_path: Path,
 ) -> None:
     # a person 20 s per panel against an ideal of 34 s: performance would read 170 %
-    p = _edited(BASELINE, tmp_path / "fast.yaml", (_MANUAL_TIME, _MANUAL_TIME.replace("36s", "20s")))
+    p = _edited(
+        BASELINE, tmp_path / "fast.yaml", (_MANUAL_TIME, _MANUAL_TIME.replace("36s", "20s"))
+    )
     with pytest.raises(ScenarioError) as info:
         load_scenario(p)
     issues = info.value.issues
@@ -277,7 +283,9 @@ def test_an_inspection_well_below_its_ideal_cycle_time_is_refused_at_the_ideal(
 
 
 @pytest.mark.parametrize(("mean", "refused"), [("31s", False), ("30s", True)])
-def test_the_threshold_is_nine_tenths_of_the_ideal(tmp_path: Path, mean: str, refused: bool) -> None:
+def test_the_threshold_is_nine_tenths_of_the_ideal(
+    tmp_path: Path, mean: str, refused: bool
+) -> None:
     # 0.9 x 34 s = 30.6 s
     p = _edited(BASELINE, tmp_path / "b.yaml", (_MANUAL_TIME, _MANUAL_TIME.replace("36s", mean)))
     if refused:
@@ -390,7 +398,9 @@ def test_validate_cli_refuses_untrue_kpis_with_file_and_line(tmp_path: Path) -> 
 
     from iiotbed.cli import app
 
-    fast = _edited(BASELINE, tmp_path / "fast.yaml", (_MANUAL_TIME, _MANUAL_TIME.replace("36s", "20s")))
+    fast = _edited(
+        BASELINE, tmp_path / "fast.yaml", (_MANUAL_TIME, _MANUAL_TIME.replace("36s", "20s"))
+    )
     base = _edited(BASELINE, tmp_path / "base.yaml")
     bare = _child(tmp_path, "bare.yaml", base.name, _VISION)
     for path, needle in ((fast, "lighting-inspection: 34s"), (bare, "method: vision")):
@@ -437,3 +447,184 @@ def test_shipped_performance_is_at_most_one_every_day(name: str, days: int) -> N
         perf = {k: v["performance"] for k, v in rep.stations.items()}
         perf["line"] = rep.line["performance"]
         assert all(0.5 < v <= 1.0 for v in perf.values()), (d, perf)
+
+
+# --------------------------------------------------------------------------- bad bytes
+# a control character or a directory: the usual message and exit 2 from every command that
+# reads a scenario (or a gateway file), never a traceback
+
+_SINGLE = SCENARIOS / "single-machine.yaml"
+
+
+def _bad_file(tmp_path: Path, kind: str) -> tuple[Path, int | None]:
+    """A scenario with bad bytes (or a directory) and the line the message must name."""
+    p = tmp_path / f"{kind}.yaml"
+    text = _SINGLE.read_text(encoding="utf-8")
+    if kind == "directory":
+        p.mkdir()
+        return p, None
+    if kind == "utf16":
+        p.write_bytes(text.encode("utf-16"))
+        return p, None
+    char = {"nul": "\x00", "bell": "\x07", "escape": "\x1b"}[kind]
+    lines = text.splitlines(keepends=True)
+    lines[2] = lines[2].rstrip("\n") + char + "\n"  # on line 3, after its text
+    p.write_text("".join(lines), encoding="utf-8")
+    return p, 3
+
+
+def _commands(bad: Path, tmp_path: Path) -> dict[str, list[str]]:
+    good = str(_SINGLE)
+    return {
+        "validate": ["validate", str(bad)],
+        "simulate": ["simulate", str(bad), "-n", "1", "-j", "1"],
+        "run": ["run", str(bad), "--no-verdict", "--runs-dir", str(tmp_path / "runs")],
+        "compare-baseline": ["compare", str(bad), good, "-n", "2", "-j", "1"],
+        "compare-upgrade": ["compare", good, str(bad), "-n", "2", "-j", "1"],
+        "devices": ["devices", str(bad)],
+        "gateway-config": ["gateway", "--config", str(bad)],
+        "gateway-scenario": ["gateway", "--scenario", str(bad), "--broker", "mqtt://127.0.0.1:1"],
+        "platform-scenario": [
+            "platform", "--scenario", str(bad), "--store", f"sqlite:///{tmp_path / 'p.db'}",
+            "--broker", "mqtt://127.0.0.1:1",
+        ],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["nul", "bell", "escape", "utf16", "directory"])
+def test_bad_bytes_give_file_line_and_exit_2_from_every_command(tmp_path: Path, kind: str) -> None:
+    from typer.testing import CliRunner
+
+    from iiotbed.cli import app
+
+    bad, line = _bad_file(tmp_path, kind)
+    for name, args in _commands(bad, tmp_path).items():
+        res = CliRunner().invoke(app, args)
+        out = res.output + res.stderr
+        assert res.exit_code == 2, (name, out, res.exception)
+        assert "Traceback" not in out and "ReaderError" not in out, (name, out)
+        # typer's own check of a directory argument draws a box that may wrap the path
+        flat = re.sub(r"[\s│╭╮╰╯─]", "", res.stderr)
+        assert str(bad) in flat, (name, out)
+        if kind == "directory":
+            # validate says it as every other scenario problem; the other commands refuse
+            # the argument before reading it (typer's usage error, also exit 2)
+            if name == "validate":
+                assert f"error: {bad}: is a directory, not a file" in res.stderr
+            else:
+                assert "isadirectory" in flat, (name, out)
+        elif line is not None:
+            assert f"error: {bad}:{line}: control character U+" in res.stderr, (name, out)
+            assert "at column " in res.stderr and "not allowed in YAML" in res.stderr
+        else:
+            assert f"error: {bad}: cannot read file: not UTF-8 text" in res.stderr, (name, out)
+
+
+@pytest.mark.parametrize("kind", ["nul", "bell", "utf16", "directory"])
+def test_the_loader_names_bad_bytes_at_their_line(tmp_path: Path, kind: str) -> None:
+    bad, line = _bad_file(tmp_path, kind)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(bad)
+    (issue,) = info.value.issues
+    assert (issue.path, issue.line) == (bad, line)
+    if kind == "directory":
+        assert issue.message == "is a directory, not a file; give the path of a YAML scenario"
+    # in a base file, the message points into the base
+    child = _write(tmp_path, "child.yaml", f"extends: {bad.name}\nname: child\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(child)
+    assert (info.value.issues[0].path, info.value.issues[0].line) == (bad, line)
+
+
+def test_a_control_character_later_in_the_file_has_its_own_line_and_column(tmp_path: Path) -> None:
+    p = _single(tmp_path, "seed: 7", "seed: 7 \x00")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(p)
+    (issue,) = info.value.issues
+    assert issue.line == _line_of(p, "seed: 7")
+    assert "control character U+0000 at column 11 " in issue.message  # "  seed: 7 " + NUL
+
+
+# --------------------------------------------------------------------------- probability bounds
+
+# every probability of the format, at a place where the 5G scenario has it
+_PROBABILITIES: dict[tuple[str, str], tuple[str | int, ...]] = {
+    ("Stage", "defect_probability"): ("line", "stages", 1, "defect_probability"),
+    ("Inspection", "detection_rate"): ("line", "stages", 4, "inspection", "detection_rate"),
+    ("Inspection", "false_reject_rate"): ("line", "stages", 4, "inspection", "false_reject_rate"),
+    ("Inspection", "rework_fraction"): ("line", "stages", 4, "inspection", "rework_fraction"),
+    ("Link", "loss"): ("network", "links", "5g-urllc", "loss"),
+    ("PredictiveMaintenance", "detection_rate"): ("maintenance", "predictive", "detection_rate"),
+}
+
+
+def _upgrade_with(loc: tuple[str | int, ...], value: float) -> dict[str, Any]:
+    data = load_scenario(UPGRADE).model_dump(exclude_none=True)
+    node: Any = data
+    for key in loc[:-1]:
+        node = node[key]
+    node[loc[-1]] = value
+    return data
+
+
+def _loc_str(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, 1.0000001])
+@pytest.mark.parametrize("field", list(_PROBABILITIES), ids="{0[0]}.{0[1]}".format)
+def test_every_probability_outside_zero_one_is_refused(
+    field: tuple[str, str], value: float
+) -> None:
+    loc = _PROBABILITIES[field]
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict(_upgrade_with(loc, value))
+    (issue,) = info.value.issues
+    assert issue.location == _loc_str(loc)
+    bound = "greater than or equal to 0" if value < 0 else "less than or equal to 1"
+    assert bound in issue.message and repr(value) in issue.message
+    # the bounds themselves are valid (a link that loses everything is refused on its own)
+    for ok in (0.0, 0.999 if field == ("Link", "loss") else 1.0):
+        assert scenario_from_dict(_upgrade_with(loc, ok)).name
+
+
+def test_every_probability_field_is_bounded_and_tested() -> None:
+    """Walk the models: a field named like a probability must be in [0, 1] and listed above."""
+    import annotated_types as at
+    from pydantic import BaseModel
+
+    from iiotbed.scenario import calendar, durations, models
+
+    probable = re.compile(r"(probability|_rate|fraction|^loss)$")
+    found: set[tuple[str, str]] = set()
+    for mod in (models, calendar, durations):
+        for cls in vars(mod).values():
+            if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+                continue
+            for name, info in cls.model_fields.items():
+                ge = [m.ge for m in info.metadata if isinstance(m, at.Ge)]
+                le = [m.le for m in info.metadata if isinstance(m, at.Le)]
+                if probable.search(name):
+                    assert (ge, le) == ([0], [1]), (cls.__name__, name, info.metadata)
+                if le == [1]:
+                    found.add((cls.__name__, name))
+    assert found == set(_PROBABILITIES)
+
+
+@pytest.mark.parametrize("value", [-0.1, 0.0])
+def test_a_product_mix_must_be_positive(value: float) -> None:
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict(_upgrade_with(("products", 0, "mix"), value))
+    (issue,) = info.value.issues
+    assert issue.location == "products[0].mix" and "greater than 0" in issue.message
+
+
+def test_a_product_mix_is_a_relative_share_not_a_probability() -> None:
+    # mix weights are normalised (3:2 is 0.6/0.4), so 1.5 is a valid share, not an error
+    data = _upgrade_with(("products", 0, "mix"), 1.5)
+    data["products"][1]["mix"] = 1.0
+    from iiotbed.platform.layout import Layout
+
+    assert Layout.from_scenario(scenario_from_dict(data)).mix == pytest.approx(
+        {"lcm-55": 0.6, "lcm-65": 0.4}
+    )
