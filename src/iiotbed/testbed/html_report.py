@@ -42,7 +42,10 @@ border-bottom:1px solid #ddd;padding-bottom:3px}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:left;vertical-align:middle}th{font-weight:600;background:#f6f6f6}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.w,td.s{white-space:nowrap}
+table.assumptions{table-layout:fixed;width:100%}table.assumptions td{font-size:12.5px;
+overflow-wrap:anywhere}table.assumptions th:nth-child(1){width:15%}
+table.assumptions th:nth-child(2),table.assumptions th:nth-child(3){width:19%}
+table.assumptions th:nth-child(n+5){width:10%}
 .verdict{display:inline-block;padding:3px 10px;border-radius:4px;font-weight:700;color:#fff}
 .met{background:#3a8f5c}.not-met{background:#c0392b}.inconclusive{background:#d08a1a}
 .none{background:#888}.bad{color:#c0392b;font-weight:600}
@@ -185,8 +188,8 @@ def _assumption_section(rows: list[tuple[Assumption, list[str]]], columns: list[
         cls = ' class="over"' if all(s.startswith("overridden") for s in status) else ""
         out.append(
             f'<tr data-where="{escape(a.where)}"><td class="w"><code>{escape(a.where)}</code></td>'
-            f'<td class="key">{escape(a.key or "?")}</td><td{cls}><code>{escape(a.value)}'
-            f"</code></td><td>{escape(a.note)}</td>{cells}</tr>"
+            f'<td class="key">{escape(a.key or "?")}</td><td class="v"><code{cls}>{escape(a.value)}'
+            f'</code></td><td class="c">{escape(a.note)}</td>{cells}</tr>'
         )
     out.append("</table>")
     return out
@@ -196,7 +199,7 @@ def _status(a: Assumption, own: Sequence[Assumption]) -> str:
     mine = next((b for b in own if b.file.resolve() == a.file.resolve() and b.line == a.line), None)
     if mine is None:
         return "-"
-    return f"overridden by {mine.overridden_by}" if mine.overridden_by else "in effect"
+    return mine.status
 
 
 def _assumption_rows(
