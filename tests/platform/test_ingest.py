@@ -171,6 +171,67 @@ def test_resends_are_stored_once_malformed_counted_and_kpis_match(
     asyncio.run(main())
 
 
+def test_a_batch_resent_after_the_live_view_moved_on_is_counted_once(
+    scenario: Scenario, records: list[Record], tmp_path: Path
+) -> None:
+    """The in-memory dedup: a batch whose PUBACK was lost and that comes again after the live
+    view has fed past it is dropped before the store and the live view, not only by the store
+    (the live view would count it as late samples)."""
+    root = _root()
+    run_id = "resend-r0"
+    epoch = scenario.plant.epoch.timestamp()
+    samples = [r for r in records if isinstance(r, Sample)]
+    batches = [samples[i : i + 500] for i in range(0, 3000, 500)]
+    first = batches[0]
+    first_events = [r for r in records if isinstance(r, Event) and r.t <= first[-1].t]
+    topic = stream_topic(scenario.line_path, root)
+
+    def payload(i: int) -> bytes:
+        events = first_events if i == 0 else []
+        return encode_batch(
+            batches[i], epoch=epoch, run_id=run_id, gateway_ts=1.0e9 + i, events=events
+        )
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with (
+                open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
+                Ingest(store, BROKER, catalog=RunCatalog(store, scenario), root=root) as ingest,
+            ):
+                for i in range(len(batches)):
+                    await pub.send(topic, payload(i))
+                await _until(lambda: ingest.metrics.messages >= len(batches))
+                await asyncio.wait_for(ingest.drain(), 20)
+                live = ingest.live(run_id)
+                assert live is not None
+                ingest.settle(run_id)  # the live view feeds everything held back
+                assert live.fed_t > first[-1].t  # it has moved on past batch 0
+                m = ingest.metrics
+                stored, events_stored, duplicates = m.stored, m.events_stored, m.duplicates
+                report = live.report()
+                assert report is not None and report.line["good_count"] > 0
+                latest = dict(live.latest)
+                counts = await store.counts(run_id)
+
+                await pub.send(topic, payload(0))  # the resend
+                await _until(lambda: ingest.metrics.messages >= len(batches) + 1)
+                await asyncio.wait_for(ingest.drain(), 20)
+                ingest.settle(run_id)  # whatever of the resend was held back reaches it now
+
+                assert (m.stored, m.events_stored) == (stored, events_stored)
+                assert m.duplicates == duplicates + len(first) + len(first_events)
+                assert m.late == 0  # nothing of the resend reached the live view
+                again = live.report()
+                assert again is not None and again.to_dict() == report.to_dict()
+                assert live.latest == latest
+                assert await store.counts(run_id) == counts
+        finally:
+            pub.close()
+
+    asyncio.run(main())
+
+
 def test_unknown_run_is_registered_with_the_epoch_of_its_payload(tmp_path: Path) -> None:
     root = _root()
     epoch = 1_767_571_200.0  # 2026-01-05T00:00:00Z
