@@ -99,9 +99,15 @@ def _dom(html: str) -> list[tuple[dict[str, str], str]]:
 
 
 def _lookup(report: dict[str, Any], path: str) -> Any:
+    """The value at ``path``; None when the report lacks it (the page must show n/a)."""
     cur: Any = report
     for part in path.split("."):
-        cur = cur[int(part)] if isinstance(cur, list) else cur[part]
+        if isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        elif isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            return None
     return cur
 
 
@@ -351,6 +357,23 @@ def test_text_is_escaped_and_impossible_performance_is_flagged(tmp_path: Path) -
     _assert_self_contained(html)
     run = render_run_report({"run_id": evil, "kpis": {}, "window": {}}, scenario, None, [])
     assert evil not in run and "no verdict" in run
+
+
+def test_run_report_with_a_verdict_shows_its_interval() -> None:
+    report: dict[str, Any] = {
+        "run_id": "r1", "scenario": "s", "window": {"start": 0.0, "end": 7200.0},
+        "kpis": {"oee": 0.5}, "answer_key": {"oee": 0.5}, "metric": "oee", "goal": 0.2,
+        "improvement": {"mean": 0.31, "ci95": [0.22, 0.4], "n": 5,
+                        "per_replication": [0.25, 0.3, 0.35, 0.28, 0.37],
+                        "baseline_mean": 0.41, "upgrade_mean": 0.537},
+        "verdict": "met", "verdict_basis": "5 paired batch replications", "live_improvement": 0.29,
+    }  # fmt: skip
+    html = render_run_report(report, load_scenario(SINGLE), None, [])
+    seen = _check_numbers(html, report)
+    assert {"verdict", "improvement.mean", "improvement.ci95.0", "improvement.ci95.1",
+            "improvement.baseline_mean", "improvement.upgrade_mean", "live_improvement",
+            "kpis.oee", "answer_key.oee"} <= seen  # fmt: skip
+    assert "goal +20 %" in html and "event log" in html
 
 
 def test_numbers_as_shown() -> None:

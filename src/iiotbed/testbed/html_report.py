@@ -144,7 +144,7 @@ def _improvement_section(
     chart = _svg.interval_chart(
         [
             _svg.Interval(
-                f"{metric} improvement",
+                "improvement",
                 imp.get("mean"),
                 ci[0],
                 ci[1],
