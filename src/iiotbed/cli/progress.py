@@ -152,7 +152,7 @@ class ProgressLine:
         *,
         write: Callable[[str], None] | None = None,
         refresh_s: float = 0.5,
-        window_s: float = 10.0,
+        window_s: float = 30.0,  # a reading's sim time can trail by the pacer's 0.05 s wait
         every_s: float = 10.0,
         step: float = 0.10,
     ) -> None:
