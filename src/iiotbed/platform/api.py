@@ -159,10 +159,7 @@ def create_app(view: PlatformView, *, broker: str | None = None) -> FastAPI:
             "every": every,
             "agg": agg if every is not None else None,
             "truncated": truncated,
-            "points": [
-                [p.t, finite(p.value)]
-                for p in points[:limit]
-            ],
+            "points": [[p.t, finite(p.value)] for p in points[:limit]],
         }
 
     @app.get("/api/kpis", tags=["kpis"])

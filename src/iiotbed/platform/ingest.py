@@ -16,9 +16,10 @@ import contextlib
 import datetime as dt
 import heapq
 import logging
+import math
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,8 +30,9 @@ from iiotbed.mqtt import Backoff, Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store
+from iiotbed.platform.timeline import StateTimeline
 from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, decode_batch, decode_sample
-from iiotbed.telemetry import Event, Sample
+from iiotbed.telemetry import Event, Sample, Tag
 
 __all__ = ["Ingest", "IngestMetrics", "LiveRun"]
 
@@ -64,14 +66,20 @@ class IngestMetrics:
 
 @dataclass
 class LiveRun:
-    """The live view of one run: KPI accumulator and the newest sample of every tag."""
+    """The live view of one run: KPI accumulator, state timeline and the newest sample of
+    every tag; all in source (sim) time."""
 
     run_id: str
     accumulator: KpiAccumulator | None
+    timeline: StateTimeline | None = None
     latest: dict[tuple[str, str], Sample] = field(default_factory=dict)
+    state_since: dict[str, float] = field(default_factory=dict)  # asset -> its ItemState's start
     last_t: float = 0.0  # newest sample time seen
     fed_t: float = 0.0  # newest sample time fed to the accumulator
     _held: list[tuple[float, int, Sample]] = field(default_factory=list, repr=False)
+    # (wall time of arrival, newest sample time then), one per batch: the wall hold-back
+    _marks: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
+    _wall_t: float = -math.inf
 
     def report(self) -> KpiReport | None:
         """KPIs from the run's start to the newest sample fed; None without a layout."""
@@ -99,8 +107,9 @@ class Ingest(AsyncClosing):
 
     ``catalog`` gives each run its KPI layout; a run the store does not know is registered
     from the catalog's default scenario, or with its epoch taken from the payload.
-    ``reorder_s`` is the hold-back (sim seconds) that puts samples of different sources
-    back in time order before the live KPI view sees them.
+    ``reorder_s`` (sim seconds) and ``reorder_wall_s`` (wall seconds since arrival) are the
+    hold-back that puts samples of different sources back in time order before the live
+    KPI view sees them: both must pass, as a fast run's sources differ by many sim seconds.
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class Ingest(AsyncClosing):
         client_id: str | None = None,
         dedup_window: int = 500_000,
         reorder_s: float = 5.0,
+        reorder_wall_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -124,6 +134,7 @@ class Ingest(AsyncClosing):
         self.client_id = client_id or f"iiotbed-platform-{uuid.uuid4().hex[:12]}"
         self.dedup_window = dedup_window
         self.reorder_s = reorder_s
+        self.reorder_wall_s = reorder_wall_s
         self.clock = clock
         self.metrics = IngestMetrics()
         self.runs: dict[str, LiveRun] = {}
@@ -306,7 +317,8 @@ class Ingest(AsyncClosing):
             log.info("ingest registered run %s", run_id)
         layout = await self.catalog.layout(run_id)
         acc = KpiAccumulator(layout, start=0.0) if layout is not None else None
-        live = self.runs[run_id] = LiveRun(run_id, acc)
+        timeline = StateTimeline(layout) if layout is not None else None
+        live = self.runs[run_id] = LiveRun(run_id, acc, timeline)
         return live
 
     async def _store(self, d: _Decoded) -> None:
@@ -342,15 +354,28 @@ class Ingest(AsyncClosing):
             old = latest.get(key)
             if old is None or s.t >= old.t:
                 latest[key] = s
+                if s.tag == Tag.ITEM_STATE and (old is None or old.value != s.value):
+                    live.state_since[s.asset] = s.t
             if s.t > live.last_t:
                 live.last_t = s.t
             self._seq += 1
             heapq.heappush(held, (s.t, self._seq, s))
-        self._release(live, live.last_t - self.reorder_s)
+        live._marks.append((time.monotonic(), live.last_t))
+        self._release_due(live)
+
+    def _release_due(self, live: LiveRun) -> None:
+        # sim time the sources have all reached: what arrived reorder_wall_s ago, so that a
+        # slower source (e.g. OPC UA's publishing interval) at 1000x speed is not "late"
+        marks = live._marks
+        due = time.monotonic() - self.reorder_wall_s
+        while marks and marks[0][0] <= due:
+            live._wall_t = marks.popleft()[1]
+        self._release(live, min(live.last_t - self.reorder_s, live._wall_t))
 
     def _release(self, live: LiveRun, until: float) -> None:
         held = live._held
         acc = live.accumulator
+        timeline = live.timeline
         while held and held[0][0] <= until:
             t, _, s = heapq.heappop(held)
             if acc is None:
@@ -359,6 +384,8 @@ class Ingest(AsyncClosing):
                 self.metrics.late += 1  # the live view has moved on; the store has it
                 continue
             acc.feed(s)
+            if timeline is not None:
+                timeline.feed(s)
             live.fed_t = t
 
     def settle(self, run_id: str | None = None) -> None:
@@ -367,5 +394,8 @@ class Ingest(AsyncClosing):
             self._release(live, float("inf"))
 
     def live(self, run_id: str) -> LiveRun | None:
-        """The live view of a run this ingest has seen, else None."""
-        return self.runs.get(run_id)
+        """The live view of a run this ingest has seen (what is due fed to it), else None."""
+        live = self.runs.get(run_id)
+        if live is not None:
+            self._release_due(live)  # the stream may have paused since the last batch
+        return live

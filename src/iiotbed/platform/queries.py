@@ -20,7 +20,7 @@ from iiotbed.platform.ingest import Ingest, LiveRun
 from iiotbed.platform.kpi import KPI_INFO, KpiReport
 from iiotbed.platform.stats import Summary, compare_paired
 from iiotbed.platform.store.base import AssetInfo, RunInfo, Store, epoch_seconds
-from iiotbed.telemetry import Event, EventName, ItemState, OperationMode, Sample, Tag
+from iiotbed.telemetry import Event, EventName, Sample
 
 __all__ = [
     "UNIT_EVENTS",
@@ -108,6 +108,8 @@ class PlatformView:
         self.catalog = catalog
         self.ingest = ingest
         self._units: dict[str, _UnitIndex] = {}
+        # an ended run's KPIs over its answer key's window (they do not change any more)
+        self._ended: dict[str, tuple[tuple[float, float], KpiReport]] = {}
 
     # ------------------------------------------------------------------ runs
 
@@ -157,14 +159,33 @@ class PlatformView:
                 f"{run.scenario_file!r}); start the platform with --scenario FILE"
             )
         live = self.live(run.run_id)
-        if start is None and end is None and live is not None and live.accumulator is not None:
-            report = live.report()
-            if report is not None:
-                return report, "live"
+        if start is None and end is None:
+            window = answer_window(run)
+            if window is not None:
+                # the run has ended: its report's own window and numbers, from the store
+                return await self._ended_report(run, window), "store"
+            if live is not None and live.accumulator is not None:
+                report = live.report()
+                if report is not None:
+                    return report, "live"
         lo = 0.0 if start is None else start
         if end is not None and end < lo:
             raise QueryError(f"end ({end:g} s) must not precede start ({lo:g} s)")
         return await self.store.kpis(run.run_id, layout, lo, end), "store"
+
+    async def report(self, run: RunInfo) -> tuple[KpiReport, str]:
+        """The run's KPIs as the dashboard shows them, and their source (live or store)."""
+        return await self._report(run, None, None)
+
+    async def _ended_report(self, run: RunInfo, window: tuple[float, float]) -> KpiReport:
+        cached = self._ended.get(run.run_id)
+        if cached is not None and cached[0] == window:
+            return cached[1]
+        layout = await self.catalog.layout(run.run_id)
+        assert layout is not None  # checked by the caller
+        report = await self.store.kpis(run.run_id, layout, *window)
+        self._ended[run.run_id] = (window, report)
+        return report
 
     async def kpis(
         self, run_id: str | None, start: float | None, end: float | None, by: By
@@ -213,7 +234,9 @@ class PlatformView:
         try:
             windows = shift_windows(scenario, lo, end)
         except (OverflowError, ValueError) as exc:
-            raise QueryError(f"[{lo:g}, {end:g}] s is outside the calendar's dates: {exc}") from None
+            raise QueryError(
+                f"[{lo:g}, {end:g}] s is outside the calendar's dates: {exc}"
+            ) from None
         if len(windows) > _MAX_SHIFTS:
             raise QueryError(
                 f"{len(windows)} shifts in [{lo:g}, {end:g}] s; ask for at most {_MAX_SHIFTS} "
@@ -249,9 +272,7 @@ class PlatformView:
         report = await self.store.kpis(run.run_id, layout)
         return report.line.get(metric, math.nan), "store"
 
-    async def compare(
-        self, run_id: str | None, metric: str, goal: float | None
-    ) -> dict[str, Any]:
+    async def compare(self, run_id: str | None, metric: str, goal: float | None) -> dict[str, Any]:
         if metric not in KPI_INFO:
             raise QueryError(f"unknown KPI {metric!r}; choose one of {', '.join(sorted(KPI_INFO))}")
         target = await self.run(run_id) if run_id is not None else None
@@ -287,8 +308,12 @@ class PlatformView:
             base_v.append(bv)
             upg_v.append(uv)
             rows.append(
-                {"run_id": r.run_id, "baseline_run_id": b.run_id, "baseline": finite(bv),
-                 "upgrade": finite(uv)}
+                {
+                    "run_id": r.run_id,
+                    "baseline_run_id": b.run_id,
+                    "baseline": finite(bv),
+                    "upgrade": finite(uv),
+                }
             )
         g = goal if goal is not None else (pairs[-1].goal if pairs[-1].goal is not None else 0.20)
         cmp = compare_paired(metric, base_v, upg_v, g, higher_is_better=info.higher_is_better)
@@ -300,8 +325,10 @@ class PlatformView:
             "unit": info.unit,
             "goal": g,
             "higher_is_better": info.higher_is_better,
-            "baseline": {"scenario": by_id[pairs[0].baseline_run_id or ""].scenario,
-                         **_summary(cmp.baseline)},
+            "baseline": {
+                "scenario": by_id[pairs[0].baseline_run_id or ""].scenario,
+                **_summary(cmp.baseline),
+            },
             "upgrade": {"scenario": pairs[0].scenario, **_summary(cmp.upgrade)},
             "improvement": _summary(cmp.improvement),
             "verdict": cmp.verdict.value,
@@ -365,9 +392,7 @@ class PlatformView:
             f"<id_prefix>/<product>-<n>, e.g. 88.999.1/panel-17"
         )
 
-    async def _genealogy(
-        self, unit: str, run: RunInfo, events: Sequence[Event]
-    ) -> dict[str, Any]:
+    async def _genealogy(self, unit: str, run: RunInfo, events: Sequence[Event]) -> dict[str, Any]:
         epoch = epoch_seconds(run.epoch)
         layout = await self.catalog.layout(run.run_id)
         paths = {s.name: s.path for s in layout.stations} if layout is not None else {}
@@ -415,17 +440,14 @@ class PlatformView:
             "record": record,
             "genealogy": genealogy,
             "events": [
-                {"t": e.t, "time": when(e.t), "asset": e.asset, "event": e.name,
-                 "fields": e.fields}
+                {"t": e.t, "time": when(e.t), "asset": e.asset, "event": e.name, "fields": e.fields}
                 for e in events
             ],
         }
 
     # ------------------------------------------------------------------ assets
 
-    async def latest(
-        self, path: str, run_id: str | None, subtree: bool
-    ) -> dict[str, Any]:
+    async def latest(self, path: str, run_id: str | None, subtree: bool) -> dict[str, Any]:
         run = await self.run(run_id)
         live = self.live(run.run_id)
         if live is not None:
@@ -437,9 +459,7 @@ class PlatformView:
             samples.sort(key=lambda s: (s.asset, s.tag))
         else:
             samples = [
-                s
-                for s in await self.store.latest(run.run_id, path)
-                if subtree or s.asset == path
+                s for s in await self.store.latest(run.run_id, path) if subtree or s.asset == path
             ]
         if not samples and not await self.store.assets(path):
             raise NotFound(
@@ -451,126 +471,18 @@ class PlatformView:
     # ------------------------------------------------------------------ dashboard
 
     async def snapshot(self, run_id: str | None) -> dict[str, Any]:
-        """Everything the dashboard shows, in one answer."""
-        run = await self.run(run_id)
-        live = self.live(run.run_id)
-        scenario = await self.catalog.scenario(run.run_id)
-        if live is not None:
-            latest = live.latest
-            last_t = live.last_t
-        else:
-            latest = {(s.asset, s.tag): s for s in await self.store.latest(run.run_id)}
-            last_t = max((s.t for s in latest.values()), default=0.0)
-        report: KpiReport | None = None
-        source = None
-        if scenario is not None:
-            report, source = await self._report(run, None, None)
+        """Everything the dashboard shows (:func:`iiotbed.platform.snapshot.snapshot`)."""
+        from iiotbed.platform.snapshot import snapshot
 
-        def val(asset: str, tag: str) -> Any:
-            s = latest.get((asset, tag))
-            return None if s is None else finite(s.value)
-
-        stations = []
-        if scenario is not None:
-            for stage, name, path in scenario.station_paths():
-                state = val(path, Tag.ITEM_STATE)
-                mode = val(path, Tag.OPERATION_MODE)
-                k = report.stations.get(path, {}) if report is not None else {}
-                stations.append(
-                    {
-                        "path": path,
-                        "name": name,
-                        "stage": stage.name,
-                        "state": state,
-                        "state_name": _enum_name(ItemState, state),
-                        "mode": _enum_name(OperationMode, mode),
-                        "fault": val(path, Tag.FAULT),
-                        "processed": val(path, Tag.PROCESSED),
-                        "kpis": finite_map({x: k.get(x, math.nan) for x in _OEE}),
-                    }
-                )
-        prefix = scenario.line_path + "/" if scenario is not None else ""
-        amrs: dict[str, dict[str, Any]] = {}
-        buffers: dict[str, Any] = {}
-        busy = None
-        for (asset, tag), s in latest.items():
-            name = asset.rsplit("/", 1)[-1]
-            if tag in (Tag.BATTERY, Tag.POSITION_X, Tag.POSITION_Y) and name.startswith("amr"):
-                amrs.setdefault(asset, {"path": asset, "name": name})[tag] = finite(s.value)
-            elif tag == Tag.BUFFER_LEVEL:
-                buffers[asset[len(prefix):] if asset.startswith(prefix) else asset] = s.value
-            elif tag == Tag.BUSY:
-                busy = s.value
-        line_path = scenario.line_path if scenario is not None else None
-        epoch = epoch_seconds(run.epoch)
-        return {
-            "run": run_dict(run),
-            "source": source,
-            "t": last_t,
-            "time": dt.datetime.fromtimestamp(epoch + last_t, dt.UTC).isoformat(),
-            "line": {
-                "path": line_path,
-                "planned_state": val(line_path, Tag.PLANNED_STATE) if line_path else None,
-                "good": val(line_path, Tag.GOOD) if line_path else None,
-                "scrap": val(line_path, Tag.SCRAP) if line_path else None,
-                "kpis": finite_map(report.line) if report is not None else {},
-                "stages": {k: finite_map(v) for k, v in report.stages.items()} if report else {},
-                "bottleneck": self.catalog.layout_of(scenario).bottleneck_stage
-                if scenario is not None
-                else None,
-            },
-            "stations": stations,
-            "amrs": [
-                {
-                    "path": a["path"],
-                    "name": a["name"],
-                    "x": a.get(Tag.POSITION_X),
-                    "y": a.get(Tag.POSITION_Y),
-                    "battery": a.get(Tag.BATTERY),
-                }
-                for a in sorted(amrs.values(), key=lambda a: str(a["name"]))
-            ],
-            "technicians": {
-                "busy": busy,
-                "count": scenario.technicians.count if scenario is not None else None,
-            },
-            "buffers": buffers,
-            "throughput": await self._throughput(run.run_id, line_path, last_t),
-            "goal": await self.progress(run, report),
-            "ingest": self.ingest.metrics.to_dict() if self.ingest is not None else None,
-        }
-
-    async def _throughput(
-        self, run_id: str, line: str | None, last_t: float
-    ) -> list[dict[str, float]]:
-        """Good units per hour in up to ~60 buckets over the run so far."""
-        if line is None or last_t <= 0:
-            return []
-        every = max(60.0, math.ceil(last_t / 60 / 60) * 60)
-        points = await self.store.query(run_id, line, Tag.GOOD, every=every, agg="max")
-        out: list[dict[str, float]] = []
-        prev = 0.0
-        for p in points:
-            if not isinstance(p.value, int | float):
-                continue
-            # a bucket without samples had no change: fill it with zero throughput
-            t = out[-1]["t"] + every if out else p.t
-            while t < p.t - 1e-9:
-                out.append({"t": t, "units_per_h": 0.0})
-                t += every
-            v = float(p.value)
-            out.append({"t": p.t, "units_per_h": max(0.0, v - prev) * 3600.0 / every})
-            prev = max(prev, v)
-        return out
+        return await snapshot(self, run_id)
 
 
-_OEE = ("oee", "availability", "performance", "quality")
-
-
-def _enum_name(enum: Any, value: Any) -> str | None:
-    if not isinstance(value, int | float):
+def answer_window(run: RunInfo) -> tuple[float, float] | None:
+    """An ended run's KPI window ``(start, end)`` from its answer key, else None."""
+    key = run.answer_key
+    if key is None or run.status == "running":
         return None
-    try:
-        return str(enum(int(value)).name)
-    except ValueError:
+    start, end = key.get("start"), key.get("end")
+    if not isinstance(start, int | float) or not isinstance(end, int | float) or end < start:
         return None
+    return float(start), float(end)

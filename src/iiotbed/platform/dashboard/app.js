@@ -19,6 +19,53 @@ function simTime(t) {
   return `day ${d + 1} ${String(h).padStart(2, "0")}:${String(m).padStart(2, "0")} (${t.toFixed(0)} s)`;
 }
 
+function dur(x) {
+  if (x === null || x === undefined) return "-";
+  if (x < 60) return `${x.toFixed(0)} s`;
+  if (x < 3600) return `${Math.floor(x / 60)} min`;
+  const h = Math.floor(x / 3600), m = Math.floor((x % 3600) / 60);
+  return h < 48 ? `${h} h ${String(m).padStart(2, "0")} min` : `${(x / 86400).toFixed(1)} d`;
+}
+
+// ISO 22400-2 performance is ideal cycle time x produced / APT: it passes 100 % only when
+// units came faster than the ideal cycle time, which a short window can show by chance
+const OVER_100 = "Above 100 %: by ISO 22400-2, performance = ideal cycle time x units " +
+  "produced / actual production time. Over a short window a few cycles that ran faster " +
+  "than the ideal cycle time (or a unit whose cycle began before the window) can lift it " +
+  "past 100 %; over hours of production it cannot, so a lasting value above 100 % means the " +
+  "ideal cycle time is set too long.";
+
+function ratio(label, x, cls) {
+  const span = el("span", { class: cls }, `${label} ${pct(x)}`);
+  if (x !== null && x !== undefined && x > 1) {
+    span.classList.add("over");
+    span.setAttribute("title", OVER_100);
+  }
+  return span;
+}
+
+// the KPI engine's time elements per column: executing (APT), fault, other planned, unplanned
+function drawTimeline(cols) {
+  const svg = el("svg:svg", { class: "timeline", viewBox: "0 0 100 10", preserveAspectRatio: "none" });
+  if (!cols.length) return svg;
+  const t0 = cols[0][0], last = cols[cols.length - 1], t1 = last[0] + last[1];
+  const w = 100 / Math.max(1e-9, t1 - t0);
+  for (const [t, span, pbt, apt, fault] of cols) {
+    const x = (t - t0) * w, width = span * w;
+    let y = 0;
+    for (const [v, colour] of [[apt, "#2e9d5b"], [Math.max(0, pbt - apt - fault), "#e0a020"], [fault, "#d2423b"], [Math.max(0, span - pbt), "#c9cdd4"]]) {
+      const h = (10 * v) / span;
+      if (h > 0) svg.append(el("svg:rect", { x, y, width, height: h, fill: colour }));
+      y += h;
+    }
+    const tip = el("svg:title", {}, `${simTime(t)}: executing ${pct(apt / span)}, other planned ${pct(Math.max(0, pbt - apt - fault) / span)}, fault ${pct(fault / span)}, not planned ${pct(Math.max(0, span - pbt) / span)}`);
+    const hit = el("svg:rect", { x, y: 0, width, height: 10, fill: "transparent" });
+    hit.append(tip);
+    svg.append(hit);
+  }
+  return svg;
+}
+
 function drawStations(stations) {
   const box = $("stations");
   box.replaceChildren();
@@ -26,25 +73,37 @@ function drawStations(stations) {
     const cls = s.state === null ? "st-x" : `st-${s.state}`;
     const div = el("div", { class: `station ${cls}`, "data-path": s.path, title: s.path });
     div.append(el("div", { class: "name" }, s.name));
-    div.append(el("div", { class: "kpi" }, `${s.stage} · ${s.state_name || "unknown"}${s.fault ? " · FAULT" : ""}`));
+    const since = s.in_state_s === null || s.in_state_s === undefined ? "" : ` for ${dur(s.in_state_s)}`;
+    div.append(el("div", { class: "kpi state" }, `${s.stage} · ${s.state_name || "unknown"}${since}${s.fault ? " · FAULT" : ""}`));
     div.append(el("div", { class: "oee" }, "OEE " + pct(s.kpis.oee)));
-    div.append(el("div", { class: "kpi" }, `A ${pct(s.kpis.availability)} · P ${pct(s.kpis.performance)} · Q ${pct(s.kpis.quality)}`));
-    div.append(el("div", { class: "kpi" }, `processed ${s.processed ?? "-"}`));
+    const apq = el("div", { class: "kpi" });
+    apq.append(ratio("A", s.kpis.availability, "a"), " · ", ratio("P", s.kpis.performance, "p"), " · ", ratio("Q", s.kpis.quality, "q"));
+    div.append(apq);
+    div.append(el("div", { class: "kpi processed" }, `processed ${s.processed ?? "-"}`));
+    div.append(drawTimeline(s.timeline || []));
     box.append(div);
   }
 }
 
-function drawThroughput(points) {
+function drawThroughput(points, t) {
   const svg = $("throughput");
   svg.replaceChildren();
+  $("throughput-max").textContent = "";
+  $("throughput-range").textContent = points.length ? `${simTime(0)} to ${simTime(t)}` : "no production yet";
   if (!points.length) return;
   const W = 600, H = 160, pad = 4;
   const maxV = Math.max(1, ...points.map((p) => p.units_per_h));
-  const t0 = points[0].t, t1 = points[points.length - 1].t || t0 + 1;
-  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * pad);
+  const x = (tt) => pad + (tt / Math.max(1, t)) * (W - 2 * pad);
   const y = (v) => H - pad - (v / maxV) * (H - 2 * pad - 14);
-  const d = points.map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p.units_per_h).toFixed(1)}`).join(" ");
+  // each column's rate, drawn at the middle of the time it covers
+  const mid = (p) => p.t + p.span / 2;
+  const d = points.map((p, i) => `${i ? "L" : "M"}${x(mid(p)).toFixed(1)},${y(p.units_per_h).toFixed(1)}`).join(" ");
   svg.append(el("svg:path", { d, fill: "none", stroke: "#2e6fd8", "stroke-width": 2 }));
+  for (const p of points) {
+    const c = el("svg:circle", { class: "point", cx: x(mid(p)).toFixed(1), cy: y(p.units_per_h).toFixed(1), r: 2.5, fill: "#2e6fd8", "data-t": p.t, "data-span": p.span, "data-units": p.units });
+    c.append(el("svg:title", {}, `${simTime(p.t)} + ${dur(p.span)}: ${p.units} good units (${p.units_per_h.toFixed(1)} units/h)`));
+    svg.append(c);
+  }
   $("throughput-max").textContent = `max ${maxV.toFixed(1)} units/h`;
 }
 
@@ -98,13 +157,15 @@ function render(s) {
   $("line-oee").textContent = pct(k.oee);
   $("line-a").textContent = pct(k.availability);
   $("line-p").textContent = pct(k.performance);
+  $("line-p").classList.toggle("over", k.performance > 1);
+  $("line-p").title = k.performance > 1 ? OVER_100 : "";
   $("line-q").textContent = pct(k.quality);
   $("line-good").textContent = s.line.good ?? "-";
   $("line-lp").textContent = k.labour_productivity === null || k.labour_productivity === undefined ? "-" : `${num(k.labour_productivity, 2)} units/h`;
   $("tech-busy").textContent = s.technicians.busy ?? "-";
   $("tech-count").textContent = s.technicians.count ?? "-";
   drawStations(s.stations);
-  drawThroughput(s.throughput);
+  drawThroughput(s.throughput, s.t);
   drawAmrs(s.amrs);
   drawGoal(s.goal);
   document.body.dataset.loaded = "true";
