@@ -26,12 +26,19 @@ Loc = tuple[str | int, ...]
 class Located:
     """Data from YAML with the origin (file, 1-based line) of every value."""
 
-    __slots__ = ("base", "data", "origins")
+    __slots__ = ("base", "base_doc", "data", "origins")
 
-    def __init__(self, data: Any, origins: dict[Loc, Origin], base: Path | None = None) -> None:
+    def __init__(
+        self,
+        data: Any,
+        origins: dict[Loc, Origin],
+        base: Path | None = None,
+        base_doc: Located | None = None,
+    ) -> None:
         self.data = data
         self.origins = origins
         self.base = base  # the file this one extends, if any
+        self.base_doc = base_doc  # that file as loaded (its own extends resolved)
 
     def origin_of(self, loc: Loc) -> Origin | None:
         """Origin of ``loc`` or of its nearest located ancestor."""
@@ -251,4 +258,4 @@ def load_located(path: Path, _chain: tuple[Path, ...] = ()) -> Located:
     origins: dict[Loc, Origin] = {}
     merged = _merge(base.data, doc.data, (), base.origins, doc.origins, origins, (), ())
     origins[()] = (path, 1)
-    return Located(merged, origins, base_path)
+    return Located(merged, origins, base_path, base)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iiotbed._yaml import Loc, Located, load_located
+from iiotbed._yaml import Loc, Located
 from iiotbed.errors import ScenarioError, ScenarioIssue
 from iiotbed.scenario.models import Scenario, Stage
 
@@ -109,8 +109,8 @@ def _extends_issues(doc: Located, path: Path) -> list[ScenarioIssue]:
     product, or a file extending it must.
     """
     chain = [doc]
-    while chain[-1].base is not None and len(chain) < 64:
-        chain.append(load_located(chain[-1].base))  # a cycle was refused when loading
+    while (parent := chain[-1].base_doc) is not None:
+        chain.append(parent)
     if len(chain) == 1:
         return []
     files = [d.origins.get((), (path, 1))[0].resolve() for d in chain]
