@@ -8,7 +8,8 @@ mistakes break that, and both pass the typed models:
   process stage ideal x mean(``cycle_time_factor``), for an inspection stage
   mean(``time``) + mean(``inference_time``). That is a lower bound of the time a unit
   costs (link round trips and rework come on top), so below ``MIN_ACTUAL_OVER_IDEAL``
-  x ideal the station's performance is certain to pass 100 % over any long window;
+  x ideal the station's performance passes 100 % unless losses happen to make up for
+  the wrong ideal time;
 - a file that ``extends:`` a base and changes a stage's inspection method but keeps the
   base's ideal cycle time for that stage (vision in 9 s measured against a person's 36 s).
 """
