@@ -88,6 +88,7 @@ def test_dashboard_shows_live_stations_and_oee(tmp_path: Path) -> None:
                 while "dash-r0" not in platform.ingest.runs:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             await asyncio.wait_for(platform.ingest.drain(), 30)
+            platform.ingest.settle()  # all 12 h are in: nothing is held back for reordering
 
             dom = await _chromium(f"{platform.url}/", tmp_path / "profile", "--dump-dom")
             assert 'data-loaded="true"' in dom, dom[-3000:]

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from iiotbed.eventlog import load_records
+from iiotbed.platform.kpi import compute_kpis
 from iiotbed.platform.layout import Layout
 from iiotbed.scenario import load_scenario
 from iiotbed.telemetry import ItemState, Sample, Tag
@@ -212,6 +213,8 @@ class Finished:
     kpis_station: dict[str, Any]
     kpis_line: dict[str, Any]
     during: list[tuple[float, dict[str, Any]]]  # (sim time after the read, /api/live)
+    events: Path
+    layout: Layout
 
 
 def _states(events: Path, stations: list[str], end: float) -> dict[str, tuple[int | None, float]]:
@@ -262,7 +265,7 @@ async def _run(name: str, duration: float, speed: float, tmp: Path, shot: Path) 
         by_line = await asyncio.to_thread(_get, f"{url}/api/kpis")
     states = await asyncio.to_thread(_states, plan.events, [s.path for s in layout.stations], end)
     return Finished(url, end, plan.duration, truth.to_dict(), states, parse(dom), live,
-                    by_station, by_line, during)  # fmt: skip
+                    by_station, by_line, during, plan.events, layout)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the checks
@@ -275,6 +278,25 @@ def check_while_running(f: Finished) -> None:
         assert 0.0 <= live["t"] <= now + 1e-6, f"/api/live t = {live['t']}, simulation at {now}"
         for p in live["throughput"]:
             assert p["t"] + p["span"] <= live["t"] + 1e-6, f"throughput point past t: {p}"
+    # the live KPIs while running are the answer key's over the same window [0, fed]
+    records = load_records(f.events)
+    for _, live in [d for d in f.during if d[1]["source"] == "live"][-4:]:
+        lo, hi = live["kpi_window"]
+        # the samples of the window's last instant may be in part still on their way, and
+        # Sparkplug B stamps whole milliseconds: a counter is exact at one of the two ends
+        truth = compute_kpis(records, f.layout, start=lo, end=hi + 1e-3).to_dict()
+        before = compute_kpis(records, f.layout, start=lo, end=hi - 1e-3).to_dict()
+        good = (before["line"]["good_count"], truth["line"]["good_count"])
+        assert live["line"]["good"] in good, f"live good {live['line']['good']} at {hi}: {good}"
+        for s in live["stations"]:
+            k, want = s["kpis"], truth["stations"][s["path"]]
+            counts = (before["stations"][s["path"]]["processed"], want["processed"])
+            assert s["processed"] in counts, f"{s['name']} processed at {hi} s: {counts}"
+            for key in ("availability", "performance"):
+                ends = (before["stations"][s["path"]][key], want[key])
+                assert any(k[key] == pytest.approx(v, rel=1e-6) for v in ends), (
+                    f"{s['name']} {key} {k[key]} at {hi} s: {ends}"
+                )
     last_now, last = f.during[-1]
     if last_now > 3600:
         assert len(last["throughput"]) >= 2, (
