@@ -163,3 +163,31 @@ def test_dedup_survives_a_restart_and_reads_cross_segments(tmp_path: Path) -> No
     assert again.stats.pending_rows == 21 + 5 and again.stats.duplicates == 30
     assert ids(again.read_sync(2)) == ["id-000009", "id-000010"]
     again.close_sync()
+
+
+def test_dedup_memory_is_scoped_to_the_run(tmp_path: Path) -> None:
+    """Another run on the same file forgets what the last run sent (its pending items still
+    replay); a restart of the same run keeps the dedup memory."""
+    path = tmp_path / "b.db"
+    buf = DurableBuffer(path, run_id="run-a")
+    buf.open_sync()
+    buf.append_sync(items(0, 10))
+    buf.append_sync(items(10, 5))
+    buf.ack_sync(buf.read_sync(10)[-1].pos)  # ids 0..9 sent, 10..14 pending
+    buf.close_sync()
+
+    same = DurableBuffer(path, run_id="run-a")  # a restart of run-a
+    same.open_sync()
+    assert same.append_sync(items(0, 15)) == 0 and same.stats.duplicates == 15
+    same.close_sync()
+
+    other = DurableBuffer(path, run_id="run-b")
+    other.open_sync()
+    # run-a's un-sent items replay first, in order
+    assert ids(other.read_sync(100)) == [f"id-{i:06d}" for i in range(10, 15)]
+    # what run-a sent drops nothing of run-b; pending ids still guard against resends
+    assert other.append_sync(items(0, 15)) == 10
+    assert other.stats.duplicates == 5 and other.stats.pending_rows == 15
+    other.close_sync()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM run").fetchall() == [("run-b",)]

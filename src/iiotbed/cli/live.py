@@ -201,6 +201,15 @@ def gateway(
         float | None,
         typer.Option("--stop-after", min=0.0, help="Stop after this many wall seconds."),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            envvar="IIOTBED_RUN_ID",
+            help="The UNS run id (default: a fresh one per start; give the printed one to "
+            "continue a run after a restart).",
+        ),
+    ] = None,
 ) -> None:
     """Collect OPC UA, Sparkplug B, VDA 5050 and JSON devices into the UNS over MQTT."""
     import asyncio
@@ -213,8 +222,11 @@ def gateway(
         if (scenario_file is None) == (config is None):
             raise typer.BadParameter("give either --scenario FILE --broker URL or --config FILE")
         _check_opcua_layout(opcua_layout)
+        if run_id is not None and not 0 < len(run_id) <= 200:
+            raise typer.BadParameter("a run id has 1 to 200 characters", param_hint="--run-id")
+        given: dict[str, Any] = {} if run_id is None else {"run_id": run_id}
         if config is not None:
-            settings = load_settings(config)
+            settings = load_settings(config).model_copy(update=given)
         else:
             assert scenario_file is not None
             if broker is None:
@@ -225,7 +237,7 @@ def gateway(
                     _load(scenario_file), broker, opcua_port=opcua_port,
                     opcua_layout="machine" if opcua_layout == "machine" else "line",
                     replication=replication, root=root, buffer=buffer,
-                    sparkplug_group=sparkplug_group,
+                    sparkplug_group=sparkplug_group, **given,
                 )  # fmt: skip
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise typer.BadParameter(str(exc)) from None
@@ -250,7 +262,8 @@ def gateway(
                     m = gw.publish_metrics()
                     typer.echo(
                         f"received {m['received']}, forwarded {m['forwarded']}, "
-                        f"buffered {m['buffered']}, dropped {m['dropped']}, malformed {m['malformed']}"
+                        f"buffered {m['buffered']}, dropped {m['dropped']}, "
+                        f"duplicates {m['duplicates']}, malformed {m['malformed']}"
                     )
 
         try:

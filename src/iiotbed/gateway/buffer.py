@@ -17,8 +17,10 @@ Bounds and policies:
   the oldest un-acked items are skipped for good, counted in ``stats.dropped`` and
   logged: fresh data is worth more than old data to a live dashboard, and counters are
   monotonic totals, so a later value still carries the dropped deltas.
-* **Dedup by id.** An id seen among the last ``dedup_window`` stored items (pending or
-  acknowledged, across restarts) is ignored and counted in ``stats.duplicates``.
+* **Dedup by id, within one run.** An id seen among the last ``dedup_window`` stored items
+  (pending or acknowledged, across restarts) is ignored and counted in ``stats.duplicates``.
+  A buffer opened for another ``run_id`` than the one it last held forgets the items already
+  sent: what it remembers of an earlier run cannot drop a new run's samples.
 * **Durability.** ``synchronous=NORMAL`` in WAL mode: a committed append survives a
   process crash; the last commits may be lost on power failure.
 """
@@ -61,6 +63,7 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('acked', 0);
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -125,6 +128,7 @@ class DurableBuffer(AsyncClosing):
         max_bytes: int = 512 * 1024 * 1024,
         dedup_window: int = 100_000,
         cache_items: int = 65_536,
+        run_id: str | None = None,
     ) -> None:
         if max_rows < 1 or max_bytes < 1 or dedup_window < 0:
             raise ValueError(
@@ -135,6 +139,7 @@ class DurableBuffer(AsyncClosing):
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.dedup_window = dedup_window
+        self.run_id = run_id  # None: the dedup memory is kept whatever run comes next
         self.stats = BufferStats()
         self._db: sqlite3.Connection | None = None
         self._acked = 0
@@ -161,6 +166,8 @@ class DurableBuffer(AsyncClosing):
             db.executescript(_SCHEMA)
             (acked,) = db.execute("SELECT value FROM meta WHERE key = 'acked'").fetchone()
             self._db, self._acked = db, int(acked)
+            if self.run_id is not None:
+                self._scope(db, self.run_id)
             self._load_state(db)
         except sqlite3.Error as exc:
             self._db = None
@@ -415,6 +422,19 @@ class DurableBuffer(AsyncClosing):
             cutoff = pos
         if cutoff is not None:
             db.execute("DELETE FROM segments WHERE pos <= ?", (cutoff,))
+
+    def _scope(self, db: sqlite3.Connection, run_id: str) -> None:
+        """Make ``run_id`` the buffer's run; on a change, delete what was already sent."""
+        row = db.execute("SELECT value FROM run WHERE key = 'run_id'").fetchone()
+        if row is not None and row[0] == run_id:
+            return
+        db.execute("BEGIN")
+        # segments wholly acknowledged: only the dedup memory of the earlier run kept them
+        db.execute("DELETE FROM segments WHERE ((pos << ?) | (n - 1)) <= ?", (_SHIFT, self._acked))
+        db.execute("INSERT OR REPLACE INTO run (key, value) VALUES ('run_id', ?)", (run_id,))
+        db.execute("COMMIT")
+        if row is not None:
+            log.info("buffer %s: run %s follows run %s, dedup memory cleared", self.path, run_id, row[0])
 
     def _remember(self, ids: list[str]) -> None:
         recent, seen = self._recent, self._seen

@@ -165,7 +165,8 @@ class Gateway:
         names = [c.name for c in self.collectors]
         if len(set(names)) != len(names):
             raise ValueError(f"collector names must be unique, got {names}")
-        self.buffer = DurableBuffer(out.buffer, max_rows=out.max_rows)
+        # the dedup memory is the run's: a repeated run's samples are not resends of the last
+        self.buffer = DurableBuffer(out.buffer, max_rows=out.max_rows, run_id=settings.run_id)
         self.publisher = UnsPublisher(
             out.broker, self.buffer, line=settings.line, epoch=settings.epoch.timestamp(),
             run_id=settings.run_id, root=out.root, client_id=f"iiotbed-{settings.id}-uns",
@@ -338,8 +339,10 @@ class Gateway:
             f"{n}: {c['received']} rx {c['malformed']} bad" for n, c in m["collectors"].items()
         )
         log.info(
-            "gateway %s: received %d, forwarded %d, buffered %d, dropped %d, malformed %d (%s)",
-            m["id"], m["received"], m["forwarded"], m["buffered"], m["dropped"], m["malformed"], per,
+            "gateway %s: received %d, forwarded %d, buffered %d, dropped %d, duplicates %d, "
+            "malformed %d (%s)",
+            m["id"], m["received"], m["forwarded"], m["buffered"], m["dropped"], m["duplicates"],
+            m["malformed"], per,
         )  # fmt: skip
         if self._status is not None:
             self._status.publish(self.metrics_topic, orjson.dumps(m), qos=0, retain=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,11 +29,22 @@ __all__ = [
     "SparkplugSettings",
     "Vda5050Settings",
     "load_settings",
+    "new_run_id",
     "settings_from_scenario",
 ]
 
 Seconds = Annotated[float, Field(gt=0)]
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def new_run_id(name: str, now: dt.datetime | None = None, suffix: str | None = None) -> str:
+    """A fresh run id: ``<slug of name>-<UTC time>-<6 random hex>`` (or ``suffix``).
+
+    Sample ids hash the run id, so two runs never share an id, even on one seed.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:40] or "run"
+    return f"{slug}-{now:%Y%m%dT%H%M%SZ}-{suffix or uuid.uuid4().hex[:6]}"
 
 
 class _Model(BaseModel):
@@ -148,7 +160,12 @@ class GatewaySettings(_Model):
     """Everything one gateway needs."""
 
     id: str = Field("gw-1", pattern=_ID)
-    run_id: str = Field(min_length=1, max_length=200)
+    # absent: a fresh one per start (a repeated run must not look like a resend of the last)
+    run_id: str = Field(
+        default_factory=lambda data: new_run_id(str(data.get("id", "gw"))),
+        min_length=1,
+        max_length=200,
+    )
     epoch: dt.datetime
     line: str = Field(min_length=1, description="asset path of the line: the stream topic")
     metrics_interval: Seconds = 5.0
@@ -228,6 +245,8 @@ def settings_from_scenario(
 ) -> GatewaySettings:
     """Settings that collect what ``iiotbed devices`` serves for ``scenario``.
 
+    Without ``run_id=`` in ``changes`` the run id is a fresh :func:`new_run_id`.
+
     Endpoints, Sparkplug ids (group ``<enterprise>-<site>``, edge node ``<area>-<line>``),
     VDA 5050 manufacturer and every asset path come from the scenario, as the live factory
     derives them.
@@ -251,10 +270,9 @@ def settings_from_scenario(
         vda = Vda5050Settings(
             manufacturer=vda_manufacturer or fleet.manufacturer, assets=amrs, prefix=line
         )
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", scenario.name).strip("-").lower() or "run"
     data: dict[str, Any] = {
         "id": f"gw-{plant.line}",
-        "run_id": f"{slug}-r{replication}",
+        "run_id": new_run_id(f"{scenario.name}-r{replication}"),
         "epoch": plant.epoch,
         "line": line,
         "output": OutputSettings(broker=broker, root=root, buffer=buffer),

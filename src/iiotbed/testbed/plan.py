@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from iiotbed.gateway.settings import new_run_id
 
 if TYPE_CHECKING:
     from iiotbed.scenario import Scenario
@@ -85,10 +86,9 @@ class RunPlan:
 def run_id_for(
     scenario: Scenario, now: dt.datetime | None = None, suffix: str | None = None
 ) -> str:
-    """A new run id: scenario slug, UTC time, a short random suffix (or ``suffix``)."""
-    now = now or dt.datetime.now(dt.UTC)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", scenario.name).strip("-").lower()[:40] or "run"
-    return f"{slug}-{now:%Y%m%dT%H%M%SZ}-{suffix or uuid.uuid4().hex[:6]}"
+    """A new run id: scenario slug, UTC time, a short random suffix (or ``suffix``); the
+    one format of :func:`iiotbed.gateway.settings.new_run_id`."""
+    return new_run_id(scenario.name, now, suffix)
 
 
 def base_scenario(scenario: Scenario, options: RunOptions) -> Scenario | None:
