@@ -266,6 +266,10 @@ class MqttConnection(AsyncClosing):
         acks = _Acks(self._loop.create_future())
         s, rc = self._session, paho.MQTT_ERR_NO_CONN
         if s is not None and self.connected:
+            if s.client.on_publish is None:
+                # installed on the first send only: paho calls on_publish for every message
+                # it writes, which costs a fire-and-forget publisher (Sparkplug, VDA 5050) ~25 %
+                s.client.on_publish = _paho_on_publish(s, self._call_in_loop)
             # counted before the first publish: a PUBACK racing in on paho's thread is forwarded
             s.tracking += 1
             acks.done.add_done_callback(lambda _: _untrack(s))
@@ -379,7 +383,6 @@ class MqttConnection(AsyncClosing):
         client.on_connect = self._paho_on_connect(session)
         client.on_disconnect = self._paho_on_disconnect(session)
         client.on_message = self._paho_on_message(session)
-        client.on_publish = _paho_on_publish(session, self._call_in_loop)
         try:
             # connect() does the blocking TCP handshake; the network loop then runs in
             # paho's own thread (loop_start) so a busy event loop never starves keepalives.
