@@ -466,7 +466,7 @@ def test_kpi_info_names_every_reported_kpi() -> None:
     assert set(report.line) == {
         "oee", "availability", "performance", "quality", "throughput", "mtbf", "mttr",
         "scrap_ratio", "first_pass_yield", "energy_per_good_unit", "labour_productivity",
-        "good_count", "scrap_count", "labour_hours", "energy_kwh", "pbt_h",
+        "good_count", "scrap_count", "labour_hours", "energy_kwh", "pbt_h", "unknown_h",
     }
     names = set(report.line) | set(report.stations[B1]) | set(report.stages["bonding"])
     assert names <= set(KPI_INFO)
@@ -504,13 +504,18 @@ def test_engine_and_store_rollup_share_one_set_of_integration_rules() -> None:
     ]
     end = 5400.0
     # PBT: 0-2400 and 3000-3600 = 3000 s; APT: 0-600, 900-1800, 3000-3600 = 2100 s;
-    # fault 600 s; line planned 0-3600 and 4200-5400 = 4800 s; people 2 x 3600 s
-    expected = {"pbt": 3000.0, "apt": 2100.0, "fault": 600.0, "planned": 4800.0}
+    # fault 600 s; line planned 0-3600 and 4200-5400 = 4800 s; people 2 x 3600 s;
+    # unknown (planned, item state no number): 2400-3000 and 4200-5400 = 1800 s
+    expected = {
+        "pbt": 3000.0, "apt": 2100.0, "fault": 600.0, "planned": 4800.0, "unknown": 1800.0,
+    }  # fmt: skip
     report = compute_kpis(records, layout(), start=0.0, end=end)
     b1 = report.stations[B1]
     assert (b1["pbt_h"] * 3600, b1["apt_h"] * 3600) == (expected["pbt"], expected["apt"])
     assert report.line["pbt_h"] * 3600 == expected["planned"]
     assert report.line["labour_hours"] == 2.0
+    assert b1["unknown_h"] * 3600 == expected["unknown"]
+    assert report.line["unknown_h"] == 0.0
 
     integ = Integrator(0.0, end, None)
     integ.feed(
@@ -523,6 +528,62 @@ def test_engine_and_store_rollup_share_one_set_of_integration_rules() -> None:
         (B1, "pbt"): expected["pbt"],
         (B1, "apt"): expected["apt"],
         (B1, "fault"): expected["fault"],
+        (B1, "unknown"): expected["unknown"],
         (LINE, "planned"): expected["planned"],
         (LINE, "heads/operators"): 2 * 3600.0,
     }
+
+
+def test_time_under_bad_quality_is_counted_apart_not_extended() -> None:
+    # A station Executing from 0 s; its OPC UA session is lost at 1000 s (the collector marks
+    # the state Bad) and comes back at 1600 s, Executing; an hour window. Extending the last
+    # value would give PBT = APT = 3600 s. The gap is not observed: it is neither PBT nor a
+    # loss, but counted apart as unknown time.
+    #   PBT = APT = 0-1000 + 1600-3600 = 3000 s; unknown = 1000-1600 = 600 s
+    # Then the line's PlannedState goes Bad at 3000 s (the Sparkplug node died) and comes
+    # back at 3300 s: the line's PBT loses 300 s, its unknown time is 300 s, and the station
+    # is not planned as far as we know (no PBT, no unknown of its own) in that stretch.
+    #   station PBT = APT = 3000 - 300 = 2700 s; line PBT = 3600 - 300 = 3300 s
+    records = [
+        s(0, LINE, Tag.PLANNED_STATE, PROD),
+        s(0, B1, Tag.ITEM_STATE, EXE),
+        s(1000, B1, Tag.ITEM_STATE, None, Quality.Bad),
+        s(1600, B1, Tag.ITEM_STATE, EXE),
+        s(3000, LINE, Tag.PLANNED_STATE, None, Quality.Bad),
+        s(3300, LINE, Tag.PLANNED_STATE, PROD),
+    ]
+    report = compute_kpis(records, layout(), start=0.0, end=3600.0)
+    st = report.stations[B1]
+    assert st["pbt_h"] * 3600 == pytest.approx(2700.0)
+    assert st["apt_h"] * 3600 == pytest.approx(2700.0)
+    assert st["unknown_h"] * 3600 == pytest.approx(600.0)
+    assert st["availability"] == pytest.approx(1.0)  # the gap is no loss either
+    assert report.stages["bonding"]["unknown_h"] * 3600 == pytest.approx(600.0)
+    assert report.line["pbt_h"] * 3600 == pytest.approx(3300.0)
+    assert report.line["unknown_h"] * 3600 == pytest.approx(300.0)
+
+    # the open stretch counts too: a report at 1300 s, inside the station's gap
+    acc = KpiAccumulator(layout(), start=0.0)
+    acc.feed_many(records[:3])
+    live = acc.report(1300.0)
+    assert live.stations[B1]["unknown_h"] * 3600 == pytest.approx(300.0)
+    assert live.stations[B1]["pbt_h"] * 3600 == pytest.approx(1000.0)
+
+    # the store's rollups run the same clocks: the same seconds, bucket by bucket
+    from iiotbed.platform.store._rollup import Integrator, StateRow
+
+    integ = Integrator(0.0, 3600.0)
+    integ.feed(StateRow(r.asset, r.tag, r.t, r.value) for r in records)
+    seconds = integ.finish()
+    assert seconds[(0, B1, "unknown")] == pytest.approx(600.0)
+    assert seconds[(0, LINE, "unknown")] == pytest.approx(300.0)
+    assert seconds[(0, B1, "pbt")] == pytest.approx(2700.0)
+
+
+def test_a_state_never_heard_of_is_not_unknown_time() -> None:
+    # no item state sample at all: nothing observed, nothing marked Bad: no PBT, no unknown
+    # (unknown time is time under Bad quality, not time before the first sample)
+    report = compute_kpis([s(0, LINE, Tag.PLANNED_STATE, PROD)], layout(), start=0.0, end=3600.0)
+    assert report.stations[B1]["pbt_h"] == 0.0
+    assert report.stations[B1]["unknown_h"] == 0.0
+    assert report.line["unknown_h"] == 0.0

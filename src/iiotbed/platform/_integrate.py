@@ -7,9 +7,11 @@ clocks below; they differ only in where a closed stretch of time is credited.
 * A state value is ``int(value)``; Bad, or a value that is no number, is *unknown*.
 * A station's time is PBT while the line's PlannedState is Production and its ItemState is
   known; APT while moreover Executing, outside the Setup and Maintenance modes; fault time
-  while moreover its Fault is set.
-* The line's time is planned (PBT) while its PlannedState is Production; person-seconds
-  are the headcount (Bad or no number: nobody) times the seconds.
+  while moreover its Fault is set; *unknown* time while the line is in Production and a
+  sample has made its ItemState unknown (counted apart, never as PBT).
+* The line's time is planned (PBT) while its PlannedState is Production, unknown while a
+  sample has made its PlannedState unknown; person-seconds are the headcount (Bad or no
+  number: nobody) times the seconds.
 * A state record closes the stretch before it; a record older than the open stretch (out
   of order) takes effect at the stretch's start.
 * A counter's base is its largest Good value at or before the window start (0 when none),
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Tag
 
 __all__ = [
     "LINE_COUNTERS",
     "STATION_COUNTERS",
+    "UNKNOWN",
     "Counter",
     "LineClock",
     "Rates",
@@ -57,6 +60,10 @@ Rates = tuple[float, float, float]
 """(PBT, APT, fault) seconds per second of a station's open stretch."""
 
 IDLE: Final[Rates] = (0.0, 0.0, 0.0)
+# Planned time with the ItemState unknown: no PBT, APT or fault, like IDLE, but credited so
+# that a clock may count it apart. A distinct object told from IDLE by identity: clocks
+# that do not count unknown time (the timeline) take it as zeros and need no change.
+UNKNOWN: Final[Rates] = cast("Rates", tuple([0.0, 0.0, 0.0]))  # a new object, not IDLE
 # indexed by (APT, fault): one shared tuple per state, no allocation per state change
 _RATES: Final[tuple[tuple[Rates, Rates], tuple[Rates, Rates]]] = (
     ((1.0, 0.0, 0.0), (1.0, 0.0, 1.0)),
@@ -90,18 +97,20 @@ class StationClock:
     Subclasses implement :meth:`credit`, called with each closed stretch that counts.
     """
 
-    __slots__ = ("blocked", "fault", "item", "planned", "rates", "since")
+    __slots__ = ("bad", "blocked", "fault", "item", "planned", "rates", "since")
 
     def __init__(self) -> None:
         self.since = -math.inf  # start of the open stretch
         self.planned = False  # the line in Production
         self.item: int | None = None  # unknown until a Good sample says otherwise
+        self.bad = False  # a sample made the item state unknown (not merely none yet)
         self.blocked = False  # Setup or Maintenance mode: Executing is not APT
         self.fault = False
         self.rates = IDLE
 
     def credit(self, t0: float, t1: float, rates: Rates) -> None:
-        """Take ``[t0, t1)`` spent at ``rates`` (never :data:`IDLE`)."""
+        """Take ``[t0, t1)`` spent at ``rates`` (never :data:`IDLE`; :data:`UNKNOWN` when
+        planned with the item state unknown)."""
         raise NotImplementedError
 
     def advance(self, t: float) -> None:
@@ -115,7 +124,8 @@ class StationClock:
 
     # The setters below inline state_value(), advance() and the choice of rates: they run
     # once per state record, in batch KPIs and at every ingest, and calls cost more there
-    # than the rest. Each ends in the same rule: rates are IDLE unless planned and known.
+    # than the rest. Each ends in the same rule: rates are IDLE unless planned and known
+    # (UNKNOWN when planned and a sample made the item state unknown).
 
     def set_item(self, t: float, value: Any) -> None:
         try:
@@ -128,11 +138,13 @@ class StationClock:
                 self.credit(since, t, self.rates)
             self.since = t
         self.item = item
+        self.bad = item is None
         self.rates = (
-            _RATES[item == EXECUTING and not self.blocked][self.fault]
-            if self.planned and item is not None
+            (_RATES[item == EXECUTING and not self.blocked][self.fault] if item is not None
+             else UNKNOWN)
+            if self.planned and (item is not None or self.bad)
             else IDLE
-        )
+        )  # fmt: skip
 
     def set_mode(self, t: float, value: Any) -> None:
         try:
@@ -147,10 +159,11 @@ class StationClock:
         self.blocked = blocked
         item = self.item
         self.rates = (
-            _RATES[item == EXECUTING and not blocked][self.fault]
-            if self.planned and item is not None
+            (_RATES[item == EXECUTING and not blocked][self.fault] if item is not None
+             else UNKNOWN)
+            if self.planned and (item is not None or self.bad)
             else IDLE
-        )
+        )  # fmt: skip
 
     def set_fault(self, t: float, value: Any) -> None:
         try:
@@ -165,10 +178,11 @@ class StationClock:
         self.fault = fault
         item = self.item
         self.rates = (
-            _RATES[item == EXECUTING and not self.blocked][fault]
-            if self.planned and item is not None
+            (_RATES[item == EXECUTING and not self.blocked][fault] if item is not None
+             else UNKNOWN)
+            if self.planned and (item is not None or self.bad)
             else IDLE
-        )
+        )  # fmt: skip
 
     def set_planned(self, t: float, planned: bool) -> None:
         self.advance(t)
@@ -178,10 +192,11 @@ class StationClock:
     def _rerate(self) -> None:
         item = self.item
         self.rates = (
-            _RATES[item == EXECUTING and not self.blocked][self.fault]
-            if self.planned and item is not None
+            (_RATES[item == EXECUTING and not self.blocked][self.fault] if item is not None
+             else UNKNOWN)
+            if self.planned and (item is not None or self.bad)
             else IDLE
-        )
+        )  # fmt: skip
 
 
 class LineClock:
@@ -190,17 +205,18 @@ class LineClock:
     Subclasses implement :meth:`credit`, called with every closed stretch.
     """
 
-    __slots__ = ("heads", "planned", "roles", "since", "stations")
+    __slots__ = ("heads", "planned", "roles", "since", "stations", "unknown")
 
     def __init__(self, stations: Iterable[StationClock]) -> None:
         self.stations = stations
         self.since = -math.inf
         self.planned = False
+        self.unknown = False  # a sample made the PlannedState unknown (not merely none yet)
         self.roles: dict[str, float] = {}  # role -> people present
         self.heads = 0.0  # sum of roles
 
     def credit(self, t0: float, t1: float) -> None:
-        """Take ``[t0, t1)``, spent with ``planned`` and ``roles`` as they are."""
+        """Take ``[t0, t1)``, spent with ``planned``, ``unknown`` and ``roles`` as they are."""
         raise NotImplementedError
 
     def advance(self, t: float) -> None:
@@ -210,8 +226,10 @@ class LineClock:
             self.since = t
 
     def set_planned(self, t: float, value: Any) -> None:
-        planned = state_value(value) == PRODUCTION
+        state = state_value(value)
+        planned = state == PRODUCTION
         self.advance(t)
+        self.unknown = state is None
         if planned != self.planned:
             for s in self.stations:
                 s.set_planned(t, planned)

@@ -20,6 +20,7 @@ from iiotbed.platform._integrate import (
     IDLE,
     LINE_COUNTERS,
     STATION_COUNTERS,
+    UNKNOWN,
     Counter,
     LineClock,
     Rates,
@@ -61,6 +62,9 @@ KPI_INFO: Mapping[str, KpiInfo] = {
     "apt_h": KpiInfo("h", "actual production time (Executing within PBT)", True),
     "failures": KpiInfo("1", "breakdowns started in the window", False),
     "processed": KpiInfo("units", "units finished by the station (PQ)", True),
+    "unknown_h": KpiInfo(
+        "h", "time not observed: planned with the state Bad or no number (not in PBT)", False
+    ),
 }
 
 _BAD = Quality.Bad
@@ -94,7 +98,9 @@ class KpiReport:
 class _Station(StationClock):
     """Time elements of one station over the window, integrated on every state change."""
 
-    __slots__ = ("apt", "counters", "end", "fault_s", "layout", "pbt", "products", "start")
+    __slots__ = (
+        "apt", "counters", "end", "fault_s", "layout", "pbt", "products", "start", "unknown_s",
+    )  # fmt: skip
 
     def __init__(self, layout: StationLayout, start: float, end: float) -> None:
         super().__init__()
@@ -104,6 +110,7 @@ class _Station(StationClock):
         self.apt = 0.0
         self.pbt = 0.0
         self.fault_s = 0.0
+        self.unknown_s = 0.0  # planned, the item state unknown (a Bad sample): not PBT
         self.counters = {tag: Counter(start) for tag in STATION_COUNTERS}
         self.products = {p: Counter(start) for p in layout.ideal_cycle_time}
 
@@ -112,6 +119,9 @@ class _Station(StationClock):
         hi = t1 if t1 < self.end else self.end
         if hi > lo:
             d = hi - lo
+            if rates is UNKNOWN:
+                self.unknown_s += d
+                return
             pbt, apt, fault = rates
             self.pbt += d * pbt
             if apt:
@@ -119,21 +129,24 @@ class _Station(StationClock):
             if fault:
                 self.fault_s += d * fault
 
-    def open_segment(self, t: float) -> tuple[float, float, float]:
-        """(PBT, APT, fault) seconds of the open stretch up to ``t``, clipped to the window."""
+    def open_segment(self, t: float) -> tuple[float, float, float, float]:
+        """(PBT, APT, fault, unknown) seconds of the open stretch up to ``t``, clipped to the
+        window."""
         lo = self.since if self.since > self.start else self.start
         hi = t if t < self.end else self.end
-        if hi <= lo:
-            return IDLE
+        if hi <= lo or self.rates is IDLE:
+            return 0.0, 0.0, 0.0, 0.0
         d = hi - lo
+        if self.rates is UNKNOWN:
+            return 0.0, 0.0, 0.0, d
         pbt, apt, fault = self.rates
-        return d * pbt, d * apt, d * fault
+        return d * pbt, d * apt, d * fault, 0.0
 
 
 class _Line(LineClock):
     """Line calendar state (PBT) and attendance of counted roles (person-seconds)."""
 
-    __slots__ = ("end", "pbt", "people_s", "start")
+    __slots__ = ("end", "pbt", "people_s", "start", "unknown_s")
 
     def __init__(self, stations: list[_Station], start: float, end: float) -> None:
         super().__init__(stations)
@@ -141,23 +154,26 @@ class _Line(LineClock):
         self.end = end
         self.pbt = 0.0
         self.people_s = 0.0
+        self.unknown_s = 0.0  # the PlannedState unknown (a Bad sample): not PBT
 
     def credit(self, t0: float, t1: float) -> None:
-        pbt, people = self._stretch(t0, t1)
+        pbt, people, unknown = self._stretch(t0, t1)
         self.pbt += pbt
         self.people_s += people
+        self.unknown_s += unknown
 
-    def open_segment(self, t: float) -> tuple[float, float]:
-        """(PBT, person-seconds) of the open stretch up to ``t``, clipped to the window."""
+    def open_segment(self, t: float) -> tuple[float, float, float]:
+        """(PBT, person-seconds, unknown) of the open stretch up to ``t``, clipped to the
+        window."""
         return self._stretch(self.since, t)
 
-    def _stretch(self, t0: float, t1: float) -> tuple[float, float]:
+    def _stretch(self, t0: float, t1: float) -> tuple[float, float, float]:
         lo = t0 if t0 > self.start else self.start
         hi = t1 if t1 < self.end else self.end
         if hi <= lo:
-            return 0.0, 0.0
+            return 0.0, 0.0, 0.0
         d = hi - lo
-        return (d if self.planned else 0.0), d * self.heads
+        return (d if self.planned else 0.0), d * self.heads, (d if self.unknown else 0.0)
 
     def headcount(self, role: str) -> _Handler:
         def set_heads(t: float, value: Any) -> None:
@@ -282,16 +298,20 @@ def compute_kpis(
 class _Sums:
     """Additive quantities of a station or a pool of stations."""
 
-    __slots__ = ("apt", "defective", "energy", "failures", "fault_s", "ideal_s", "pbt", "processed")
+    __slots__ = (
+        "apt", "defective", "energy", "failures", "fault_s", "ideal_s", "pbt", "processed",
+        "unknown_s",
+    )  # fmt: skip
 
     def __init__(self) -> None:
-        self.pbt = self.apt = self.fault_s = self.ideal_s = 0.0
+        self.pbt = self.apt = self.fault_s = self.ideal_s = self.unknown_s = 0.0
         self.processed = self.defective = self.failures = self.energy = 0.0
 
     def add(self, other: _Sums) -> None:
         self.pbt += other.pbt
         self.apt += other.apt
         self.fault_s += other.fault_s
+        self.unknown_s += other.unknown_s
         self.ideal_s += other.ideal_s
         self.processed += other.processed
         self.defective += other.defective
@@ -310,8 +330,9 @@ def _oee(a: float, p: float, q: float) -> float:
 
 def _station_sums(st: _Station, end: float, mix: Mapping[str, float]) -> _Sums:
     s = _Sums()
-    pbt, apt, fault = st.open_segment(end)
+    pbt, apt, fault, unknown = st.open_segment(end)
     s.pbt, s.apt, s.fault_s = st.pbt + pbt, st.apt + apt, st.fault_s + fault
+    s.unknown_s = st.unknown_s + unknown
     c = st.counters
     ict = st.layout.ideal_cycle_time
     attributed = 0.0
@@ -351,6 +372,7 @@ def _kpis(s: _Sums) -> dict[str, float]:
         "energy_kwh": s.energy,
         "apt_h": s.apt / 3600.0,
         "pbt_h": s.pbt / 3600.0,
+        "unknown_h": s.unknown_s / 3600.0,
     }
 
 
@@ -370,7 +392,7 @@ def _derive(acc: KpiAccumulator, end: float) -> KpiReport:
     stages = {stage: _kpis(sums) for stage, sums in pools.items()}
 
     line = acc._line
-    pbt_open, people_open = line.open_segment(end)
+    pbt_open, people_open, unknown_open = line.open_segment(end)
     pbt = line.pbt + pbt_open
     labour_h = (line.people_s + people_open) / 3600.0
     good = acc._line_counters[Tag.GOOD].delta
@@ -402,6 +424,7 @@ def _derive(acc: KpiAccumulator, end: float) -> KpiReport:
             "labour_hours": labour_h,
             "energy_kwh": everything.energy,
             "pbt_h": pbt / 3600.0,
+            "unknown_h": (line.unknown_s + unknown_open) / 3600.0,
         },
         stages=stages,
         stations=stations,

@@ -4,8 +4,9 @@ Two tables, maintained in the transaction that writes the samples:
 
 * ``state_buckets (run, bucket, asset, name, seconds)``: per hour bucket, the seconds each
   asset spent in the states the KPI engine integrates — ``pbt``/``apt``/``fault`` of a
-  station (its own item state, mode and fault, inside the run's PlannedState Production),
-  ``planned`` of the asset that sends PlannedState, ``heads/<role>`` person-seconds of a
+  station (its own item state, mode and fault, inside the run's PlannedState Production)
+  and ``unknown`` (Production with its item state Bad), ``planned`` and ``unknown`` of the
+  asset that sends PlannedState, ``heads/<role>`` person-seconds of a
   Headcount tag. A batch recomputes the buckets it closes, and every bucket from the
   oldest one it touches when it brings late state samples, so arrival order never matters.
 * ``counter_buckets (series, bucket, vmax, texts)``: per hour bucket, the largest Good
@@ -26,6 +27,7 @@ from typing import Any, Final, NamedTuple
 from iiotbed.platform._integrate import (
     LINE_COUNTERS,
     STATION_COUNTERS,
+    UNKNOWN,
     LineClock,
     Rates,
     StationClock,
@@ -70,7 +72,7 @@ def state_row(asset: str, tag: str, t: float, num: Any, text: Any, quality: int)
 
 
 class _Station(StationClock):
-    """A station's stretches credited to its ``pbt``/``apt``/``fault`` buckets."""
+    """A station's stretches credited to its ``pbt``/``apt``/``fault``/``unknown`` buckets."""
 
     __slots__ = ("asset", "integ")
 
@@ -89,6 +91,9 @@ class _Station(StationClock):
             return
         out, size, asset = integ.out, integ.size, self.asset
         k = 0 if size is None else math.floor(a / size)
+        if rates is UNKNOWN:
+            integ.add(asset, "unknown", a, b)
+            return
         pbt, apt, fault = rates
         while a < b:
             edge = b if size is None else (k + 1) * size
@@ -108,7 +113,8 @@ class _Station(StationClock):
 
 
 class _Line(LineClock):
-    """An asset sending PlannedState or Headcount: ``planned`` and ``heads/<role>`` buckets."""
+    """An asset sending PlannedState or Headcount: ``planned``, ``unknown`` and
+    ``heads/<role>`` buckets."""
 
     __slots__ = ("asset", "integ")
 
@@ -121,6 +127,8 @@ class _Line(LineClock):
         add, asset = self.integ.add, self.asset
         if self.planned:
             add(asset, "planned", t0, t1)
+        elif self.unknown:
+            add(asset, "unknown", t0, t1)
         for role, n in self.roles.items():
             add(asset, _HEADS + role, t0, t1, n)
 
@@ -241,7 +249,9 @@ def totals(
             seconds.get((p, "apt"), 0.0),
             seconds.get((p, "fault"), 0.0),
         )
+        out.station_unknown[p] = seconds.get((p, "unknown"), 0.0)
     out.line_pbt = seconds.get((layout.line, "planned"), 0.0)
+    out.line_unknown = seconds.get((layout.line, "unknown"), 0.0)
     out.line_person_s = sum(
         seconds.get((layout.line, _HEADS + r), 0.0) for r in sorted(layout.counted_roles)
     )

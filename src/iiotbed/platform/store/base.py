@@ -226,6 +226,9 @@ class KpiTotals:
     counters: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     line_pbt: float = 0.0
     line_person_s: float = 0.0
+    # station path -> seconds planned with the item state unknown; the line's PlannedState
+    station_unknown: dict[str, float] = field(default_factory=dict)
+    line_unknown: float = 0.0
 
     def report(self, layout: Layout, start: float, end: float) -> KpiReport:
         # the engine's own derivation (not a copy of it) turns totals into KPIs, so every
@@ -234,6 +237,7 @@ class KpiTotals:
         for st in acc._stations:
             pbt, apt, fault = self.station_times.get(st.layout.path, (0.0, 0.0, 0.0))
             st.pbt, st.apt, st.fault_s = pbt, apt, fault
+            st.unknown_s = self.station_unknown.get(st.layout.path, 0.0)
             path = st.layout.path
             for tag, c in st.counters.items():
                 c.base, c.last = self.counters.get((path, tag), (0.0, 0.0))
@@ -243,4 +247,5 @@ class KpiTotals:
             c.base, c.last = self.counters.get((layout.line, tag), (0.0, 0.0))
         acc._line.pbt = self.line_pbt
         acc._line.people_s = self.line_person_s
+        acc._line.unknown_s = self.line_unknown
         return acc.report(end)
