@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import orjson
 import paho.mqtt.client as paho
 import pytest
-from gwkit import ListSink, Mosquitto, clear_retained, until
+from gwkit import ListSink, Mosquitto, Relay, clear_retained, free_port, until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
@@ -190,3 +190,52 @@ async def _broker_restart(broker: Mosquitto) -> None:
         # values set while the broker was away came with the birth after the restart (QoS 0
         # messages in flight when it died are gone: only the latest value is owed)
         assert {s.value for s in sink.all if s.tag == "GoodCount"} >= {1, 50, 51}
+
+
+def test_losing_the_broker_marks_every_metric_stale_until_the_rebirth() -> None:
+    asyncio.run(_host_loses_broker())
+
+
+async def _host_loses_broker() -> None:
+    # Sparkplug 3.0: a host that loses the broker must take every metric as stale. The node
+    # stays up (only the host's network path is cut, by a relay): the values it restates in
+    # the rebirth after the reconnect are known again from the stale mark, not before it.
+    group = f"l{time.time_ns() % 10**9}"
+    sink = ListSink()
+    relay = Relay(free_port(), 1883)
+    await relay.up()
+    try:
+        async with _host(relay.port, group, sink) as host, _node(1883, group) as node:
+            await until(lambda: host.stats.births == 3, what="births")
+            node.set("line", "GoodCount", 5, MS + 5000)
+            node.set("line", "Running", True, MS + 7000)
+            await node.flush()
+            await until(lambda: sink.last()[(LINE, "Running")].value == 1.0, what="data")
+            n = len(sink.all)
+            newest = max(s.t for s in sink.all)  # the node's birth (its own clock) or 7 s
+            await relay.down()
+            await until(lambda: host.stats.connection_losses == 1, what="the host to notice")
+            stale = sink.all[n:]
+            # every metric of the node and its devices, Bad, at the newest sim time seen
+            assert {(s.asset, s.tag) for s in stale} == {
+                (LINE, "Uptime"), (LINE, "GoodCount"), (LINE, "Running"),
+                (f"{LINE}/bonding/bonder-01", "EnergyTotal"),
+            }  # fmt: skip
+            assert all(s.quality is Quality.Bad and s.value is None for s in stale)
+            assert {s.t for s in stale} == {newest}
+            assert host.stats.stale_marks == 4
+            # back: the node's next data is from an unborn node -> rebirth request -> birth
+            await relay.up()
+            await until(lambda: host.connected, what="the host back")
+            m = len(sink.all)
+            node.set("line", "GoodCount", 6, MS + 9000)
+            await node.flush()
+            await until(lambda: sink.last()[(LINE, "GoodCount")].value == 6, 20, what="rebirth")
+            after = sink.all[m:]
+            assert host.stats.rebirths_requested >= 1
+            assert all(s.t >= newest for s in after)  # nothing dated inside the marked gap
+            running = [s for s in after if s.tag == "Running"]
+            # restated (held since 7 s, before the mark): known again from the mark
+            assert running and running[0].t == newest and running[0].value == 1.0
+    finally:
+        await relay.down()

@@ -5,8 +5,13 @@ The only gateway module importing asyncua. Per endpoint one session: discover th
 subscribe to their counters, monitoring values, state numbers and speed setpoint with the
 configured sampling and publishing intervals, and to their alarm events. SourceTimestamp
 becomes ``t`` (source time − epoch), StatusCode severity the quality. A lost session is
-rebuilt with bounded exponential backoff and jitter, then everything is subscribed again
-(values resent after a reconnect carry the same id, so the buffer drops the repeats).
+rebuilt with bounded exponential backoff and jitter, then everything is subscribed again.
+
+At the moment a session is lost, every value it delivered is marked Bad (no value) at the
+newest source time the session had delivered: the gap is marked, not filled with the last
+values. The values the next session delivers are dated no earlier than that mark: a value
+the server held all along is known again from the mark, a newer one (a restarted server)
+from its own source time, and the time between stays unknown.
 """
 
 from __future__ import annotations
@@ -53,10 +58,14 @@ class _Binding:
 class _Handler:
     """asyncua subscription callbacks; they run in the event loop and never block."""
 
-    def __init__(self, collector: OpcUaCollector, url: str, lost: asyncio.Event) -> None:
+    def __init__(
+        self, collector: OpcUaCollector, url: str, lost: asyncio.Event, floor: float
+    ) -> None:
         self.c = collector
         self.url = url
         self.lost = lost
+        self.floor = floor  # the previous session's Bad mark: no value dated before it
+        self.last_t = -float("inf")  # newest source time delivered by this session
         self.bindings: dict[ua.NodeId, _Binding] = {}
         self.machines: dict[ua.NodeId, str] = {}
 
@@ -78,6 +87,10 @@ class _Handler:
             return
         value, quality = normalise_value(raw, quality)
         t = c._t(dv.SourceTimestamp or dv.ServerTimestamp, now)
+        if t < self.floor:
+            t = self.floor
+        if t > self.last_t:
+            self.last_t = t
         c._emit([Sample(t, b.asset, b.tag, value, b.unit, quality, now)])
 
     def event_notification(self, event: Any) -> None:
@@ -162,6 +175,7 @@ class OpcUaCollector:
         self.stats = CollectorStats()
         self._malformed = MalformedLog(self.stats, log)
         self._up: set[str] = set()
+        self._floor: dict[str, float] = {}  # endpoint -> sim time of its last Bad mark
         self._epoch_s = self.epoch.timestamp()
 
     @property
@@ -219,8 +233,8 @@ class OpcUaCollector:
             raise ConnectorError(
                 f"cannot connect to OPC UA server {url}: {exc!r}; is it running?", endpoint=url
             ) from exc
+        handler = _Handler(self, url, lost, self._floor.get(url, -float("inf")))
         try:
-            handler = _Handler(self, url, lost)
             n = await self._subscribe(client, handler)
             self.stats.connects += 1
             self._up.add(url)
@@ -228,12 +242,32 @@ class OpcUaCollector:
             log.info("OPC UA %s: subscribed to %d values of %d machines", url, n, len(handler.machines))
             await lost.wait()
             self.stats.connection_losses += 1
+        except _SESSION_ERRORS:
+            self._mark_lost(handler)  # lost while subscribing: what came is as stale
+            raise
+        else:
+            self._mark_lost(handler)
         finally:
             self._up.discard(url)
             # disconnect fails in many ways on a dead link; the session is gone either way
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     await client.disconnect()
+
+    def _mark_lost(self, handler: _Handler) -> None:
+        """Every value of a lost session Bad, at the newest source time it delivered."""
+        t = handler.last_t
+        if t == -float("inf"):
+            return  # nothing delivered: nothing to mark
+        now = time.time()
+        out = [
+            Sample(t, b.asset, b.tag, None, b.unit, Quality.Bad, now)
+            for b in handler.bindings.values()
+        ]
+        self._floor[handler.url] = t
+        log.warning("OPC UA %s lost: %d values marked Bad at t = %.3f s", handler.url, len(out), t)
+        self.stats.stale_marks += len(out)
+        self._emit(out)
 
     async def _subscribe(self, client: Client, handler: _Handler) -> int:
         machines = await self._machines(client)

@@ -4,7 +4,12 @@ The host publishes its ``spBv1.0/STATE/<host_id>`` (retained JSON ``online``/``t
 the Will says offline), learns each node's and device's metrics (names, aliases,
 datatypes, ``engUnit``) from NBIRTH/DBIRTH, checks ``seq`` (0-255) on every message and
 asks for a rebirth (NCMD ``Node Control/Rebirth``) on a gap or on data before a birth.
-NDEATH (with the bdSeq of the birth) and DDEATH mark the metrics stale: quality Bad, no value.
+NDEATH (with the bdSeq of the birth) and DDEATH mark the metrics stale: quality Bad, no value;
+so does losing the broker (Sparkplug 3.0: a host that loses its connection must consider every
+node's metrics stale), at the newest sim time seen from each node, and every node then needs a
+new birth. The values of a birth after a stale mark are dated no earlier than the mark: the
+gap stays marked where the node's values are newer, and ends at the mark where the node only
+restates values it held all along.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class _Table:
     by_name: dict[str, _Metric] = field(default_factory=dict)
     by_alias: dict[int, _Metric] = field(default_factory=dict)
     last_t: float = -float("inf")
+    floor: float = -float("inf")  # the node's last stale mark: no value dated before it
 
 
 @dataclass
@@ -76,6 +82,7 @@ class _Node:
     table: _Table | None = None  # None until NBIRTH
     devices: dict[str, _Table] = field(default_factory=dict)
     last_rebirth: float = -float("inf")
+    floor: float = -float("inf")  # sim time of the last stale mark (death or broker lost)
 
 
 class _Bad(Exception):
@@ -153,6 +160,17 @@ class SparkplugHost(MqttCollector):
         self._state_ts = time.time_ns() // 1_000_000
         return Will(self.state_topic, self._state(False), qos=1, retain=True)
 
+    def _on_lost(self) -> None:
+        super()._on_lost()
+        # Sparkplug 3.0 (host applications): on losing the broker, every metric is stale;
+        # the births that answer the reconnect (our STATE online, or a rebirth request) restate them
+        for key, node in self._nodes.items():
+            if node.table is None:
+                continue
+            log.info("broker lost: marking the metrics of %s/%s stale", *key)
+            self._mark_stale([node.table, *node.devices.values()], None, time.time(), node)
+            node.table, node.devices, node.seq = None, {}, None
+
     def _on_connect(self) -> None:
         self.stats.connects += 1
         conn = self._conn
@@ -205,7 +223,7 @@ class SparkplugHost(MqttCollector):
             table = node.devices.pop(device, None)
             if table is not None:
                 self.stats.deaths += 1
-                self._mark_stale([table], payload, now)
+                self._mark_stale([table], payload, now, None)
         else:
             table = node.table if device is None else node.devices.get(device)
             if table is None:
@@ -240,14 +258,14 @@ class SparkplugHost(MqttCollector):
         node.bd_seq = bd.long_value
         node.seq = payload.seq if payload.HasField("seq") else 0
         node.devices = {}
-        node.table = _Table(self._asset(*key, None))
+        node.table = _Table(self._asset(*key, None), floor=node.floor)
         self.stats.births += 1
         self._birth(node.table, payload, now)
 
     def _dbirth(
         self, key: tuple[str, str], node: _Node, device: str, payload: pb.Payload, now: float
     ) -> None:
-        table = _Table(self._asset(*key, device))
+        table = _Table(self._asset(*key, device), floor=node.floor)
         node.devices[device] = table
         self.stats.births += 1
         self._birth(table, payload, now)
@@ -282,6 +300,7 @@ class SparkplugHost(MqttCollector):
         out: list[Sample] = []
         problems: list[str] = []
         seq = payload.seq if payload.HasField("seq") else None
+        floor = table.floor
         for m in payload.metrics:
             if m.HasField("name") and m.name:
                 if m.name == BDSEQ_METRIC or m.name.startswith("Node Control/"):
@@ -304,6 +323,8 @@ class SparkplugHost(MqttCollector):
                 continue
             ts = m.timestamp if m.HasField("timestamp") else payload.timestamp
             t = ts / 1000.0 - self.epoch if ts else now - self.epoch
+            if t < floor:  # a value held since before the stale mark is known again from it
+                t = floor
             value, quality = normalise_value(raw)
             out.append(Sample(t, table.asset, metric.name, value, metric.unit, quality, now, seq))
         return out, problems
@@ -326,14 +347,26 @@ class SparkplugHost(MqttCollector):
             log.info("ignoring NDEATH of %s/%s with bdSeq %d", *key, bd.long_value)
             return
         self.stats.deaths += 1
-        self._mark_stale([node.table, *node.devices.values()], payload, now)
+        self._mark_stale([node.table, *node.devices.values()], payload, now, node)
         node.table, node.devices, node.seq = None, {}, None
 
-    def _mark_stale(self, tables: list[_Table], payload: pb.Payload, now: float) -> None:
+    def _mark_stale(
+        self, tables: list[_Table], payload: pb.Payload | None, now: float, node: _Node | None
+    ) -> None:
+        """Bad, no value, for every metric of ``tables``: at the death's time, never before
+        the values it ends; without a death (broker lost) at the node's newest sim time."""
         out = []
+        if payload is None:
+            newest = max(table.last_t for table in tables)
+            if newest == -float("inf"):
+                return  # no value ever came: nothing to mark
+            stamp = newest
+        else:
+            stamp = payload.timestamp / 1000.0 - self.epoch if payload.timestamp else now - self.epoch
         for table in tables:
-            t = payload.timestamp / 1000.0 - self.epoch if payload.timestamp else now - self.epoch
-            t = max(t, table.last_t)  # a death never predates the values it ends
+            t = max(stamp, table.last_t)  # a death never predates the values it ends
+            if node is not None and t > node.floor:
+                node.floor = t
             for metric in table.by_name.values():
                 out.append(Sample(t, table.asset, metric.name, None, metric.unit, Quality.Bad, now))
         if out:
