@@ -69,7 +69,7 @@ async def platform_latency(rate: int, seconds: float, d: Path) -> list[float]:
 
         store.write_samples = timed_write  # type: ignore[method-assign]
         async with (
-            Ingest(store, BROKER, root=root),
+            Ingest(store, BROKER, root=root, runs=["bench-e2e"]),
             DurableBuffer(d / "buffer.db") as buf,
             UnsPublisher(BROKER, buf, line=LINE, epoch=EPOCH, run_id="bench-e2e", root=root) as pub,
         ):

@@ -27,17 +27,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError
 
-__all__ = [
-    "Backoff",
-    "BrokerUrl",
-    "ConnectionStats",
-    "Message",
-    "MqttAdapter",
-    "MqttConnection",
-    "Will",
-    "parse_broker_url",
-    "stop_client",
-]
+__all__ = ["Backoff", "BrokerUrl", "ConnectionStats", "Message", "MqttAdapter", "MqttConnection",
+           "Will", "parse_broker_url", "stop_client"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +109,14 @@ class Will:
 
 @dataclass(frozen=True)
 class Message:
-    """One received message, delivered in the asyncio loop."""
+    """One received message, delivered in the asyncio loop (``mid``, ``session``: for ack)."""
 
     topic: str
     payload: bytes
     qos: int
     retain: bool
+    mid: int = 0
+    session: int = 0
 
 
 @dataclass
@@ -159,7 +152,7 @@ class _Session:
 
 
 class MqttConnection(AsyncClosing):
-    """An MQTT 3.1.1 clean session that survives broker restarts.
+    """An MQTT 3.1.1 session (clean unless asked) that survives broker restarts.
 
     ``will`` is called before every CONNECT so a caller can put fresh data in it
     (Sparkplug's bdSeq). ``on_connect`` runs in the event loop after each CONNACK,
@@ -171,6 +164,11 @@ class MqttConnection(AsyncClosing):
     connect is retried like every reconnect (:meth:`wait_connected` waits for it).
     ``max_inflight`` bounds QoS 1 messages awaiting PUBACK (paho queues the rest);
     ``nodelay`` turns Nagle off, for clients that keep many small messages in flight.
+
+    ``clean_session=False`` keeps the broker's session (subscriptions, QoS 1 messages
+    queued while away, messages sent but not acknowledged) across connections of the same
+    ``client_id``; with ``manual_ack`` a received QoS 1 message is acknowledged only by
+    :meth:`ack`, so one never acknowledged is sent again on the next connection.
     """
 
     def __init__(
@@ -191,6 +189,8 @@ class MqttConnection(AsyncClosing):
         connect_in_background: bool = False,
         max_inflight: int = 20,
         nodelay: bool = False,
+        clean_session: bool = True,
+        manual_ack: bool = False,
     ) -> None:
         self.url = parse_broker_url(broker)
         self.client_id = client_id
@@ -206,6 +206,8 @@ class MqttConnection(AsyncClosing):
         self._background = connect_in_background
         self._max_inflight = max_inflight
         self._nodelay = nodelay
+        self._clean_session = clean_session
+        self._manual_ack = manual_ack
         self._session: _Session | None = None
         self._generation = 0
         self._closing = False
@@ -295,6 +297,17 @@ class MqttConnection(AsyncClosing):
         )
         return acks.done
 
+    def ack(self, msg: Message) -> bool:
+        """Acknowledge (PUBACK) a message received with ``manual_ack``; False, and nothing
+        sent, when it came on an earlier connection: the broker sends that one again."""
+        s = self._session
+        if not self._manual_ack or msg.qos == 0 or s is None or s.generation != msg.session:
+            return False
+        if not self.connected:  # the broker sends it again on the next connection
+            return False
+        # paho's ack() only queues the packet for its network thread (under its lock)
+        return s.client.ack(msg.mid, msg.qos) == paho.MQTT_ERR_SUCCESS
+
     async def publish_acked(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 and return once the broker's PUBACK arrived; raises
         :class:`ConnectorError` if the connection drops first (resend it then)."""
@@ -370,9 +383,10 @@ class MqttConnection(AsyncClosing):
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            clean_session=True,
+            clean_session=self._clean_session,
             protocol=paho.MQTTv311,
             reconnect_on_failure=False,
+            manual_ack=self._manual_ack,
         )
         if self._max_inflight != 20:  # paho's default
             client.max_inflight_messages_set(self._max_inflight)
@@ -478,7 +492,8 @@ class MqttConnection(AsyncClosing):
 
     def _paho_on_message(self, session: _Session) -> Callable[..., None]:
         def on_message(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-            m = Message(msg.topic, bytes(msg.payload), int(msg.qos), bool(msg.retain))
+            m = Message(msg.topic, bytes(msg.payload), int(msg.qos), bool(msg.retain),
+                        int(msg.mid), session.generation)  # fmt: skip
             self._call_in_loop(self._deliver, m)
 
         return on_message

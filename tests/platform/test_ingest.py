@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import orjson
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -20,7 +21,13 @@ from iiotbed.platform import Layout, compute_kpis
 from iiotbed.platform.catalog import RunCatalog
 from iiotbed.platform.ingest import Ingest
 from iiotbed.platform.store import open_store
-from iiotbed.protocols.uns import encode_batch, encode_sample, sample_id, stream_topic
+from iiotbed.protocols.uns import (
+    encode_batch,
+    encode_sample,
+    sample_dict,
+    sample_id,
+    stream_topic,
+)
 from iiotbed.scenario import Scenario, load_scenario
 from iiotbed.telemetry import Event, Record, Sample
 
@@ -233,6 +240,7 @@ def test_a_batch_resent_after_the_live_view_moved_on_is_counted_once(
 
 
 def test_unknown_run_is_registered_with_the_epoch_of_its_payload(tmp_path: Path) -> None:
+    """A run named in ``runs=`` but not in the store: registered on first sight."""
     root = _root()
     epoch = 1_767_571_200.0  # 2026-01-05T00:00:00Z
     samples = [Sample(t=float(i), asset="acme/s/a/l", tag="GoodCount", value=i) for i in range(10)]
@@ -242,7 +250,7 @@ def test_unknown_run_is_registered_with_the_epoch_of_its_payload(tmp_path: Path)
         try:
             async with (
                 open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
-                Ingest(store, BROKER, root=root) as ingest,
+                Ingest(store, BROKER, root=root, runs=["anon"]) as ingest,
             ):
                 await pub.send(
                     stream_topic("acme/s/a/l", root),
@@ -314,7 +322,7 @@ def test_a_sample_from_a_current_value_topic_must_match_its_topic(tmp_path: Path
         try:
             async with (
                 open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
-                Ingest(store, BROKER, root=root, current_values=True) as ingest,
+                Ingest(store, BROKER, root=root, current_values=True, runs=["cv"]) as ingest,
             ):
                 payload = encode_sample(s, epoch=0.0, gateway_ts=1.0)
                 await pub.send(f"{root}/acme/s/a/l/ScrapCount", payload)  # wrong topic
@@ -341,3 +349,145 @@ def test_cancelled_start_leaves_no_task_running(tmp_path: Path) -> None:
             assert asyncio.all_tasks() == {asyncio.current_task()}  # the ingest task is gone
 
     asyncio.run(scenario())
+
+
+def _batch(samples: list[Sample], run_id: str, epoch: float) -> bytes:
+    return encode_batch(samples, epoch=epoch, run_id=run_id, gateway_ts=epoch)
+
+
+def test_samples_outside_the_window_and_made_up_runs_are_refused_never_fatal(
+    scenario: Scenario, records: list[Record], tmp_path: Path
+) -> None:
+    """Issue 10: one well-formed sample with a new run id and t = 1e11 (or 1e300) killed the
+    platform (OverflowError); well-formed batches with made-up run ids were stored as new
+    runs. Now each is refused and counted, and the valid run next to them is stored whole."""
+    root = _root()
+    epoch = scenario.plant.epoch.timestamp()
+    topic = stream_topic(scenario.line_path, root)
+    good = [r for r in records if isinstance(r, Sample)][:400]
+    asset = good[0].asset
+
+    def one(t: float, run_id: str, ep: float = epoch) -> bytes:
+        if t < 1e12:
+            return _batch([Sample(t=t, asset=asset, tag="GoodCount", value=1)], run_id, ep)
+        # no datetime holds epoch + t: the gateway could not encode it, a fuzzer can
+        obj = sample_dict(Sample(t=1.0, asset=asset, tag="GoodCount", value=1), epoch=ep,
+                          run_id=run_id, gateway_ts=ep)  # fmt: skip
+        return orjson.dumps({"samples": [{**obj, "t": t}]})
+
+    bad_time = [
+        one(1e11, "evil-1"),
+        one(1e300, "evil-2"),
+        one(1e11, "single-machine-teaching-r0"),  # of a known run, far outside its window
+        one(-5.0, "single-machine-teaching-r0"),
+    ]
+    # well-formed, in the window, but of runs nobody registered (their epochs are their own)
+    made_up = [one(10.0 + i, f"fabricated-{i}", ep=epoch + 3600.0 * (i + 1)) for i in range(5)]
+    no_epoch = _batch([Sample(t=10.0, asset=asset, tag="GoodCount", value=1)], "anon", 0.0)
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with (
+                open_store(f"sqlite:///{tmp_path / 'p.db'}") as store,
+                Ingest(store, BROKER, catalog=RunCatalog(store, scenario), root=root) as ingest,
+            ):
+                await pub.send(topic, _batch(good[:200], "single-machine-teaching-r0", epoch))
+                for payload in [*bad_time, *made_up, no_epoch]:
+                    await pub.send(topic, payload)
+                await pub.send(topic, _batch(good[200:], "single-machine-teaching-r0", epoch))
+                await _until(lambda: ingest.metrics.messages >= 2 + len(bad_time) + 6)
+                await asyncio.wait_for(ingest.drain(), 20)
+                m = ingest.metrics
+                assert m.out_of_window == len(bad_time)
+                assert m.unknown_run == len(made_up) + 1
+                assert m.stored == len(good)
+                assert [r.run_id for r in await store.list_runs()] == ["single-machine-teaching-r0"]
+                assert (await store.counts("single-machine-teaching-r0")).samples == len(good)
+                assert ingest._task is not None and not ingest._task.done()  # still running
+        finally:
+            pub.close()
+
+    asyncio.run(main())
+
+
+def test_a_restarted_ingest_receives_what_the_broker_queued_while_it_was_down(
+    scenario: Scenario, records: list[Record], tmp_path: Path
+) -> None:
+    """The persistent session: same store, same client id; batches published while no ingest
+    ran are stored after the restart (a clean session with a random id lost them)."""
+    root = _root()
+    epoch = scenario.plant.epoch.timestamp()
+    topic = stream_topic(scenario.line_path, root)
+    samples = [r for r in records if isinstance(r, Sample)][:1500]
+    batches = [samples[i : i + 100] for i in range(0, len(samples), 100)]
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    run = "single-machine-teaching-r0"
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with (
+                open_store(url) as store,
+                Ingest(store, BROKER, catalog=RunCatalog(store, scenario), root=root) as ingest,
+            ):
+                first = ingest.client_id
+                for b in batches[:5]:
+                    await pub.send(topic, _batch(b, run, epoch))
+                await _until(lambda: ingest.metrics.stored == 500)
+            for b in batches[5:]:  # nobody listens: the broker queues them for the session
+                await pub.send(topic, _batch(b, run, epoch))
+            async with (
+                open_store(url) as store,
+                Ingest(store, BROKER, catalog=RunCatalog(store, scenario), root=root) as ingest,
+            ):
+                assert ingest.client_id == first  # derived from the store: the same session
+                await _until(lambda: ingest.metrics.stored == len(samples) - 500)
+                assert (await store.counts(run)).samples == len(samples)
+        finally:
+            pub.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_store_is_retried_and_nothing_is_lost(
+    scenario: Scenario, records: list[Record], tmp_path: Path
+) -> None:
+    """A store error (PostgreSQL restarting) no longer drops the round: it is retried with
+    backoff, the messages unacknowledged meanwhile."""
+    from iiotbed.errors import StorageError
+
+    root = _root()
+    epoch = scenario.plant.epoch.timestamp()
+    topic = stream_topic(scenario.line_path, root)
+    samples = [r for r in records if isinstance(r, Sample)][:600]
+    run = "single-machine-teaching-r0"
+
+    async def main() -> None:
+        pub = Publisher()
+        try:
+            async with open_store(f"sqlite:///{tmp_path / 'p.db'}") as store:
+                write = store.write_samples
+                failures = [3]
+
+                async def flaky(batch: list[Sample], run_id: str) -> int:
+                    if failures[0] > 0:
+                        failures[0] -= 1
+                        raise StorageError("connection to PostgreSQL lost (test)")
+                    return await write(batch, run_id)
+
+                store.write_samples = flaky  # type: ignore[method-assign,assignment]
+                async with Ingest(
+                    store, BROKER, catalog=RunCatalog(store, scenario), root=root
+                ) as ingest:
+                    for i in range(0, len(samples), 200):
+                        await pub.send(topic, _batch(samples[i : i + 200], run, epoch))
+                    await _until(lambda: ingest.metrics.stored == len(samples))
+                    m = ingest.metrics
+                    assert m.store_retries == 3 and m.duplicates == 0
+                    assert m.last_error is not None and "PostgreSQL" in m.last_error
+                assert (await store.counts(run)).samples == len(samples)
+        finally:
+            pub.close()
+
+    asyncio.run(main())

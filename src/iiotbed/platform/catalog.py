@@ -2,7 +2,8 @@
 
 A run names its scenario file in the store (``RunInfo.scenario_file``); the platform may
 also be started with a default scenario for runs it first meets on the wire. Scenarios are
-loaded once and cached per file.
+loaded once and cached per file. :meth:`RunCatalog.accepts` says which runs ingest may
+store: made-up run ids on the wire are refused, not stored as new runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = ["RunCatalog", "ShiftWindow", "run_info", "scenario_assets", "shift_wi
 
 log = logging.getLogger(__name__)
 
+_EPOCH_TOLERANCE_S = 0.002
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -178,6 +180,25 @@ class RunCatalog:
         self.default = default
         self._by_file: dict[str, Scenario | None] = {}
         self._layouts: dict[int, Layout] = {}
+        self._expected: set[str] = set()
+
+    def expect(self, *run_ids: str) -> None:
+        """Accept these runs on the wire although the store does not describe them yet."""
+        self._expected.update(run_ids)
+
+    async def accepts(self, run_id: str, epoch: dt.datetime | None = None) -> bool:
+        """Whether ingest may store samples of ``run_id``: a run registered in the store
+        (``iiotbed run`` registers its run before the devices start), one named by
+        :meth:`expect`, or a run of the default scenario, i.e. whose samples carry that
+        scenario's ``epoch`` (read off the payload: ``source_ts - t``), as the samples of a
+        gateway started with the same ``--scenario`` do."""
+        if run_id in self._expected or await self.store.get_run(run_id) is not None:
+            return True
+        d = self.default
+        if d is None or epoch is None:
+            return False
+        # source_ts is written to the millisecond: the epoch read back is within 0.5 ms
+        return abs((epoch - d.plant.epoch).total_seconds()) <= _EPOCH_TOLERANCE_S
 
     def _load(self, file: str) -> Scenario | None:
         if file not in self._by_file:

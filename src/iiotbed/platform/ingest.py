@@ -6,7 +6,12 @@ worker thread, drops samples whose id it has seen lately, and writes the rest to
 in one batch per round (the store deduplicates by id as well, so a resend can never be
 counted twice). New samples also feed one :class:`~iiotbed.platform.kpi.KpiAccumulator`
 per run, in time order after a short hold-back, for live KPIs without a database query.
-A malformed payload is counted and logged, never fatal.
+
+Nothing is lost while the platform is down: the ingest keeps a persistent MQTT session
+under a client id derived from its store and acknowledges (PUBACK) a message only once it
+is stored, so the broker queues the stream for it and resends what was not acknowledged; a
+failing store is retried, not skipped. A malformed payload, a sample outside its run's
+window and a run nobody registered are counted and logged (rate-limited), never fatal.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import heapq
 import logging
 import math
 import time
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,11 +39,23 @@ from iiotbed.platform.timeline import StateTimeline
 from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, decode_batch, decode_sample
 from iiotbed.telemetry import Event, Sample, Tag
 
-__all__ = ["Ingest", "IngestMetrics", "LiveRun"]
+__all__ = ["MAX_T", "Ingest", "IngestMetrics", "LiveRun", "client_id_for"]
 
 log = logging.getLogger(__name__)
 
 _LOGGED_MALFORMED = 10  # log the first few malformed messages in full, then every 1000th
+#: a sample time (s since the epoch) no run reaches: a year and a month of sim time
+MAX_T = 400 * 86400.0
+
+
+def _logged(n: int) -> bool:
+    """Rate limit of bad-input logs: the first few, then every 1000th."""
+    return n <= _LOGGED_MALFORMED or n % 1000 == 0
+
+
+def client_id_for(store_url: str, root: str = DEFAULT_ROOT) -> str:
+    """The ingest's fixed MQTT client id: the same store and root resume the same session."""
+    return f"iiotbed-platform-{hashlib.sha256(f'{store_url}|{root}'.encode()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -52,6 +69,9 @@ class IngestMetrics:
     events_stored: int = 0
     duplicates: int = 0  # samples and events already seen (in memory or in the store)
     malformed: int = 0  # messages that did not decode (dropped whole)
+    out_of_window: int = 0  # samples and events refused: t < 0, t > MAX_T, or no valid epoch
+    unknown_run: int = 0  # samples and events refused: a run nobody registered
+    store_retries: int = 0  # store transactions that failed and were tried again
     late: int = 0  # samples too old for the live KPI view (still stored)
     writes: int = 0  # store transactions
     pending: int = 0  # messages received, not yet stored
@@ -90,7 +110,9 @@ class LiveRun:
 
 
 class _Decoded:
-    __slots__ = ("duplicates", "events", "malformed", "newest_gw", "received", "samples")
+    __slots__ = (
+        "duplicates", "events", "malformed", "newest_gw", "out_of_window", "received", "samples"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.samples: dict[str, list[Sample]] = {}
@@ -98,6 +120,7 @@ class _Decoded:
         self.received = 0
         self.malformed = 0
         self.duplicates = 0
+        self.out_of_window = 0
         self.newest_gw = 0.0
 
 
@@ -105,8 +128,11 @@ class Ingest(AsyncClosing):
     """Consumes the UNS from ``broker`` into ``store``; run it with ``async with`` or
     :meth:`run` in a TaskGroup.
 
-    ``catalog`` gives each run its KPI layout; a run the store does not know is registered
-    from the catalog's default scenario, or with its epoch taken from the payload.
+    ``catalog`` gives each run its KPI layout and says which runs are known
+    (:meth:`RunCatalog.accepts`); ``runs`` names more runs to accept (registered on first
+    sight with the epoch read off the payload). Samples of any other run are refused.
+    ``client_id`` defaults to :func:`client_id_for` the store, so a restarted platform
+    resumes its persistent session and receives what the broker queued meanwhile.
     ``reorder_s`` (sim seconds) and ``reorder_wall_s`` (wall seconds since arrival) are the
     hold-back that puts samples of different sources back in time order before the live
     KPI view sees them: both must pass, as a fast run's sources differ by many sim seconds.
@@ -121,6 +147,7 @@ class Ingest(AsyncClosing):
         root: str = DEFAULT_ROOT,
         current_values: bool = False,
         client_id: str | None = None,
+        runs: Sequence[str] = (),
         dedup_window: int = 500_000,
         reorder_s: float = 5.0,
         reorder_wall_s: float = 1.0,
@@ -131,7 +158,8 @@ class Ingest(AsyncClosing):
         self.catalog = catalog if catalog is not None else RunCatalog(store)
         self.root = root
         self.current_values = current_values
-        self.client_id = client_id or f"iiotbed-platform-{uuid.uuid4().hex[:12]}"
+        self.client_id = client_id or client_id_for(store.url, root)
+        self.catalog.expect(*runs)
         self.dedup_window = dedup_window
         self.reorder_s = reorder_s
         self.reorder_wall_s = reorder_wall_s
@@ -150,6 +178,7 @@ class Ingest(AsyncClosing):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._epochs: dict[str, dt.datetime] = {}
         self._seq = 0
+        self._refused: set[str] = set()  # run ids refused (logged once each, up to a bound)
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -187,6 +216,10 @@ class Ingest(AsyncClosing):
             self._conn = conn = MqttConnection(
                 self.broker,
                 client_id=self.client_id,
+                # the broker queues the stream while we are away and resends what we did not
+                # acknowledge; we acknowledge a message once it is stored (_consume)
+                clean_session=False,
+                manual_ack=True,
                 on_message=self._on_message,
                 subscriptions=subs,
                 on_connect=self._on_connect,
@@ -214,6 +247,8 @@ class Ingest(AsyncClosing):
 
     def _on_message(self, msg: Message) -> None:
         if msg.topic == self._probe_topic:
+            if self._conn is not None:
+                self._conn.ack(msg)
             self.metrics.connected = True
             self.ready.set()
             return
@@ -242,15 +277,35 @@ class Ingest(AsyncClosing):
             try:
                 # decoding and dedup are pure CPU work: a worker thread keeps the API responsive
                 decoded = await asyncio.to_thread(self._decode, msgs)
-                await self._store(decoded)
-            except StorageError as exc:
-                # the store failed: keep running (the next batches may succeed), say so loudly
-                self.metrics.last_error = str(exc)
-                log.error("ingest could not store %d message(s): %s", len(msgs), exc)
+                self._count(decoded)
+                await self._store_retrying(decoded)
             finally:
                 self.metrics.pending -= len(msgs)
+            # stored (or refused for good): only now may the broker forget them
+            conn = self._conn
+            if conn is not None:
+                for msg in msgs:
+                    conn.ack(msg)
             if not self._inbox:
                 self._idle.set()
+
+    async def _store_retrying(self, d: _Decoded) -> None:
+        """Store ``d``, retrying with backoff while the store fails (PostgreSQL restarting):
+        the messages stay unacknowledged meanwhile, so even a crash now loses nothing."""
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                await self._store(d)
+                return
+            except StorageError as exc:
+                m = self.metrics
+                m.last_error = str(exc)
+                m.store_retries += 1
+                wait = backoff.next()
+                if _logged(m.store_retries):
+                    log.error("ingest could not store (retry #%d in %.1f s): %s",
+                              m.store_retries, wait, exc)  # fmt: skip
+                await asyncio.sleep(wait)
 
     def _is_new(self, key: str) -> bool:
         seen = self._seen
@@ -260,6 +315,16 @@ class Ingest(AsyncClosing):
         if len(seen) > self.dedup_window:
             seen.popitem(last=False)
         return True
+
+    def _in_window(self, t: float, rid: str, what: str, out: _Decoded) -> bool:
+        if 0.0 <= t <= MAX_T:  # False for NaN too
+            return True
+        out.out_of_window += 1
+        n = self.metrics.out_of_window + out.out_of_window
+        if _logged(n):
+            log.warning("refusing %s of run %r at t = %r s: outside [0, %g] (#%d)",
+                        what, rid, t, MAX_T, n)  # fmt: skip
+        return False
 
     def _decode(self, msgs: Sequence[Message]) -> _Decoded:
         out = _Decoded()
@@ -272,7 +337,7 @@ class Ingest(AsyncClosing):
             except UnsError as exc:
                 out.malformed += 1
                 n = self.metrics.malformed + out.malformed
-                if n <= _LOGGED_MALFORMED or n % 1000 == 0:
+                if _logged(n):
                     log.warning("dropping malformed UNS message #%d: %s", n, exc)
                 continue
             out.received += len(samples)
@@ -282,14 +347,22 @@ class Ingest(AsyncClosing):
                     continue
                 s = u.sample
                 rid = s.run_id or ""
+                if not self._in_window(s.t, rid, "a sample", out):
+                    continue
                 if rid not in self.runs and rid not in self._epochs:
                     # the epoch of a run the store may not know, read off the payload
-                    self._epochs[rid] = u.source_ts - dt.timedelta(seconds=s.t)
+                    try:
+                        self._epochs[rid] = u.source_ts - dt.timedelta(seconds=s.t)
+                    except OverflowError:  # a source_ts near year 1: no epoch before it
+                        self._in_window(-1.0, rid, "a sample (its source_ts)", out)
+                        continue
                 out.samples.setdefault(rid, []).append(s)
                 gw = s.gateway_ts or 0.0
                 if gw > out.newest_gw:
                     out.newest_gw = gw
             for e in events:
+                if not self._in_window(e.event.t, e.run_id, "an event", out):
+                    continue
                 if not self._is_new(e.id):
                     out.duplicates += 1
                     continue
@@ -321,25 +394,59 @@ class Ingest(AsyncClosing):
         live = self.runs[run_id] = LiveRun(run_id, acc, timeline)
         return live
 
-    async def _store(self, d: _Decoded) -> None:
+    def _count(self, d: _Decoded) -> None:
         m = self.metrics
         m.received += d.received
         m.malformed += d.malformed
         m.duplicates += d.duplicates
+        m.out_of_window += d.out_of_window
+
+    async def _accepts(self, run_id: str) -> bool:
+        """A run the platform was told about (registered in the store, named in ``runs``)
+        or a run of its default scenario (:meth:`RunCatalog.accepts`)."""
+        if run_id in self.runs:
+            return True
+        return await self.catalog.accepts(run_id, self._epochs.get(run_id))
+
+    def _refuse(self, run_id: str, n: int) -> None:
+        m = self.metrics
+        m.unknown_run += n
+        self._epochs.pop(run_id, None)
+        if run_id not in self._refused and len(self._refused) < 1000:
+            self._refused.add(run_id)
+            if _logged(len(self._refused)):
+                log.warning(
+                    "refusing %d sample(s)/event(s) of run %r: no run of that id is registered "
+                    "(register it with `iiotbed run`, or start the platform with the run's "
+                    "--scenario); %d refused so far", n, run_id[:80], m.unknown_run,
+                )  # fmt: skip
+
+    async def _store(self, d: _Decoded) -> None:
+        """Write ``d`` run by run; each part written leaves ``d``, so a retry after a store
+        error writes only the rest."""
+        m = self.metrics
         for run_id in sorted(set(d.samples) | set(d.events)):
             live = self.runs.get(run_id)
             if live is None:
+                if not await self._accepts(run_id):
+                    self._refuse(
+                        run_id,
+                        len(d.samples.pop(run_id, ())) + len(d.events.pop(run_id, ())),
+                    )
+                    continue
                 live = await self._register(run_id)
             samples = d.samples.get(run_id, [])
-            events = d.events.get(run_id, [])
             if samples:
                 inserted = await self.store.write_samples(samples, run_id)
+                del d.samples[run_id]
                 m.stored += inserted
                 m.duplicates += len(samples) - inserted
                 m.writes += 1
                 self._feed(live, samples)
+            events = d.events.get(run_id, [])
             if events:
                 inserted = await self.store.write_events(events, run_id)
+                del d.events[run_id]
                 m.events_stored += inserted
                 m.duplicates += len(events) - inserted
         if d.newest_gw > 0:
