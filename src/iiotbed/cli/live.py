@@ -101,6 +101,15 @@ def devices(
             help="Run unpaced up to the first shift, then pace (default: on).",
         ),
     ] = True,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            dir_okay=False,
+            help="Resume file: kept ahead of what is published; when it exists, a restarted "
+            "process continues from its sim time instead of t = 0 (removed at the run's end).",
+        ),
+    ] = None,
 ) -> None:
     """Run the factory live: OPC UA machines, Sparkplug B meters, VDA 5050 AMRs."""
     import asyncio
@@ -137,6 +146,7 @@ def devices(
             primary_host=primary_host,
             events=events,
             fast_forward=fast_forward,
+            resume=resume,
         )
         started: list[LiveFactory] = []
 
@@ -157,6 +167,9 @@ def devices(
                 ready(live)
                 async with ProgressLine(lambda: live_progress(live), progress_mode(as_json=False)):
                     await live.wait()
+                # the endpoints stay up a moment: an OPC UA subscription publishes the last
+                # values only at its next publishing interval (else the last unit goes missing)
+                await asyncio.sleep(1.0)
 
         try:
             asyncio.run(main())

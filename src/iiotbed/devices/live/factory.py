@@ -8,6 +8,9 @@ advance the new records are routed to the endpoints (:mod:`.routing`), through e
 endpoint's link (:mod:`iiotbed.devices.network`). A TaskGroup owns every task; leaving
 the block (end of the duration, an error or cancellation) closes every endpoint: NDEATH,
 VDA 5050 OFFLINE, OPC UA servers stopped. The body's exception passes through.
+
+With ``options.resume`` a restarted factory continues where the dead one may have
+published to, never rewinding (:mod:`.resume`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace as dc_replace
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
 from iiotbed._aio import ExcInfo
 from iiotbed.devices.live.commands import Commands
 from iiotbed.devices.live.derived import Derived
 from iiotbed.devices.live.options import LiveOptions, LiveSummary
+from iiotbed.devices.live.resume import ResumePoint, read_resume, write_resume
 from iiotbed.devices.live.routing import HEADSETS, LINE_METRICS, RoutePlan, SparkplugChange, route
 from iiotbed.devices.live.trips import Trips
 from iiotbed.devices.network import Channel, LiveLink, endpoint_links
@@ -100,6 +106,11 @@ class LiveFactory:
         self._run_task: asyncio.Task[None] | None = None
         self._events_fp: IO[str] | None = None
         self._finished = False
+        # resume: the sim time the file says we may have published to, and what to restate
+        self._mark = -float("inf") if opts.resume is not None else float("inf")
+        self._mark_ahead = max(1.0, opts.speed if opts.speed is not None else 600.0)  # ~1 wall s
+        self._restate_opcua: list[Sample] = []
+        self._restate_spb: list[SparkplugChange] = []
 
     # ------------------------------------------------------------------ endpoints
 
@@ -156,17 +167,28 @@ class LiveFactory:
         from iiotbed.devices.opcua import build_servers
 
         opts = self.options
+        resumed = False
+        if opts.resume is not None:
+            resumed = await self._catch_up(opts.resume)
+            await self._write_mark(self.now)  # ahead of the first thing published
         async with AsyncExitStack() as stack:
             if opts.events is not None:
-                # opening and writing a file blocks: done in a worker thread
-                self._events_fp = await asyncio.to_thread(opts.events.open, "w", encoding="utf-8")
+                # opening and writing a file blocks: done in a worker thread; a resumed run
+                # goes on with the log its first process wrote
+                self._events_fp = await asyncio.to_thread(_open_events, opts.events, resumed)
                 stack.push_async_callback(self._close_events)
             self.servers = build_servers(
                 self.scenario, host=opts.host, port=opts.opcua_port,
                 per_machine=opts.opcua_layout == "machine", security=opts.security,
                 controls=self.commands.controls(),
             )  # fmt: skip
+            for server in self.servers.servers:
+                server.started_at = self.now  # a resumed run dates nothing before its start
             await stack.enter_async_context(self.servers)
+            if self._restate_opcua:
+                # at once, before a collector can have subscribed (that takes several round
+                # trips): it never sees the servers' start-up values, dated t = 0
+                self.summary.opcua_writes += await self.servers.apply_many(self._restate_opcua)
             if opts.broker is not None:
                 await self._open_mqtt(stack, opts.broker)
             self._tg = tg = asyncio.TaskGroup()
@@ -189,6 +211,8 @@ class LiveFactory:
             primary_host_id=opts.primary_host, on_command=self.commands.on_dcmd,
             clock=self._clock_ms, client_id=f"iiotbed-{self.group_id}-{self.edge_node_id}",
         )  # fmt: skip
+        for device, metric, value, ts in self._restate_spb:  # in the first NBIRTH
+            self.edge.set(device, metric, value, ts)
         for path, name in self._station_name.items():
             self.edge.set(name, Tag.SPEED_SETPOINT, self.factory.stations[path].speed,
                           self._clock_ms())  # fmt: skip
@@ -245,7 +269,49 @@ class LiveFactory:
         await self._on_advance(self.env.now)
         await self._deliver(float("inf"))
         self._finished = True
+        await self._forget_resume()
         self._fill_summary()
+
+    # ------------------------------------------------------------------ resume
+
+    async def _catch_up(self, path: Path) -> bool:
+        """Run unpaced to the resume file's time, publishing nothing; True if resumed."""
+        sc, rep = self.scenario, self.options.replication
+        point = await asyncio.to_thread(read_resume, path)  # file I/O blocks
+        if point is None:
+            return False
+        point.check(sc.name, sc.run.seed, rep, path)
+        until = min(point.t, self.duration)
+        # the pure simulation, nothing else touches it yet: CPU-bound, so off the loop
+        await asyncio.to_thread(self.factory.run, until)
+        batch = self._new[:]
+        self._new.clear()
+        out = route(batch, self._plan, self._derived)  # moves the derived values along
+        # the state reached, each value once, dated at the resume time: nothing older than
+        # what the dead process may have published goes out (VDA 5050 trips start afresh)
+        last: dict[tuple[str, str], Sample] = {(r.asset, r.tag): r for r in out.opcua}
+        self._restate_opcua = [dc_replace(r, t=until) for r in last.values()]
+        ts = round((self._epoch_s + until) * 1000)
+        spb = {(d, m): v for d, m, v, _ in out.sparkplug}
+        self._restate_spb = [(d, m, v, ts) for (d, m), v in spb.items()]
+        log.info("resumed from %s at sim time %.3f s (%d records replayed unpublished)",
+                 path, until, len(batch))  # fmt: skip
+        return True
+
+    async def _write_mark(self, now: float) -> None:
+        """Move the resume file ahead of ``now`` before anything at ``now`` is published."""
+        path = self.options.resume
+        if path is None or now < self._mark:
+            return
+        sc = self.scenario
+        self._mark = now + self._mark_ahead
+        point = ResumePoint(sc.name, sc.run.seed, self.options.replication, self._mark)
+        await asyncio.to_thread(write_resume, path, point)  # file I/O blocks
+
+    async def _forget_resume(self) -> None:
+        path = self.options.resume
+        if path is not None:  # the run is complete: the next start is a new run from t = 0
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
     async def _close_events(self) -> None:
         fp, self._events_fp = self._events_fp, None
@@ -274,6 +340,8 @@ class LiveFactory:
     # ------------------------------------------------------------------ delivery
 
     async def _on_advance(self, now: float) -> None:
+        if now >= self._mark:
+            await self._write_mark(now)
         batch = self._new[:]
         self._new.clear()  # in place: the factory's sink appends to this list
         if batch:
@@ -323,6 +391,18 @@ class LiveFactory:
                 await self.edge.flush()
         for records in self._vda_ch.due(now):
             self._trips.apply(records)
+
+
+def _open_events(path: Path, resumed: bool) -> IO[str]:
+    """The event log for writing; a resumed run appends, after cutting a line the killed
+    process left half-written (so the log still reads line by line)."""
+    if not resumed or not path.exists():
+        return path.open("w", encoding="utf-8")
+    with path.open("rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+    return path.open("a", encoding="utf-8")
 
 
 async def run_live(scenario: Scenario, options: LiveOptions,

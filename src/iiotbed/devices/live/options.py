@@ -35,6 +35,9 @@ class LiveOptions:
     # run unpaced up to the first production window (a scenario's epoch is often midnight,
     # hours before the first shift); pacing starts there
     fast_forward: bool = True
+    # a resume file (:mod:`.resume`): kept ahead of what is published; when it exists at the
+    # start, the run continues from its sim time instead of t = 0
+    resume: Path | None = None
 
 
 @dataclass

@@ -104,6 +104,7 @@ class MachineServer(AsyncClosing):
         self.application_uri = f"{namespace}:opcua:{name}"
         self._controls: dict[str, StationControl] = dict(controls or {})
         self._server: Server | None = None
+        self.started_at = 0.0  # sim s the initial values are dated (a resumed run: its time)
         self._ns = 0
         self._by_path: dict[str, MachineNodes] = {}
         self._speed_nodes: dict[ua.NodeId, str] = {}
@@ -176,7 +177,7 @@ class MachineServer(AsyncClosing):
             nodes = await build_machine(
                 server, self._ns, folder, spec, speed, self._method_factory(spec.path)
             )
-            await _stamp_at(server, nodes, self.epoch)
+            await _stamp_at(server, nodes, self.epoch + dt.timedelta(seconds=self.started_at))
             self._by_path[spec.path] = nodes
             self._speed_nodes[nodes.speed] = spec.path
             server.set_attribute_value_setter(nodes.speed, self._speed_setter)
