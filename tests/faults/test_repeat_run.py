@@ -59,6 +59,11 @@ def test_a_repeated_run_forwards_everything(tmp_path: Path, broker: Mosquitto) -
         assert second["dropped"] == second["malformed"] == second["buffered"] == 0
         assert second["forwarded"] + second["duplicates"] == second["received"] > 1000, second
         assert second["duplicates"] <= first["duplicates"] + 5, (second, first)
-        assert tb.stored_samples() >= first_stored - 5  # stored in full under the new run id
+        # stored in full under the new run id. Not to the sample: OPC UA delivers the changes
+        # of each publishing interval (0.1 s wall, 2 sim min at 1200x), so the samples a run
+        # sees vary by a few % with timing while its counters agree exactly (checked above);
+        # the bug this guards against forwarded 22 of 1,958
+        assert tb.stored_samples() >= 0.9 * first_stored, (tb.stored_samples(), first_stored)
+        assert second["forwarded"] >= 0.9 * first["forwarded"], (second, first)
         runs = {r["run_id"] for r in tb.get("/api/runs")}
         assert {first_id, tb.run_id} <= runs
