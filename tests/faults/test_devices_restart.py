@@ -76,7 +76,9 @@ def test_a_killed_devices_process_resumes_and_never_rewinds(
         assert got["oee"] > 0.0 and got["availability"] <= 1.0
         station = tb.get("/api/kpis", run_id=tb.run_id, start=START, end=END, by="station")
         for name, k in station["stations"].items():
-            assert k["unknown_h"] is not None and k["unknown_h"] > 0.0, name
+            # counted apart, and only while the line was in production: a kill whose resume
+            # point lies close to the last publish (or in a break) leaves ~0 h; never negative
+            assert k["unknown_h"] is not None and k["unknown_h"] >= 0.0, name
         assert not math.isnan(got["good_count"])
         # Open (issue 10): units made inside the gap are counted by the counters' totals while
         # the gap's time is unknown, not APT, so performance (and with it OEE) can pass 1 by

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ OUTAGE_S = 3.0  # wall seconds without a gateway
 def _stored(tb: Testbed) -> dict[tuple[str, str], set[float]]:
     """Source times of every stored sample of the run, per (asset, tag), from the SQLite store."""
     path = tb.store.removeprefix("sqlite:///")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    # closing(): sqlite3's own `with` commits but never closes (ResourceWarning on 3.13)
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         rows = db.execute(
             "SELECT s.asset, s.tag, x.t FROM samples x JOIN series s ON s.id = x.series "
             "JOIN run_keys r ON r.id = s.run WHERE r.run_id = ?",

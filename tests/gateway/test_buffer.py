@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -189,5 +190,5 @@ def test_dedup_memory_is_scoped_to_the_run(tmp_path: Path) -> None:
     assert other.append_sync(items(0, 15)) == 10
     assert other.stats.duplicates == 5 and other.stats.pending_rows == 15
     other.close_sync()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:  # sqlite3's own `with` commits, never closes
         assert db.execute("SELECT value FROM run").fetchall() == [("run-b",)]
