@@ -268,6 +268,12 @@ async def _run(name: str, duration: float, speed: float, tmp: Path, shot: Path) 
                     by_station, by_line, during, plan.events, layout)  # fmt: skip
 
 
+#: sim seconds a sample may still be in transit when the live view is read (2 wall s at 1500x)
+IN_TRANSIT = 3000.0
+#: how far a ratio read while running may be from the answer key (the end is exact)
+RATIO_IN_TRANSIT = 0.01
+
+
 # ---------------------------------------------------------------- the checks
 
 
@@ -282,20 +288,26 @@ def check_while_running(f: Finished) -> None:
     records = load_records(f.events)
     for _, live in [d for d in f.during if d[1]["source"] == "live"][-4:]:
         lo, hi = live["kpi_window"]
-        # the samples of the window's last instant may be in part still on their way, and
-        # Sparkplug B stamps whole milliseconds: a counter is exact at one of the two ends
+        # While running, a sample may still be on its way when the view is read: the live view
+        # waits 1 wall-second for stragglers, but a busy machine can deliver later. So the live
+        # figures must lie between the answer key at the window's end and the answer key
+        # IN_TRANSIT sim seconds earlier (counters never ahead of the end, never behind the
+        # earlier point; ratios within a point of the end). The
+        # end-of-run checks below are exact.
         truth = compute_kpis(records, f.layout, start=lo, end=hi + 1e-3).to_dict()
-        before = compute_kpis(records, f.layout, start=lo, end=hi - 1e-3).to_dict()
-        good = (before["line"]["good_count"], truth["line"]["good_count"])
-        assert live["line"]["good"] in good, f"live good {live['line']['good']} at {hi}: {good}"
+        early = compute_kpis(records, f.layout, start=lo, end=max(lo, hi - IN_TRANSIT)).to_dict()
+        g_lo, g_hi = early["line"]["good_count"], truth["line"]["good_count"]
+        assert g_lo <= live["line"]["good"] <= g_hi, f"live good {live['line']['good']} at {hi}: {g_lo}..{g_hi}"
         for s in live["stations"]:
-            k, want = s["kpis"], truth["stations"][s["path"]]
-            counts = (before["stations"][s["path"]]["processed"], want["processed"])
-            assert s["processed"] in counts, f"{s['name']} processed at {hi} s: {counts}"
+            k, want, was = s["kpis"], truth["stations"][s["path"]], early["stations"][s["path"]]
+            assert was["processed"] <= s["processed"] <= want["processed"], (
+                f"{s['name']} processed {s['processed']} at {hi} s: {was['processed']}..{want['processed']}"
+            )
             for key in ("availability", "performance"):
-                ends = (before["stations"][s["path"]][key], want[key])
-                assert any(k[key] == pytest.approx(v, rel=1e-6) for v in ends), (
-                    f"{s['name']} {key} {k[key]} at {hi} s: {ends}"
+                # a sample in transit moves a ratio over hours by a fraction of a point
+                slack = max(abs(want[key] - was[key]), RATIO_IN_TRANSIT)
+                assert abs(k[key] - want[key]) <= slack, (
+                    f"{s['name']} {key} {k[key]} at {hi} s: {want[key]} (+- {slack})"
                 )
     last_now, last = f.during[-1]
     if last_now > 3600:
