@@ -290,8 +290,10 @@ def test_bad_quality_samples() -> None:
     assert st["pbt_h"] == pytest.approx(2200 / 3600)
     assert st["availability"] == pytest.approx(1.0)
     assert st["processed"] == 60
-    # P = 60 x 20 / 2200
-    assert st["performance"] == pytest.approx(1200 / 2200)
+    # the 60 units came with the first Good count after the counter's Bad mark (2000 s):
+    # made over 0-3000 s, 1000 s of it under the mark -> 20 units in unknown time
+    # P = (60 - 20) x 20 / 2200
+    assert st["performance"] == pytest.approx(800 / 2200)
     # line PBT = 3100 s (the calendar is known until the Bad sample)
     assert report.line["pbt_h"] == pytest.approx(3100 / 3600)
 
@@ -587,3 +589,53 @@ def test_a_state_never_heard_of_is_not_unknown_time() -> None:
     assert report.stations[B1]["pbt_h"] == 0.0
     assert report.stations[B1]["unknown_h"] == 0.0
     assert report.line["unknown_h"] == 0.0
+
+
+def test_units_counted_across_a_bad_gap_are_not_in_performance() -> None:
+    # A station at its ideal rate (20 s a unit) from 0 s; its session is lost at 1000 s (the
+    # collector marks every value Bad at the newest time it had) and comes back at 1600 s.
+    # The 30 units made in the gap arrive with the first Good count after it (80 = 50 + 30).
+    #   APT = 1000 + 2000 = 3000 s (the gap is unknown time, not APT)
+    #   units made in APT = 50 + (180 - 80) = 150 -> P = 150 x 20 / 3000 = 1.0
+    # Crediting the gap's 30 units to APT would give P = 180 x 20 / 3000 = 1.2: OEE > 1.
+    records = [
+        s(0, LINE, Tag.PLANNED_STATE, PROD),
+        s(0, B1, Tag.ITEM_STATE, EXE),
+        s(0, B1, Tag.PROCESSED, 0),
+        s(1000, B1, Tag.PROCESSED, 50),
+        s(1000, B1, Tag.ITEM_STATE, None, Quality.Bad),
+        s(1000, B1, Tag.PROCESSED, None, Quality.Bad),
+        s(1600, B1, Tag.ITEM_STATE, EXE),
+        s(1600, B1, Tag.PROCESSED, 80),
+        s(3600, B1, Tag.PROCESSED, 180),
+    ]
+    st = compute_kpis(records, layout(), start=0.0, end=3600.0).stations[B1]
+    assert st["apt_h"] * 3600 == pytest.approx(3000.0)
+    assert st["unknown_h"] * 3600 == pytest.approx(600.0)
+    assert st["processed"] == 180  # every unit counts in the totals
+    assert st["performance"] == pytest.approx(1.0)
+    assert st["oee"] == pytest.approx(1.0)
+    # a window starting inside the gap: the jump's units are still not in performance
+    late = compute_kpis(records, layout(), start=1200.0, end=3600.0).stations[B1]
+    assert late["processed"] == 130 and late["apt_h"] * 3600 == pytest.approx(2000.0)
+    assert late["performance"] == pytest.approx(1.0)
+    # a window starting after the gap counts the jump as before its start
+    after = compute_kpis(records, layout(), start=1600.0, end=3600.0).stations[B1]
+    assert after["processed"] == 100 and after["performance"] == pytest.approx(1.0)
+    # a Good value dated before the mark (in transit when it came) does not end the gap
+    transit = [*records[:6], s(900, B1, Tag.PROCESSED, 45), *records[6:]]
+    assert compute_kpis(transit, layout(), start=0.0, end=3600.0).stations[B1][
+        "performance"
+    ] == pytest.approx(1.0)
+    # per-product counters across the gap: the same rule per product
+    with_product = [
+        *records,
+        s(0, B1, f"{Tag.PROCESSED}/panel", 0),
+        s(1000, B1, f"{Tag.PROCESSED}/panel", 50),
+        s(1000, B1, f"{Tag.PROCESSED}/panel", None, Quality.Bad),
+        s(1600, B1, f"{Tag.PROCESSED}/panel", 80),
+        s(3600, B1, f"{Tag.PROCESSED}/panel", 180),
+    ]
+    with_product.sort(key=lambda r: r.t)
+    st = compute_kpis(with_product, layout(), start=0.0, end=3600.0).stations[B1]
+    assert st["processed"] == 180 and st["performance"] == pytest.approx(1.0)

@@ -5,7 +5,15 @@ that ``iiotbed --help`` stays instant. User mistakes exit with status 2 and a me
 that names the file, the line and the fix; they never print a traceback.
 """
 
-from iiotbed.cli import batch, live, runs  # noqa: F401  (registers the commands on the app)
+# importing a command module registers its commands on the app
+from iiotbed.cli import (  # noqa: F401
+    batch,
+    health,
+    live,
+    recording,
+    runs,
+    security,
+)
 from iiotbed.cli._common import app
 from iiotbed.cli.live import RUN_SPEED
 

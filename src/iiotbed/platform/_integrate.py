@@ -15,7 +15,9 @@ clocks below; they differ only in where a closed stretch of time is credited.
 * A state record closes the stretch before it; a record older than the open stretch (out
   of order) takes effect at the stretch's start.
 * A counter's base is its largest Good value at or before the window start (0 when none),
-  its last the largest Good value up to the end; its quantity is ``last - base``.
+  its last the largest Good value up to the end; its quantity is ``last - base``. What the
+  first Good value after a Bad mark adds was made in unknown time: it counts in the
+  quantity but not in performance, whose APT leaves that time out too.
 
 ``docs/kpis.md`` explains each rule with its reason.
 """
@@ -243,19 +245,39 @@ class LineClock:
 
 
 class Counter:
-    """A monotonic counter: largest Good value at or before the window start, and latest."""
+    """A monotonic counter: largest Good value at or before the window start, and latest.
 
-    __slots__ = ("base", "last", "start")
+    Units counted across a Bad gap were made partly while nothing was known: the first Good
+    value after a Bad mark adds ``v - last``, made between the last Good value and ``v``;
+    the share of that stretch under the Bad mark goes to ``gap`` (inside the window), so
+    performance can leave those units out as APT leaves out the unknown time.
+    """
+
+    __slots__ = ("bad_t", "base", "gap", "good_t", "last", "start")
 
     def __init__(self, start: float) -> None:
         self.start = start
         self.base = 0.0  # no value before the start: the counter is taken as zero
         self.last = 0.0
+        self.good_t = -math.inf  # time of the newest Good value
+        self.gap = 0.0  # units counted across Bad gaps, the share made under the mark
+        self.bad_t: float | None = None  # time of the open Bad mark
 
     def update(self, t: float, value: Any) -> None:
         if value is None:  # Bad: the counter did not move as far as we know
+            if self.bad_t is None or t > self.bad_t:
+                self.bad_t = t
             return
         v = float(value)  # no number: ValueError, which the engine takes as Bad
+        bad_t = self.bad_t
+        if bad_t is not None and t > bad_t:  # (a value dated before the mark was in transit)
+            self.bad_t = None
+            if t > self.start and v > self.last:
+                span = t - self.good_t  # inf without a Good value before: all under the mark
+                share = 1.0 if span == math.inf else min(1.0, (t - bad_t) / span)
+                self.gap += (v - self.last) * share
+        if t > self.good_t:
+            self.good_t = t
         # max(): a resent older value (same t, ties in any order) cannot move a counter back
         if v > self.last:
             self.last = v

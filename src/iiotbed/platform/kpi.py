@@ -335,14 +335,18 @@ def _station_sums(st: _Station, end: float, mix: Mapping[str, float]) -> _Sums:
     s.unknown_s = st.unknown_s + unknown
     c = st.counters
     ict = st.layout.ideal_cycle_time
-    attributed = 0.0
+    attributed = attributed_gap = 0.0
     for product, counter in st.products.items():
         n = counter.delta
         attributed += n
-        s.ideal_s += ict[product] * n
-    s.processed = max(c[Tag.PROCESSED].delta, attributed)
+        attributed_gap += counter.gap
+        # units made in unknown time (counted across a Bad gap) have no APT: not in P
+        s.ideal_s += ict[product] * (n - counter.gap)
+    processed = c[Tag.PROCESSED]
+    s.processed = max(processed.delta, attributed)
     # units without a per-product count take the mix-weighted ideal cycle time
     rest = s.processed - attributed
+    rest -= min(rest, max(0.0, processed.gap - attributed_gap))
     if rest > 0 and ict:
         weights = {p: mix.get(p, 0.0) for p in ict}
         total = sum(weights.values())

@@ -10,7 +10,9 @@ Two tables, maintained in the transaction that writes the samples:
   Headcount tag. A batch recomputes the buckets it closes, and every bucket from the
   oldest one it touches when it brings late state samples, so arrival order never matters.
 * ``counter_buckets (series, bucket, vmax, texts)``: per hour bucket, the largest Good
-  value of a counter (at least 0, as the engine's counters start at 0).
+  value of a counter (at least 0, as the engine's counters start at 0), and ``texts`` set
+  when a value came as text or Bad: a window over such a bucket is streamed through the
+  engine (rare: a number sent as text, or a gap in the telemetry).
 
 A KPI window then sums whole buckets and replays only its two partial edges from the
 samples. The stretches are integrated by the KPI engine's own rules and clocks
@@ -276,14 +278,16 @@ def roll_bounds(
 def add_counter(
     maxima: dict[tuple[int, int], list[float]], sid: int, t: float, value: Any, quality: int
 ) -> None:
-    """Fold one counter sample into its bucket's [max Good value (>= 0), text seen]."""
-    if quality == _BAD:
-        return
+    """Fold one counter sample into its bucket's [max Good value (>= 0), stream flag]: the
+    flag is set by a number sent as text or a Bad mark (the engine parses the one and tells
+    the units counted across the other's gap apart; the window is streamed)."""
     key = (sid, math.floor(t / BUCKET_S))
     m = maxima.get(key)
     if m is None:
         m = maxima[key] = [0.0, 0.0]
-    if type(value) is float:
+    if quality == _BAD:
+        m[1] = 1.0
+    elif type(value) is float:
         if value > m[0]:
             m[0] = value
     elif type(value) is str:
@@ -297,7 +301,7 @@ def counter_values(
     at_end: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]],
 ) -> dict[tuple[str, str], tuple[float, float]] | None:
     """(base, last) per counter from (bucket rows, edge rows) at the window start and end;
-    None when a counter holds a number sent as text (the engine parses it: stream instead)."""
+    None when a counter holds a number sent as text or a Bad mark (stream instead)."""
 
     def maxima(rows: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]) -> dict[int, float]:
         out: dict[int, float] = {}

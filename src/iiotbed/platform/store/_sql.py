@@ -357,10 +357,11 @@ def counter_bucket_sql(ids: Sequence[int]) -> str:
 
 
 def counter_edge_sql(ids: Sequence[int]) -> str:
-    """Per series: the largest Good value in ``[lo, x]``, and whether a text value is there."""
+    """Per series: the largest Good value in ``[lo, x]``, and whether a text value or a Bad
+    mark is there (either makes the window stream)."""
     return f"""
         SELECT series, max(CASE WHEN quality <> {_BAD} THEN value_num END),
-               max(CASE WHEN value_text IS NOT NULL AND quality <> {_BAD} THEN 1 ELSE 0 END)
+               max(CASE WHEN value_text IS NOT NULL OR quality = {_BAD} THEN 1 ELSE 0 END)
         FROM samples WHERE series IN ({", ".join(str(int(i)) for i in ids)})
           AND t >= :lo AND t <= :x
         GROUP BY series"""

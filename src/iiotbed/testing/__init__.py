@@ -1,0 +1,1 @@
+"""Helpers for other projects' test suites: recorded runs and the answer key."""

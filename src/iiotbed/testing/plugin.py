@@ -1,0 +1,1 @@
+"""The iiotbed pytest plugin (entry point ``pytest11``)."""
