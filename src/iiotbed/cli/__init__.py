@@ -9,6 +9,7 @@ that names the file, the line and the fix; they never print a traceback.
 from iiotbed.cli import (  # noqa: F401
     batch,
     health,
+    lab,
     live,
     recording,
     runs,
