@@ -52,15 +52,32 @@ __all__ = ["RUN_SPEED", "devices", "gateway", "platform", "run_cmd"]
 def devices(
     file: FileArg,
     speed: Annotated[
-        float, typer.Option("--speed", min=0.001, help="Sim seconds per wall second (1 = real time).")
+        float,
+        typer.Option(
+            "--speed", min=0.001, envvar="IIOTBED_SPEED",
+            help="Sim seconds per wall second (1 = real time).",
+        ),
     ] = 60.0,
-    duration: Duration = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            "--duration", "-d", envvar="IIOTBED_DURATION",
+            help="Sim time the run ends at, e.g. 11h, 7d (default: the scenario's).",
+        ),
+    ] = None,
     seed: Seed = None,
     replication: Annotated[
         int, typer.Option("--replication", min=0, help="Which replication's random streams.")
     ] = 0,
     opcua_port: OpcuaPort = 4840,
     opcua_layout: OpcuaLayout = "line",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", envvar="IIOTBED_DEVICES_HOST",
+            help="Address the OPC UA servers listen on and advertise (a container: its name).",
+        ),
+    ] = "127.0.0.1",
     security: Annotated[
         str, typer.Option("--security", help="OPC UA security: 'open' or 'secure'.")
     ] = "open",
@@ -88,11 +105,17 @@ def devices(
     sparkplug_group: SparkplugGroup = None,
     primary_host: Annotated[
         str | None,
-        typer.Option("--primary-host", help="Sparkplug Primary Host id to wait for before births."),
+        typer.Option(
+            "--primary-host", envvar="IIOTBED_PRIMARY_HOST",
+            help="Sparkplug Primary Host id to wait for before births.",
+        ),
     ] = None,
     events: Annotated[
         Path | None,
-        typer.Option("--events", help="Write the live run's event log here.", dir_okay=False),
+        typer.Option(
+            "--events", envvar="IIOTBED_EVENTS", dir_okay=False,
+            help="Write the live run's event log here.",
+        ),
     ] = None,
     fast_forward: Annotated[
         bool,
@@ -105,6 +128,7 @@ def devices(
         Path | None,
         typer.Option(
             "--resume",
+            envvar="IIOTBED_RESUME",
             dir_okay=False,
             help="Resume file: kept ahead of what is published; when it exists, a restarted "
             "process continues from its sim time instead of t = 0 (removed at the run's end).",
@@ -138,6 +162,7 @@ def devices(
         options = LiveOptions(
             speed=speed,
             replication=replication,
+            host=host,
             opcua_port=opcua_port,
             opcua_layout="machine" if opcua_layout == "machine" else "line",
             security=sec,
@@ -200,6 +225,19 @@ def gateway(
         str | None,
         typer.Option("--broker", envvar="IIOTBED_BROKER", help="MQTT broker for devices and UNS."),
     ] = None,
+    uns_broker: Annotated[
+        str | None,
+        typer.Option(
+            "--uns-broker", envvar="IIOTBED_UNS_BROKER",
+            help="Publish the UNS to this broker instead (devices stay on --broker): the IT side.",
+        ),
+    ] = None,
+    opcua_host: Annotated[
+        str,
+        typer.Option(
+            "--opcua-host", envvar="IIOTBED_OPCUA_HOST", help="Host of the devices' OPC UA servers."
+        ),
+    ] = "127.0.0.1",
     opcua_port: OpcuaPort = 4840,
     opcua_layout: OpcuaLayout = "line",
     replication: Annotated[
@@ -207,7 +245,11 @@ def gateway(
     ] = 0,
     root: Annotated[str, typer.Option("--root", help="UNS topic root.")] = "uns",
     buffer: Annotated[
-        Path, typer.Option("--buffer", dir_okay=False, help="Durable buffer file (SQLite).")
+        Path,
+        typer.Option(
+            "--buffer", envvar="IIOTBED_GATEWAY_BUFFER", dir_okay=False,
+            help="Durable buffer file (SQLite).",
+        ),
     ] = Path(".iiotbed/gateway.db"),
     sparkplug_group: SparkplugGroup = None,
     stop_after: Annotated[
@@ -245,15 +287,23 @@ def gateway(
             if broker is None:
                 raise typer.BadParameter("--scenario needs --broker mqtt://host:port")
             _check_broker(broker)
+            _check_broker(uns_broker)
             try:
                 settings = settings_from_scenario(
-                    _load(scenario_file), broker, opcua_port=opcua_port,
+                    _load(scenario_file), uns_broker or broker, opcua_port=opcua_port,
+                    host=opcua_host,
                     opcua_layout="machine" if opcua_layout == "machine" else "line",
                     replication=replication, root=root, buffer=buffer,
                     sparkplug_group=sparkplug_group, **given,
                 )  # fmt: skip
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise typer.BadParameter(str(exc)) from None
+            if uns_broker is not None:  # the devices' protocols stay on the OT broker
+                on_ot = {"broker": broker}
+                settings = settings.model_copy(update={
+                    "sparkplug": settings.sparkplug and settings.sparkplug.model_copy(update=on_ot),
+                    "vda5050": settings.vda5050 and settings.vda5050.model_copy(update=on_ot),
+                })  # fmt: skip
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings.output.buffer.parent.mkdir(parents=True, exist_ok=True)
 
@@ -305,9 +355,14 @@ def platform(
         ),
     ] = None,
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="HTTP port (0: a free one).")
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, envvar="IIOTBED_HTTP_PORT", help="HTTP port (0: a free one)."
+        ),
     ] = 8000,
-    host: Annotated[str, typer.Option("--host", help="HTTP address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option("--host", envvar="IIOTBED_HTTP_HOST", help="HTTP address to listen on.")
+    ] = "127.0.0.1",
     scenario_file: Annotated[
         Path | None,
         typer.Option(
@@ -519,7 +574,7 @@ def _wall_time(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def _print_run_report(report: Any, info: dict[str, Any]) -> None:
+def _print_run_report(report: Any, info: dict[str, Any], *, live: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -545,12 +600,15 @@ def _print_run_report(report: Any, info: dict[str, Any]) -> None:
         )  # fmt: skip
     Console(width=max(110, Console().width)).print(table)
     st = report.settle
-    typer.echo(
-        f"telemetry: gateway received {st.get('gateway_received')}, forwarded "
-        f"{st.get('gateway_forwarded')}, platform stored {st.get('stored')} "
-        f"(settled in {st.get('seconds')} s); wall time {report.wall_s:.1f} s, "
-        f"worst lag behind the pace {report.live.get('max_lag_s')} s"
-    )
+    if not live:  # `iiotbed report`: a stack's run, read from its store
+        typer.echo(f"telemetry: platform stored {st.get('stored')} records of run {report.run_id}")
+    else:
+        typer.echo(
+            f"telemetry: gateway received {st.get('gateway_received')}, forwarded "
+            f"{st.get('gateway_forwarded')}, platform stored {st.get('stored')} "
+            f"(settled in {st.get('seconds')} s); wall time {report.wall_s:.1f} s, "
+            f"worst lag behind the pace {report.live.get('max_lag_s')} s"
+        )
     for w in report.warnings:
         typer.echo(f"warning: {w}")
     if report.verdict is not None and report.improvement is not None:
@@ -568,7 +626,8 @@ def _print_run_report(report: Any, info: dict[str, Any]) -> None:
                 f"  this live run alone (its answer key vs the base's, same replication): "
                 f"{_pct(report.live_improvement)} - for information, not the verdict"
             )
-    typer.echo(f"dashboard (closed now): {report.dashboard}  store: {report.store}")
+    if live:
+        typer.echo(f"dashboard (closed now): {report.dashboard}  store: {report.store}")
 
 
 def _nan(x: float | None) -> float:
