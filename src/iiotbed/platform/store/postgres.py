@@ -14,6 +14,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -84,7 +85,7 @@ CREATE TABLE IF NOT EXISTS assets (
 # staging tables live per connection and empty themselves at commit
 _STAGING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS stage_samples (
-    ord bigint GENERATED ALWAYS AS IDENTITY, run integer, series integer, t double precision,
+    n bigint, run integer, series integer, t double precision,
     value_num double precision, value_text text, unit text, quality smallint,
     gateway_ts double precision, seq bigint, source_ts timestamptz
 ) ON COMMIT DELETE ROWS;
@@ -93,14 +94,19 @@ CREATE TEMP TABLE IF NOT EXISTS stage_events (
     fields text, id text
 ) ON COMMIT DELETE ROWS;
 """
-# run, series, t, value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as
-# binary timestamptz: int64 microseconds since 2000-01-01, the wire format of an int8
+# n (reserved from the identity's sequence in the batch's order), run, series, t,
+# value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as binary
+# timestamptz: int64 microseconds since 2000-01-01, the wire format of an int8
 _SAMPLE_COLS: Final = (
-    "run, series, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
+    "n, run, series, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
 )
 _SAMPLE_TYPES: Final = [
-    "int4", "int4", "float8", "float8", "text", "text", "int2", "float8", "int8", "int8",
+    "int8", "int4", "int4", "float8", "float8", "text", "text", "int2", "float8", "int8", "int8",
 ]  # fmt: skip
+# ``count`` values of the insertion order: one range when no other writer took some meanwhile
+_RESERVE: Final = """
+    SELECT min(v), max(v) FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) x"""
+_RESERVE_ALL: Final = "SELECT nextval(%s::regclass) FROM generate_series(1, %s)"
 _PG_EPOCH: Final = 946684800.0  # 2000-01-01 in Unix seconds
 # per series of a batch: the largest t stored, by one key probe each
 _STORED_MAX: Final = """
@@ -147,6 +153,7 @@ class PostgresStore(_sql.SqlStore):
         self._epochs: dict[str, float] = {}
         # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
         self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
+        self._n_seq = "samples_n_seq"  # the sequence behind samples.n, read at open
         self.timescale = False
 
     # ----------------------------------------------------------------------- lifecycle
@@ -212,6 +219,10 @@ class PostgresStore(_sql.SqlStore):
                 await conn.execute(
                     "SELECT create_hypertable('samples', 'source_ts', if_not_exists => TRUE)"
                 )
+        cur = await conn.execute("SELECT pg_get_serial_sequence('samples', 'n')")
+        row = await cur.fetchone()
+        if row is not None and row[0] is not None:
+            self._n_seq = row[0]
         await conn.execute(_STAGING)
 
     async def close(self) -> None:
@@ -243,8 +254,9 @@ class PostgresStore(_sql.SqlStore):
             return 0
         epoch = await self._epoch(run_id)
         insert = f"""
-            INSERT INTO samples ({_SAMPLE_COLS})
-            SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY ord ON CONFLICT DO NOTHING"""
+            INSERT INTO samples ({_SAMPLE_COLS}) OVERRIDING SYSTEM VALUE
+            SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY series, t, n
+            ON CONFLICT DO NOTHING"""
         async with self._lock:
             db = self._db
             try:
@@ -253,8 +265,9 @@ class PostgresStore(_sql.SqlStore):
                     ids = self._series.get(run_id)
                     if ids is None:
                         ids = await self._load_series(run_id, rk)
+                    ns = await self._reserve(len(samples))
                     try:
-                        built = _build(samples, ids, rk, epoch)
+                        built = _build(samples, ids, rk, epoch, ns)
                     except KeyError:  # a series seen for the first time
                         await db.cursor().executemany(
                             "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
@@ -263,10 +276,10 @@ class PostgresStore(_sql.SqlStore):
                              sorted({(s.asset, s.tag) for s in samples})],
                         )  # fmt: skip
                         ids = await self._load_series(run_id, rk)
-                        built = _build(samples, ids, rk, epoch)
-                    rows, counters, state_min_t, max_t = built
+                        built = _build(samples, ids, rk, epoch, ns)
+                    rows, first, counters, state_min_t, max_t = built
                     cur = db.cursor()
-                    inserted = await self._copy_direct(rows)
+                    inserted = await self._copy_direct(rows, first)
                     if inserted is None:
                         await self._copy(
                             f"COPY stage_samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)",
@@ -305,15 +318,25 @@ class PostgresStore(_sql.SqlStore):
                 if data:
                     await copy.write(data)
 
-    async def _copy_direct(self, rows: list[tuple[Any, ...]]) -> int | None:
+    async def _reserve(self, count: int) -> Sequence[int]:
+        """``count`` new values of samples.n, increasing: the batch's insertion order."""
+        cur = await self._db.execute(_RESERVE, (self._n_seq, count))
+        row = await cur.fetchone()
+        assert row is not None
+        lo, hi = row
+        if hi - lo + 1 == count:
+            return range(lo, hi + 1)
+        # another writer drew values meanwhile: take a fresh set, each value as drawn
+        cur = await self._db.execute(_RESERVE_ALL, (self._n_seq, count))
+        return sorted(r[0] for r in await cur.fetchall())
+
+    async def _copy_direct(
+        self, rows: list[tuple[Any, ...]], first: dict[int, float]
+    ) -> int | None:
         """COPY a batch straight into samples when no stored sample can equal one of its
-        rows (each series' rows all later than its stored ones); None when it may, or when
-        the batch repeats a sample: the caller goes by the staging table then."""
-        first: dict[int, float] = {}
-        for r in rows:
-            t = first.get(r[1])
-            if t is None or r[2] < t:
-                first[r[1]] = r[2]
+        rows (each series' rows all later than its stored ones; ``first``: each series'
+        earliest t in the batch); None when it may, or when the batch repeats a sample:
+        the caller goes by the staging table then."""
         cur = await self._db.execute(_STORED_MAX, (list(first),))
         for sid, stored in await cur.fetchall():
             if stored is not None and stored >= first[sid]:
@@ -476,17 +499,32 @@ def _run(r: Sequence[Any]) -> RunInfo:
 
 
 def _build(
-    samples: Sequence[Sample], ids: dict[str, dict[str, tuple[int, int]]], rk: int, epoch: float
-) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], list[float]], float | None, float]:
-    """COPY rows for ``samples`` and what the rollups need; KeyError on an unknown series."""
+    samples: Sequence[Sample],
+    ids: dict[str, dict[str, tuple[int, int]]],
+    rk: int,
+    epoch: float,
+    ns: Sequence[int],
+) -> tuple[
+    list[tuple[Any, ...]],
+    dict[int, float],
+    dict[tuple[int, int], list[float]],
+    float | None,
+    float,
+]:
+    """COPY rows for ``samples``, each series' earliest t, and what the rollups need;
+    KeyError on an unknown series.
+
+    Row ``i`` carries ``ns[i]`` as its insertion order ``n``; the rows go out grouped by
+    series (in the batch's order within each), so the unique key's B-tree takes each
+    series' rows at one leaf after another rather than one leaf per row.
+    """
     # one pass, no calls but the counter fold: this loop is the ingest hot path
-    rows: list[tuple[Any, ...]] = []
-    append = rows.append
+    by_series: dict[int, list[tuple[Any, ...]]] = {}
     counters: dict[tuple[int, int], list[float]] = {}
     add_counter = _rollup.add_counter
     state_min = math.inf
     max_t = -math.inf
-    for s in samples:
+    for s, n in zip(samples, ns, strict=True):
         sid, kind = ids[s.asset][s.tag]
         v = s.value
         tv = type(v)
@@ -504,7 +542,12 @@ def _build(
         q = s.quality
         # to_timestamp(epoch + t), to the microsecond as PostgreSQL rounds it
         ts = round((epoch + t - _PG_EPOCH) * 1e6)
-        append((rk, sid, t, num, text, s.unit, q, s.gateway_ts, s.seq, ts))
+        row = (n, rk, sid, t, num, text, s.unit, q, s.gateway_ts, s.seq, ts)
+        rows = by_series.get(sid)
+        if rows is None:
+            by_series[sid] = [row]
+        else:
+            rows.append(row)
         if kind:
             if kind == _rollup.STATE:
                 if t < state_min:
@@ -513,4 +556,11 @@ def _build(
                 add_counter(counters, sid, t, num if text is None else text, q)
         if t > max_t:
             max_t = t
-    return rows, counters, (None if state_min == math.inf else state_min), max_t
+    out: list[tuple[Any, ...]] = []
+    first: dict[int, float] = {}
+    t_of = itemgetter(3)
+    for sid in sorted(by_series):
+        rows = by_series[sid]
+        out += rows
+        first[sid] = t_of(min(rows, key=t_of))
+    return out, first, counters, (None if state_min == math.inf else state_min), max_t
