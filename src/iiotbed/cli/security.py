@@ -1,1 +1,94 @@
-"""Commands: security."""
+"""``iiotbed certs``: the secure profile's CA, broker certificate, passwords, ACL and token."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from iiotbed.cli._common import app
+
+__all__ = ["certs"]
+
+_HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+
+
+@app.command()
+def certs(
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir", envvar="IIOTBED_SECRETS", file_okay=False, help="Where the secrets go (0700)."
+        ),
+    ] = Path(".iiotbed/secrets"),
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="Another name or address clients dial the broker by (repeat it; compose: "
+            "--host broker-ot --host broker-it). 127.0.0.1 and localhost are always in.",
+        ),
+    ] = None,
+    amrs: Annotated[
+        int, typer.Option("--amrs", min=0, max=999, help="AMR users amr-01 .. amr-NN.")
+    ] = 6,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="The broker's TLS port.")
+    ] = 8883,
+    conf_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--conf-dir",
+            help="The directory as the broker sees it (a container's mount point) for the "
+            "paths in mosquitto.conf (default: --dir).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing secrets (clients need the new CA).")
+    ] = False,
+) -> None:
+    """Make the secure profile's secrets: a CA, Mosquitto's TLS certificate, a random
+    password per client role, the broker's ACL and configuration, the API token."""
+    from iiotbed.security.layout import SecretsDir, generate
+
+    names = hosts or []
+    for h in names:
+        if not _HOST.match(h):
+            raise typer.BadParameter(f"{h!r} is not a host name or IP address", param_hint="--host")
+    s = SecretsDir(directory)
+    if s.exists() and not force:
+        typer.echo(
+            f"{directory}: secrets exist, kept as they are (--force makes new ones; every "
+            "client then needs the new ca.pem and passwords)"
+        )
+        return
+    try:
+        generate(
+            directory,
+            hosts=names,
+            amrs=[f"amr-{i:02d}" for i in range(1, amrs + 1)],
+            port=port,
+            conf_dir=conf_dir,
+        )
+    except OSError as exc:
+        where = exc.filename or directory
+        typer.echo(
+            f"error: cannot write the secrets to {where}: {exc.strerror or exc}; "
+            "give a writable directory with --dir",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    typer.echo(f"secrets written to {directory} (directory 0700, files 0600):")
+    for path, what in (
+        (s.ca_cert, "CA certificate: clients trust it (mqtts://...?ca=FILE or IIOTBED_MQTT_CA)"),
+        (s.mosquitto_conf, "Mosquitto: TLS listener, password_file, acl_file"),
+        (s.credentials, "every user's role and password, the API token"),
+        (s.env_file, "broker URLs per role, the CA and API token as KEY=value lines"),
+    ):
+        typer.echo(f"  {path}  {what}")
+    typer.echo(
+        f"start a broker with `mosquitto -c {s.mosquitto_conf}`; connect devices with "
+        f"--broker 'mqtts://127.0.0.1:{port}?secrets={directory}'"
+    )

@@ -4,10 +4,18 @@ A thin layer over :class:`~iiotbed.platform.queries.PlatformView`: parameters ar
 validated here (bad input is a 4xx with a message, never a 500), errors are translated at
 this boundary. OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, the dashboard
 at ``/``.
+
+Access: reads (GET, HEAD) are open. With an ``api_token`` (the secure profile) every other
+method (writes, run control) needs ``Authorization: Bearer <token>``, compared in constant
+time, else 401; without one (the open profile, listening on 127.0.0.1) such requests are
+taken from loopback clients only, else 403. No CORS headers are ever sent, so a page of
+another origin cannot read the API from a browser.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from iiotbed import __version__
 from iiotbed._json import finite
 from iiotbed.errors import NotFound, QueryError, StorageError
+from iiotbed.mqtt import redact_url
 from iiotbed.platform.kpi import KPI_INFO
 from iiotbed.platform.queries import PlatformView, asset_dict, run_dict
 
@@ -41,14 +50,59 @@ def _bad(message: str, status: int = 400) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
-def create_app(view: PlatformView, *, broker: str | None = None) -> FastAPI:
-    """The platform's ASGI app over ``view`` (store, catalog and optional live ingest)."""
+_READS = frozenset({"GET", "HEAD"})
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # not an address: an in-process ASGI transport (httpx/Starlette's test client), local
+        return True
+
+
+def _refused(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="iiotbed"'} if status == 401 else None
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def create_app(
+    view: PlatformView, *, broker: str | None = None, api_token: str | None = None
+) -> FastAPI:
+    """The platform's ASGI app over ``view`` (store, catalog and optional live ingest);
+    ``api_token``: the bearer token writes need (the secure profile)."""
     app = FastAPI(
         title="iiotbed platform",
         version=__version__,
         description="Runs, assets, series, ISO 22400 KPIs, the +20 % comparison and "
         "identifier resolution of a simulated Industrial-IoT factory.",
     )
+
+    token = api_token.encode() if api_token else None
+    if api_token is not None and len(api_token) < 16:
+        raise ValueError("the API token must have at least 16 characters (iiotbed certs makes one)")
+
+    @app.middleware("http")
+    async def writes_need_token(request: Request, call_next: Any) -> Response:
+        if request.method not in _READS:
+            if token is None:
+                client = request.client.host if request.client is not None else None
+                if not _loopback(client):
+                    return _refused(
+                        403, "writes are taken from this machine only; the secure profile "
+                        "takes them from anywhere with its bearer token",
+                    )  # fmt: skip
+            else:
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not given:
+                    return _refused(401, "this request needs 'Authorization: Bearer <token>' "
+                                    "(the token is in the secrets iiotbed certs wrote)")  # fmt: skip
+                if not hmac.compare_digest(given.strip().encode(), token):
+                    return _refused(401, "the bearer token is not the platform's")
+        response: Response = await call_next(request)
+        return response
 
     @app.middleware("http")
     async def reject_nul(request: Request, call_next: Any) -> Response:
@@ -81,7 +135,7 @@ def create_app(view: PlatformView, *, broker: str | None = None) -> FastAPI:
             "status": "ok",
             "version": __version__,
             "store": view.store.url,
-            "broker": broker,
+            "broker": redact_url(broker) if broker is not None else None,
             "ingest": ingest.metrics.to_dict() if ingest is not None else None,
         }
 
