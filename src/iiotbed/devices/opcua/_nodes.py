@@ -100,6 +100,7 @@ class MachineNodes:
     nodeid: ua.NodeId
     speed: ua.NodeId
     bindings: dict[str, ValueBinding | StateBinding | FaultBinding] = field(default_factory=dict)
+    methods: tuple[ua.NodeId, ...] = ()  # Start, Stop, ... (names.METHODS order)
 
 
 def _name(text: str) -> ua.LocalizedText:
@@ -383,6 +384,7 @@ async def build_machine(
     parent = server.get_node(machine)
     for name in names.METHODS:
         await parent.add_method(nid(name), qn(name), method(name), [], [message])
+    nodes.methods = tuple(nid(name) for name in names.METHODS)
     return nodes
 
 

@@ -1,8 +1,17 @@
-"""Security profiles of the machine servers: certificates and user/password checks.
+"""Security profiles of the machine servers: certificates, user/password checks and roles.
 
 ``open``: SecurityPolicy None, anonymous (teaching). ``secure``: Basic256Sha256
 SignAndEncrypt only, user name and password only; the server's self-signed certificate
-is generated on first start and reused afterwards.
+is generated on first start and reused afterwards. Each user has a role, checked per node
+on every Call and Write request by asyncua's permission ruleset:
+
+=========  ==================================================================
+operator   read, browse, subscribe (and the standard server methods)
+engineer   as operator, plus the machines' Start/Stop/Reset/Hold/Unhold and
+           writes to their SpeedSetpoint
+=========  ==================================================================
+
+A request the role does not allow is answered ``BadUserAccessDenied``.
 """
 
 from __future__ import annotations
@@ -10,29 +19,39 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
+from asyncua import ua
+from asyncua.common.utils import Buffer
 from asyncua.crypto import cert_gen
-from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.ua.ua_binary import struct_from_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 __all__ = [
+    "ROLES",
+    "Role",
+    "RoleRuleset",
     "Security",
     "SecurityProfile",
     "UserPasswordManager",
     "client_validator",
     "ensure_certificate",
+    "users_from_secrets",
 ]
 
 SecurityProfile = Literal["open", "secure"]
+Role = Literal["operator", "engineer"]
+ROLES: Final[tuple[Role, ...]] = ("operator", "engineer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +62,15 @@ class Security:
     generated ``<name>.der`` certificate and ``<name>.pem`` key. With ``trusted_clients``
     (a directory of client certificates, DER or PEM) only those clients may connect;
     without it any client certificate is accepted and users and passwords guard access.
+    ``roles`` maps user name to ``operator`` or ``engineer``; a user it does not name has
+    the role spelled like the user name if there is one, else ``operator``.
     """
 
     profile: SecurityProfile = "open"
     users: Mapping[str, str] = field(default_factory=dict)
     cert_dir: Path = Path(".iiotbed/pki")
     trusted_clients: Path | None = None
+    roles: Mapping[str, Role] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.profile not in ("open", "secure"):
@@ -57,6 +79,70 @@ class Security:
             raise ValueError(
                 "the 'secure' profile needs at least one user; give users={'name': 'password'}"
             )
+        for name, role in self.roles.items():
+            if name not in self.users:
+                raise ValueError(f"roles names user {name!r}, who is not in users")
+            if role not in ROLES:
+                raise ValueError(
+                    f"user {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}"
+                )
+
+    @classmethod
+    def from_secrets(
+        cls,
+        directory: Path,
+        *,
+        cert_dir: Path = Path(".iiotbed/pki"),
+        trusted_clients: Path | None = None,
+    ) -> Security:
+        """The ``secure`` profile with the users and roles kept in ``directory``."""
+        users, roles = users_from_secrets(directory)
+        return cls("secure", users, cert_dir, trusted_clients, roles)
+
+    def role_of(self, user: str) -> Role:
+        """The role of a configured user (see the class docstring for the default)."""
+        role = self.roles.get(user)
+        if role is not None:
+            return role
+        return "engineer" if user == "engineer" else "operator"
+
+
+#: where ``users_from_secrets`` looks inside the secrets directory
+USERS_FILE: Final = "opcua-users.json"
+
+
+def users_from_secrets(directory: Path) -> tuple[dict[str, str], dict[str, Role]]:
+    """Users (name -> password) and their roles from the secrets directory.
+
+    The one place that knows the layout: ``<directory>/opcua-users.json`` holding
+    ``{"<user>": {"password": "...", "role": "operator" | "engineer"}, ...}``.
+    Raises ``ValueError`` naming the file and what is wrong.
+    """
+    path = directory / USERS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(
+            f"{path}: no OPC UA users; run 'iiotbed certs --dir {directory}' first"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the OPC UA users: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected an object of users, got {type(data).__name__}")
+    users: dict[str, str] = {}
+    roles: dict[str, Role] = {}
+    for name, entry in data.items():
+        password = entry.get("password") if isinstance(entry, dict) else None
+        role = entry.get("role", "operator") if isinstance(entry, dict) else None
+        if not isinstance(password, str) or not password:
+            raise ValueError(f"{path}: user {name!r} needs a non-empty 'password' string")
+        if role not in ROLES:
+            raise ValueError(
+                f"{path}: user {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}"
+            )
+        users[name] = password
+        roles[name] = role
+    return users, roles
 
 
 class UserPasswordManager:
@@ -79,6 +165,52 @@ class UserPasswordManager:
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
             return None
         return User(role=UserRole.User, name=username)
+
+
+_REQUEST: Final = {name: ua.NodeId(getattr(ua.ObjectIds, f"{name}Request_Encoding_DefaultBinary"))
+                   for name in ("Write", "Call")}  # fmt: skip
+# every request an authenticated user may send (asyncua's list); Write and Call are then
+# checked node by node
+_USER_REQUESTS: Final = frozenset(ua.NodeId(i) for i in USER_TYPES)
+
+
+class RoleRuleset(PermissionRuleset):  # type: ignore[misc]
+    """asyncua's per-request permission check, by role and node.
+
+    asyncua calls :meth:`check_validity` before each request of a session and answers
+    ``BadUserAccessDenied`` when it returns False. Fill :attr:`commands` (method nodes only
+    engineers may call) and :attr:`setpoints` (variables only engineers may write) while
+    building the address space. Other variables cannot be written by anyone (their access
+    level says so); other methods (the standard server methods) are open to every role.
+    """
+
+    def __init__(self, roles: Mapping[str, Role]) -> None:
+        self._roles = dict(roles)
+        self.commands: set[ua.NodeId] = set()
+        self.setpoints: set[ua.NodeId] = set()
+
+    def check_validity(self, user: User | None, action_type_id: ua.NodeId, body: Buffer) -> bool:
+        if user is None:
+            return False
+        if user.role == UserRole.Admin:  # the server's own internal session
+            return True
+        role = self._roles.get(user.name or "") if user.role == UserRole.User else None
+        if role is None or action_type_id not in _USER_REQUESTS:
+            return False
+        try:
+            if action_type_id == _REQUEST["Write"]:
+                # parse a copy: asyncua parses the body again to serve the request
+                writes = struct_from_binary(ua.WriteParameters, body.copy()).NodesToWrite
+                return role == "engineer" and all(
+                    w.AttributeId == ua.AttributeIds.Value and w.NodeId in self.setpoints
+                    for w in writes
+                )
+            if action_type_id == _REQUEST["Call"]:
+                calls = struct_from_binary(ua.CallParameters, body.copy()).MethodsToCall
+                return role == "engineer" or not any(c.MethodId in self.commands for c in calls)
+        except Exception:  # a body asyncua cannot parse is refused, not served
+            return False
+        return True
 
 
 def _alt_names(app_uri: str, hosts: Sequence[str]) -> list[x509.GeneralName]:

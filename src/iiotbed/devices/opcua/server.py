@@ -32,6 +32,7 @@ from iiotbed.devices.opcua._nodes import (
     build_machine,
 )
 from iiotbed.devices.opcua._security import (
+    RoleRuleset,
     Security,
     UserPasswordManager,
     client_validator,
@@ -150,6 +151,7 @@ class MachineServer(AsyncClosing):
         sec = self.security
         users = UserPasswordManager(sec.users) if sec.profile == "secure" else None
         server = Server(user_manager=users or PermissiveUserManager())
+        rules: RoleRuleset | None = None
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"iiotbed {self.name}")
@@ -162,7 +164,10 @@ class MachineServer(AsyncClosing):
             await ensure_certificate(cert, key, self.application_uri, [self.host])
             await server.load_certificate(cert)
             await server.load_private_key(key)
-            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            rules = RoleRuleset({u: sec.role_of(u) for u in sec.users})
+            server.set_security_policy(
+                [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], permission_ruleset=rules
+            )
             server.set_identity_tokens([ua.UserNameIdentityToken])
             if sec.trusted_clients is not None:
                 server.set_certificate_validator(await client_validator(sec.trusted_clients))
@@ -179,6 +184,9 @@ class MachineServer(AsyncClosing):
             )
             await _stamp_at(server, nodes, self.epoch + dt.timedelta(seconds=self.started_at))
             self._by_path[spec.path] = nodes
+            if rules is not None:  # only engineers command a machine
+                rules.commands.update(nodes.methods)
+                rules.setpoints.add(nodes.speed)
             self._speed_nodes[nodes.speed] = spec.path
             server.set_attribute_value_setter(nodes.speed, self._speed_setter)
             self._alarms[spec.path] = await self._alarm_generators(server, nodes)

@@ -6,6 +6,8 @@ subscribe to their counters, monitoring values, state numbers and speed setpoint
 configured sampling and publishing intervals, and to their alarm events. SourceTimestamp
 becomes ``t`` (source time − epoch), StatusCode severity the quality. A lost session is
 rebuilt with bounded exponential backoff and jitter, then everything is subscribed again.
+With ``certificate`` and ``private_key`` the session is Basic256Sha256 SignAndEncrypt (the
+servers' ``secure`` profile); ``user``/``password`` log in (an operator may read all).
 
 At the moment a session is lost, every value it delivered is marked Bad (no value) at the
 newest source time the session had delivered: the gap is marked, not filled with the last
@@ -23,9 +25,12 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from asyncua import Client, Node, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
 
 from iiotbed.errors import ConnectorError, UnsError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
@@ -53,6 +58,21 @@ class _Binding:
     asset: str
     tag: str
     unit: str | None
+
+
+def _application_uri(certificate: Path) -> str:
+    """The application URI in a client certificate (DER or PEM), which the session must use."""
+    try:
+        raw = certificate.read_bytes()
+        cert = (x509.load_pem_x509_certificate(raw) if raw.startswith(b"-----")
+                else x509.load_der_x509_certificate(raw))  # fmt: skip
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except (OSError, ValueError, x509.ExtensionNotFound) as exc:
+        raise ValueError(f"{certificate}: not a usable OPC UA client certificate: {exc}") from None
+    if not uris:
+        raise ValueError(f"{certificate}: the certificate names no application URI (SAN URI)")
+    return str(uris[0])
 
 
 class _Handler:
@@ -148,6 +168,8 @@ class OpcUaCollector:
         events: bool = True,
         user: str | None = None,
         password: str | None = None,
+        certificate: Path | None = None,
+        private_key: Path | None = None,
         timeout: float = 4.0,
         watchdog_interval: float = 1.0,
         backoff_initial: float = 0.5,
@@ -168,6 +190,11 @@ class OpcUaCollector:
         self.events = events
         self.user = user
         self.password = password
+        if (certificate is None) != (private_key is None):
+            raise ValueError("give the OPC UA client certificate and its private key together")
+        self.certificate = certificate
+        self.private_key = private_key
+        self._app_uri = _application_uri(certificate) if certificate is not None else None
         self.timeout = timeout
         self.watchdog_interval = watchdog_interval
         self.backoff_initial = backoff_initial
@@ -220,6 +247,15 @@ class OpcUaCollector:
         if self.user is not None:
             client.set_user(self.user)
             client.set_password(self.password or "")
+        if self.certificate is not None and self.private_key is not None:
+            assert self._app_uri is not None
+            client.application_uri = self._app_uri  # must match the certificate's URI
+            await client.set_security(
+                SecurityPolicyBasic256Sha256,
+                str(self.certificate),
+                str(self.private_key),
+                mode=ua.MessageSecurityMode.SignAndEncrypt,
+            )
         lost = asyncio.Event()
 
         async def on_lost(exc: Exception) -> None:
