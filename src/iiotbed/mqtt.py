@@ -149,10 +149,23 @@ def _login_from_secrets(secrets: Path, client_id: str) -> tuple[str, str | None]
     return None
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho drops such a socket unclosed."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def _tls_context(url: BrokerUrl) -> ssl.SSLContext:
     """A client context that checks the broker's certificate and host name."""
     try:
-        return ssl.create_default_context(cafile=str(url.ca) if url.ca is not None else None)
+        ctx = ssl.create_default_context(cafile=str(url.ca) if url.ca is not None else None)
+        ctx.sslsocket_class = _ClosingSSLSocket
+        return ctx
     except (OSError, ssl.SSLError) as exc:
         raise BrokerRefused(
             f"cannot use CA file {url.ca} for {url}: {exc}; give the CA certificate "

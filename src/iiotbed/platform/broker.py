@@ -5,6 +5,13 @@
 there is left alone), and stops it on close. Mosquitto is used when its binary is on the
 PATH (or in /usr/sbin); otherwise amqtt, a pure-Python broker from PyPI, runs in a child
 Python process so the broker never competes with the platform's event loop.
+
+``EmbeddedBroker(secrets=SecretsDir(...))`` is the secure profile: Mosquitto only, a TLS
+listener with the secrets' certificate, passwords and ACL, and ``url`` in the
+``mqtts://...?secrets=DIR`` form that logs each client in by its client id. Mosquitto drops a
+PUBLISH its ACL denies without telling the sender (on MQTT 3.1.1 it even PUBACKs QoS 1) and
+logs it only at its debug level, so this mode logs at debug level and
+:meth:`EmbeddedBroker.denied` counts those lines (read incrementally from the log file).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from typing import Literal
 
 from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError
+from iiotbed.security.layout import SecretsDir
+from iiotbed.security.mosquitto import DENIED_PUBLISH
 
 __all__ = ["BrokerKind", "EmbeddedBroker", "find_mosquitto", "free_port"]
 
@@ -36,6 +45,22 @@ persistence false
 log_dest stderr
 log_type error
 log_type warning
+max_queued_messages 100000
+"""
+
+# the secure listener: TLS with the secrets' certificate, logins and ACL; debug logging is
+# the only place Mosquitto 2 reports a PUBLISH its ACL denied
+_MOSQUITTO_SECURE_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous false
+password_file {secrets}/passwd
+acl_file {secrets}/acl
+cafile {secrets}/ca.pem
+certfile {secrets}/broker.pem
+keyfile {secrets}/broker.key
+persistence false
+log_dest stderr
+log_type debug
 max_queued_messages 100000
 """
 
@@ -80,22 +105,75 @@ async def _accepts(host: str, port: int) -> bool:
 class EmbeddedBroker(AsyncClosing):
     """A broker child process on 127.0.0.1; ``kind`` None picks Mosquitto when installed."""
 
-    def __init__(self, kind: BrokerKind | None = None, *, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        kind: BrokerKind | None = None,
+        *,
+        start_timeout: float = 10.0,
+        secrets: SecretsDir | None = None,
+    ) -> None:
         if kind is None:
             kind = "mosquitto" if find_mosquitto() is not None else "amqtt"
+        if secrets is not None and kind != "mosquitto":
+            raise ConnectorError(
+                "the secure profile's broker is Mosquitto (TLS, passwords, ACL); install it "
+                "(apt-get install mosquitto)"
+            )
         self.kind: BrokerKind = kind
         self.host = "127.0.0.1"
         self.port = 0
         self.start_timeout = start_timeout
+        self.secrets = secrets
         self._proc: asyncio.subprocess.Process | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._log: Path | None = None
+        self._log_offset = 0
+        self._log_tail = b""
+        self._denied = 0
 
     @property
     def url(self) -> str:
-        """``mqtt://127.0.0.1:<port>`` once started."""
+        """``mqtt://127.0.0.1:<port>`` once started; secure: ``mqtts://127.0.0.1:<port>?secrets=DIR``."""
         if not self.port:
             raise ConnectorError("the embedded broker is not started; use `async with`")
+        if self.secrets is not None:
+            return f"mqtts://{self.host}:{self.port}?secrets={self.secrets.root.resolve()}"
         return f"mqtt://{self.host}:{self.port}"
+
+    def url_for(self, user: str) -> str:
+        """Secure profile: the URL that logs in as ``user`` (its password and the CA in it)."""
+        if self.secrets is None:
+            return self.url
+        password = self.secrets.password(user)
+        ca = self.secrets.ca_cert.resolve()
+        return f"mqtts://{user}:{password}@{self.host}:{self.port}?ca={ca}"
+
+    def log_text(self) -> str:
+        """What the broker logged so far (blocking read of its log file; '' when closed)."""
+        try:
+            return self._log.read_text(errors="replace") if self._log is not None else ""
+        except OSError:
+            return ""
+
+    def denied(self) -> int:
+        """PUBLISH packets the ACL refused so far (secure profile; 0 otherwise).
+
+        Reads the log from where the last call stopped (blocking file I/O, small chunks).
+        """
+        if self.secrets is None or self._log is None:
+            return self._denied
+        try:
+            with self._log.open("rb") as f:
+                f.seek(self._log_offset)
+                while chunk := f.read(1 << 20):
+                    self._log_offset += len(chunk)
+                    data = self._log_tail + chunk
+                    cut = data.rfind(b"\n") + 1  # count whole lines; keep the partial one
+                    self._denied += data[:cut].count(DENIED_PUBLISH.encode())
+                    self._log_tail = data[cut:]
+        except OSError:
+            pass  # closed: the count so far stands
+        return self._denied
 
     async def open(self) -> None:
         """Start the broker and wait until it accepts connections."""
@@ -126,7 +204,15 @@ class EmbeddedBroker(AsyncClosing):
                     "or use the amqtt broker"
                 )
             conf = conf_dir / "mosquitto.conf"
-            conf.write_text(_MOSQUITTO_CONF.format(port=port))
+            if self.secrets is not None:
+                text = _MOSQUITTO_SECURE_CONF.format(port=port, secrets=self.secrets.root.resolve())
+                if os.geteuid() == 0:
+                    # as root Mosquitto switches to user mosquitto before it reads the
+                    # password file, which is 0600 and ours: stay who we are
+                    text += "user root\n"
+            else:
+                text = _MOSQUITTO_CONF.format(port=port)
+            conf.write_text(text)
             args = [binary, "-c", str(conf)]
         else:
             conf = conf_dir / "amqtt.yaml"
@@ -134,6 +220,7 @@ class EmbeddedBroker(AsyncClosing):
             args = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
         # the broker logs to a file, not a pipe: an unread pipe would fill and stall it
         log_path = conf_dir / f"{self.kind}-{port}.log"
+        self._log, self._log_offset, self._log_tail = log_path, 0, b""
         with log_path.open("wb") as log_file:
             self._proc = await asyncio.create_subprocess_exec(
                 *args,
@@ -175,6 +262,9 @@ class EmbeddedBroker(AsyncClosing):
     async def close(self) -> None:
         """Stop the broker process and remove its configuration; safe to call twice."""
         await self._stop()
+        if self._dir is not None:
+            await asyncio.to_thread(self.denied)  # the last lines, before the log goes
+        self._log = None
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
