@@ -342,3 +342,111 @@ def test_births_wait_for_the_primary_host_state(group: str, peer: Peer) -> None:
         peer.publish(state_topic, b"", retain=True)  # clear the retained STATE
 
     asyncio.run(main())
+
+
+async def _next_of(peer: Peer, kind: str, device: str, wait: float = 5.0) -> Any:
+    """The next ``kind`` message of ``device`` (other devices' messages are skipped)."""
+    while True:
+        msg, payload = await peer.next_on(kind, wait)
+        if msg.topic.endswith(f"/{device}"):
+            return payload
+
+
+def _historical(payload: Any) -> list[tuple[int, int, Any]]:
+    """(alias, timestamp, value) of a payload's metrics, all of which must be historical."""
+    assert all(m.is_historical for m in payload.metrics), payload
+    return [(m.alias, m.timestamp, metric_value(m, "Double")) for m in payload.metrics]
+
+
+def test_store_and_forward_while_the_host_is_away_bounded_oldest_dropped(
+    group: str, peer: Peer
+) -> None:
+    # Sparkplug 3.0 store and forward: without the Primary Host nothing is published; the
+    # changes are kept (at most store_limit, the oldest dropped and counted) and follow the
+    # births as one historical DDATA with their own timestamps.
+    host = f"host-{group}"
+    state_topic = f"spBv1.0/STATE/{host}"
+
+    async def main() -> None:
+        async with make_node(group, primary_host_id=host, store_limit=3) as node:
+            for i in range(1, 6):
+                node.set("press-01", "Speed", float(i), T0 + i * 1000)
+                await node.flush()
+            assert not node.born and node.stored == 3
+            assert (node.stats.stored, node.stats.store_dropped) == (5, 2)
+            assert await asyncio.to_thread(peer.nothing_for, 0.3)
+            peer.publish(state_topic, json.dumps({"online": True, "timestamp": T0}).encode(), retain=True)
+            dbirth = await _next_of(peer, "DBIRTH", "press-01")
+            speed = by_name(dbirth)["Speed"]
+            assert (speed.double_value, speed.timestamp, speed.is_historical) == (5.0, T0 + 5000, False)
+            data = await _next_of(peer, "DDATA", "press-01")
+            # the three newest, dated when they happened; 1 and 2 were dropped
+            assert _historical(data) == [(speed.alias, T0 + i * 1000, float(i)) for i in (3, 4, 5)]
+            assert node.stats.forwarded == 3 and node.stored == 0
+            node.set("press-01", "Speed", 6.0, T0 + 6000)
+            await node.flush()
+            _, live = await peer.next_on("DDATA")
+            assert not live.metrics[0].is_historical and live.seq == data.seq + 1
+        peer.publish(state_topic, b"", retain=True)
+
+    asyncio.run(main())
+
+
+def test_a_lost_link_resends_what_it_may_have_swallowed_as_history(group: str, peer: Peer) -> None:
+    # DATA is QoS 0: what went out just before the link died may be gone. After the rebirth
+    # the node sends it again as history, led by the value held before it.
+    async def main() -> None:
+        async with make_node(group) as node:
+            await peer.next_on("NBIRTH")
+            node.set("press-01", "Speed", 1.0, T0 + 1000)
+            await node.flush()
+            node.set("press-01", "Speed", 2.0, T0 + 2000)
+            await node.flush()
+            node.connection.abort()
+            await peer.next_on("NDEATH")
+            node.set("press-01", "Speed", 3.0, T0 + 3000)  # while away
+            await node.flush()
+            dbirth = await _next_of(peer, "DBIRTH", "press-01", wait=10)
+            data = await _next_of(peer, "DDATA", "press-01")
+            alias = by_name(dbirth)["Speed"].alias
+            # the value before the unsure ones (none here: Speed had no value yet), then both
+            # published within resend_window of the loss, then the one set while away
+            got = [(a, ts, v) for a, ts, v in _historical(data) if a == alias]
+            assert got == [(alias, T0 + 1000, 1.0), (alias, T0 + 2000, 2.0), (alias, T0 + 3000, 3.0)]
+
+    asyncio.run(main())
+
+
+def test_store_and_forward_off_keeps_only_the_latest_for_the_birth(group: str, peer: Peer) -> None:
+    host = f"host-{group}"
+    state_topic = f"spBv1.0/STATE/{host}"
+
+    async def main() -> None:
+        async with make_node(group, primary_host_id=host, store_limit=0) as node:
+            for i in range(1, 4):
+                node.set("press-01", "Speed", float(i), T0 + i * 1000)
+                await node.flush()
+            assert node.stored == 0 and node.stats.stored == 0
+            # retained: the node's STATE subscription may not be in place yet
+            peer.publish(state_topic, json.dumps({"online": True, "timestamp": T0}).encode(), retain=True)
+            dbirth = await _next_of(peer, "DBIRTH", "press-01")
+            speed = by_name(dbirth)["Speed"]
+            assert (speed.double_value, speed.timestamp) == (3.0, T0 + 3000)
+            assert await asyncio.to_thread(lambda: all(
+                "/DDATA/" not in m.topic for m in _drain(peer, 0.5)))  # fmt: skip
+        peer.publish(state_topic, b"", retain=True)
+        with pytest.raises(ValueError, match="store_limit"):
+            make_node(group, store_limit=-1)
+
+    asyncio.run(main())
+
+
+def _drain(peer: Peer, seconds: float) -> list[paho.MQTTMessage]:
+    out = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            out.append(peer.q.get(True, left))
+        except queue.Empty:
+            break
+    return out

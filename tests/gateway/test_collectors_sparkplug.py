@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
 from iiotbed.gateway.collectors import SparkplugHost
 from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
+from iiotbed.protocols.uns import sample_id
 from iiotbed.telemetry import Quality
 
 pytestmark = [pytest.mark.network, pytest.mark.timeout(60)]
@@ -216,13 +218,14 @@ async def _host_loses_broker() -> None:
             await relay.down()
             await until(lambda: host.stats.connection_losses == 1, what="the host to notice")
             stale = sink.all[n:]
-            # every metric of the node and its devices, Bad, at the newest sim time seen
+            # every metric of the node and its devices, Bad, just after the newest sim time seen
+            mark = math.nextafter(newest, math.inf)
             assert {(s.asset, s.tag) for s in stale} == {
                 (LINE, "Uptime"), (LINE, "GoodCount"), (LINE, "Running"),
                 (f"{LINE}/bonding/bonder-01", "EnergyTotal"),
             }  # fmt: skip
             assert all(s.quality is Quality.Bad and s.value is None for s in stale)
-            assert {s.t for s in stale} == {newest}
+            assert {s.t for s in stale} == {mark}
             assert host.stats.stale_marks == 4
             # back: the node's next data is from an unborn node -> rebirth request -> birth
             await relay.up()
@@ -235,7 +238,68 @@ async def _host_loses_broker() -> None:
             assert host.stats.rebirths_requested >= 1
             assert all(s.t >= newest for s in after)  # nothing dated inside the marked gap
             running = [s for s in after if s.tag == "Running"]
-            # restated (held since 7 s, before the mark): known again from the mark
-            assert running and running[0].t == newest and running[0].value == 1.0
+            # restated (held since 7 s, before the mark): known again from the mark, as a new
+            # sample (an exact repeat of the one sent before would be dropped by its id)
+            assert running and running[0].t == mark and running[0].value == 1.0
+            first = next(s for s in sink.all if s.tag == "Running" and s.value == 1.0)
+            assert sample_id("r", LINE, "Running", first.t, 1.0, Quality.Good) != sample_id(
+                "r", LINE, "Running", running[0].t, 1.0, Quality.Good
+            )
     finally:
         await relay.down()
+
+
+def test_store_and_forward_fills_a_broker_outage_with_history(mosquitto: Mosquitto) -> None:
+    asyncio.run(_store_and_forward(mosquitto))
+
+
+async def _store_and_forward(broker: Mosquitto) -> None:
+    # The broker goes away; the node (Primary Host configured) keeps its changes and sends
+    # them as historical DDATA after the rebirth. The host passes them on with their own
+    # times: the gap after its stale mark holds every value, Running's off-and-on included,
+    # which the birth alone (the latest value) would have lost.
+    group = f"f{time.time_ns() % 10**9}"
+    sink = ListSink()
+    sim = [MS + 500]
+    node = SparkplugEdgeNode(
+        f"mqtt://127.0.0.1:{broker.port}", group, "edge-1",
+        devices={"line": [MetricDef("GoodCount", "UInt64"), MetricDef("Running", "Boolean")]},
+        primary_host_id=f"h-{group}", client_id=f"edge-{group}", clock=lambda: sim[0],
+    )  # fmt: skip
+    async with _host(broker.port, group, sink) as host, node:
+        await until(lambda: node.born and host.stats.births == 2, what="births")
+        sim[0] = MS + 1000
+        node.set("line", "GoodCount", 1, sim[0])
+        node.set("line", "Running", True, sim[0])
+        await node.flush()
+        await until(lambda: (s := sink.last().get((LINE, "GoodCount"))) is not None and s.value == 1,
+                    what="the first count")  # fmt: skip
+        await asyncio.to_thread(broker.stop)
+        await until(lambda: not node.born and host.stats.connection_losses == 1, what="both lost")
+        mark = math.nextafter(1.0, math.inf)
+        for i in range(2, 12):
+            sim[0] = MS + i * 1000
+            node.set("line", "GoodCount", i, sim[0])
+            node.set("line", "Running", i not in (5, 6, 7), sim[0])
+            await node.flush()
+        assert node.stored > 0 and node.stats.store_dropped == 0
+        await asyncio.to_thread(broker.start)
+        await until(lambda: node.born and node.stored == 0 and host.stats.historical > 0, 20,
+                    what="births and history after the restart")  # fmt: skip
+        assert host.stats.malformed == 0 and node.stats.forwarded == node.stats.stored
+        seen = list(sink.all)  # before the node's NDEATH on close
+
+    def timeline(tag: str) -> list[tuple[float, float | int | str | None]]:
+        """(t, value) of the tag in store order: by time, arrival breaking ties."""
+        return [(s.t, s.value) for s in sorted((s for s in seen if s.tag == tag and s.t >= mark),
+                                               key=lambda s: s.t)]  # fmt: skip
+
+    counts = timeline("GoodCount")
+    # the mark (Bad), the count held at it restated, then every count at its own time
+    assert counts[:2] == [(mark, None), (mark, 1)], counts
+    assert counts[2:] == [(float(i), i) for i in range(2, 12)], counts
+    running = timeline("Running")
+    assert running[:2] == [(mark, None), (mark, 1)], running
+    assert running[2:] == [(5.0, 0), (8.0, 1)], running
+    # nothing between the mark and the history that is not the node's own
+    assert all(s.quality is Quality.Good for s in seen if s.t > mark)

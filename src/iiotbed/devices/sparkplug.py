@@ -5,6 +5,14 @@ Topics are ``spBv1.0/<group>/<type>/<edge>[/<device>]``. The node registers NDEA
 per device (optionally after the Primary Host's ``STATE`` says online), reports changed
 values in NDATA/DDATA, rebirths on ``Node Control/Rebirth`` and hands writes arriving
 in NCMD/DCMD to a callback. Payloads use the specification's protobuf schema.
+
+Store and forward (Sparkplug 3.0 ``is_historical``): while the node has no session (broker
+away, or the Primary Host offline) it keeps every change in a bounded store (the oldest
+dropped first, counted) and, right after the next births, sends it per device in one DATA
+message whose metrics are flagged historical and carry their own timestamps. The store
+starts with each metric's value as last known to be delivered: DATA is QoS 0, so what was
+published in the last ``resend_window`` seconds before the loss may have died with the
+link and is sent again too (a host drops what it already holds).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +63,9 @@ class SparkplugStats:
     commands_refused: int = 0
     malformed: int = 0
     restart_failures: int = 0  # session restarts (Primary Host offline) that raised
+    stored: int = 0  # metric values kept while offline (store and forward)
+    store_dropped: int = 0  # stored values dropped, oldest first, because the store was full
+    forwarded: int = 0  # stored values sent as historical metrics after a birth
 
 
 class _Metric:
@@ -66,6 +78,10 @@ class _Metric:
         self.timestamp_ms: int | None = None
 
 
+#: one change: (device or None for the node, metric, value, timestamp in epoch ms)
+_Change = tuple[str | None, str, object, int]
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -76,7 +92,8 @@ class SparkplugEdgeNode(MqttAdapter):
     ``clock`` gives the source time in epoch ms for births and deaths (default: wall
     clock); data timestamps come with each :meth:`set`. Writes arrive at ``on_command``,
     which returns whether it accepted them; the caller reports applied values with
-    :meth:`set` like any other change.
+    :meth:`set` like any other change. ``store_limit`` bounds the store-and-forward store
+    (metric values; 0 turns it off: a birth then carries only the latest value).
     """
 
     def __init__(
@@ -92,7 +109,13 @@ class SparkplugEdgeNode(MqttAdapter):
         client_id: str | None = None,
         clock: Callable[[], int] | None = None,
         use_aliases: bool = True,
+        store_limit: int = 100_000,
+        resend_window: float = 2.0,
     ) -> None:
+        if store_limit < 0 or resend_window < 0:
+            raise ValueError(
+                f"store_limit ({store_limit}) and resend_window ({resend_window} s) must be >= 0"
+            )
         check_id("group_id", group_id)
         check_id("edge_node_id", edge_node_id)
         self.group_id = group_id
@@ -122,6 +145,13 @@ class SparkplugEdgeNode(MqttAdapter):
         # every change since the last flush, in order: a value that goes 1 -> 2 -> 1 between
         # two flushes is two transitions a KPI needs, not "unchanged"
         self._pending: dict[str | None, dict[str, list[tuple[object, int]]]] = {}
+        self._store_limit = store_limit
+        self._resend_window = resend_window
+        # changes kept while offline, oldest first; None: not storing (a session is up)
+        self._store: deque[_Change] | None = None
+        # (monotonic s, change, the metric's value before it): DATA published lately, which a
+        # lost link may have swallowed (QoS 0); kept for resend_window seconds
+        self._sent: deque[tuple[float, _Change, tuple[object, int | None]]] = deque()
         self._bd_seq = -1
         self._seq = 0
         self._born = False
@@ -157,6 +187,11 @@ class SparkplugEdgeNode(MqttAdapter):
         """True once NBIRTH went out on the current connection."""
         return self._born
 
+    @property
+    def stored(self) -> int:
+        """Changes held for forwarding (0 while a session is up)."""
+        return 0 if self._store is None else len(self._store)
+
     def topic(self, message_type: str, device: str | None = None) -> str:
         """The topic of a message type, e.g. ``topic("DDATA", "press-01")``."""
         t = f"{NAMESPACE}/{self.group_id}/{message_type}/{self.edge_node_id}"
@@ -185,7 +220,8 @@ class SparkplugEdgeNode(MqttAdapter):
         changes.append((value, timestamp_ms))
 
     async def flush(self) -> None:
-        """Publish one NDATA/DDATA per node/device with the changes since the last flush."""
+        """Publish one NDATA/DDATA per node/device with the changes since the last flush;
+        without a session, keep them for forwarding (store and forward)."""
         pending, self._pending = self._pending, {}
         for device, changes in pending.items():
             if not changes:
@@ -193,28 +229,114 @@ class SparkplugEdgeNode(MqttAdapter):
             payload = pb.Payload()
             table = self._metrics[device]
             newest = 0
+            sent: list[tuple[_Change, tuple[object, int | None]]] = []
             for name, values in changes.items():
                 m = table[name]
                 for value, ts in values:
+                    sent.append(((device, name, value, ts), (m.value, m.timestamp_ms)))
                     m.value, m.timestamp_ms = value, ts
                     newest = max(newest, ts)
                     if not self._born:
-                        continue  # the next birth carries the last one
-                    pm = payload.metrics.add(timestamp=ts)
-                    if self._use_aliases:
-                        pm.alias = m.alias
-                    else:
-                        pm.name = name
-                        pm.datatype = DATATYPES[m.defn.datatype][0]
-                    encode_value(pm, m.defn.datatype, value)
+                        continue  # kept below, or the next birth carries the last one
+                    self._add_data_metric(payload, m, value, ts)
             if self._born and payload.metrics:
                 payload.timestamp = newest
                 payload.seq = self._next_seq()
                 kind = "NDATA" if device is None else "DDATA"
-                self._publish(self.topic(kind, device), payload)
+                if self._publish(self.topic(kind, device), payload):
+                    self._remember(sent)
+                    continue
+                self._begin_store()  # the link is gone and the loss not yet handled
+            for change, _ in sent:
+                self._keep(change)
+
+    def _add_data_metric(
+        self, payload: pb.Payload, m: _Metric, value: object, ts: int, historical: bool = False
+    ) -> None:
+        pm = payload.metrics.add(timestamp=ts)
+        if historical:
+            pm.is_historical = True
+        if self._use_aliases:
+            pm.alias = m.alias
+        else:
+            pm.name = m.defn.name
+            pm.datatype = DATATYPES[m.defn.datatype][0]
+        encode_value(pm, m.defn.datatype, value)
+
+    # -- store and forward --
+
+    def _remember(self, sent: list[tuple[_Change, tuple[object, int | None]]]) -> None:
+        if not self._store_limit:
+            return
+        now = time.monotonic()
+        recent = self._sent
+        recent.extend((now, change, prev) for change, prev in sent)
+        horizon = now - self._resend_window
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+
+    def _begin_store(self) -> None:
+        """The session ended: keep changes from here on, starting with every metric's value
+        as last known delivered and what was published within ``resend_window`` after it."""
+        if self._store is not None or not self._store_limit:
+            return
+        self._store = deque()
+        horizon = time.monotonic() - self._resend_window
+        unsure = [(change, prev) for mono, change, prev in self._sent if mono >= horizon]
+        self._sent.clear()
+        before: dict[tuple[str | None, str], tuple[object, int | None]] = {}
+        for (device, name, _, _), prev in unsure:
+            before.setdefault((device, name), prev)
+        for device, table in self._metrics.items():
+            for name, m in table.items():
+                value, ts = before.get((device, name), (m.value, m.timestamp_ms))
+                if ts is not None:
+                    self._keep((device, name, value, ts))
+        for change, _ in unsure:
+            self._keep(change)
+
+    def _keep(self, change: _Change) -> None:
+        if not self._store_limit:
+            return  # no store and forward: the next birth carries the latest value
+        store = self._store
+        if store is None:  # before the first birth: nothing was published to resend
+            store = self._store = deque()
+        if len(store) >= self._store_limit:
+            store.popleft()
+            self.stats.store_dropped += 1
+            if self.stats.store_dropped == 1 or self.stats.store_dropped % 10_000 == 0:
+                log.warning("store of %s full (%d values): dropped the oldest, %d so far",
+                            self.edge_node_id, self._store_limit, self.stats.store_dropped)  # fmt: skip
+        store.append(change)
+        self.stats.stored += 1
+
+    def _forward(self) -> None:
+        """After the births: the store as historical DATA, one message per node/device (a
+        host resolves what it already holds per message)."""
+        store, self._store = self._store, None
+        if not store:
+            return
+        by_device: dict[str | None, list[_Change]] = {}
+        for change in store:
+            by_device.setdefault(change[0], []).append(change)
+        for device, changes in by_device.items():
+            payload = pb.Payload()
+            table = self._metrics[device]
+            for _, name, value, ts in changes:
+                self._add_data_metric(payload, table[name], value, ts, historical=True)
+            payload.timestamp = max(c[3] for c in changes)
+            payload.seq = self._next_seq()
+            kind = "NDATA" if device is None else "DDATA"
+            if self._publish(self.topic(kind, device), payload):
+                self.stats.forwarded += len(changes)
+            else:  # lost again at once: keep them for the next session
+                for change in changes:
+                    self._keep(change)
+        log.info("%s forwarded %d stored values as historical", self.edge_node_id, len(store))
 
     async def close(self) -> None:
-        """Publish NDEATH (QoS 1), then disconnect; the broker then drops the Will."""
+        """Publish NDEATH (QoS 1), then disconnect; the broker then drops the Will. Values
+        still stored are lost (logged)."""
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,6 +348,9 @@ class SparkplugEdgeNode(MqttAdapter):
         ):
             self.stats.published += 1
         self._born = False
+        if self.stored:
+            log.warning("%s closes with %d stored values never forwarded",
+                        self.edge_node_id, self.stored)  # fmt: skip
         await super().close()
 
     # -- connection life cycle --
@@ -246,6 +371,8 @@ class SparkplugEdgeNode(MqttAdapter):
             self._publish_births()
 
     def _on_lost(self) -> None:
+        if self._born:
+            self._begin_store()
         self._born = False
 
     def _next_seq(self) -> int:
@@ -253,18 +380,25 @@ class SparkplugEdgeNode(MqttAdapter):
         self._seq = (s + 1) % 256
         return s
 
-    def _publish(self, topic: str, payload: pb.Payload) -> None:
+    def _publish(self, topic: str, payload: pb.Payload) -> bool:
         if self._conn.publish(topic, payload.SerializeToString(), qos=0, retain=False):
             self.stats.published += 1
+            return True
+        return False
 
     def _publish_births(self) -> None:
-        # Births carry every value, including changes not flushed yet.
+        # Births carry every value, including changes not flushed yet; the ones a later
+        # change replaced go on to the host as history (with store and forward).
         for device, changes in self._pending.items():
             for name, values in changes.items():
-                if values:
-                    m = self._metrics[device][name]
-                    m.value, m.timestamp_ms = values[-1]
+                if not values:
+                    continue
+                for value, ts in values[:-1]:  # the birth carries the last
+                    self._keep((device, name, value, ts))
+                m = self._metrics[device][name]
+                m.value, m.timestamp_ms = values[-1]
         self._pending = {}
+        self._sent.clear()
         now = self._clock()
         self._seq = 0
         nbirth = pb.Payload(timestamp=now, seq=self._next_seq())
@@ -280,6 +414,7 @@ class SparkplugEdgeNode(MqttAdapter):
             self._publish(self.topic("DBIRTH", device), dbirth)
         self._born = True
         self.stats.births += 1
+        self._forward()
 
     def _add_birth_metrics(self, payload: pb.Payload, device: str | None, now: int) -> None:
         for name, m in self._metrics[device].items():
@@ -336,6 +471,7 @@ class SparkplugEdgeNode(MqttAdapter):
             log.error("session restart of %s failed: %r", self.edge_node_id, exc, exc_info=exc)
 
     async def _restart_session(self) -> None:
+        self._begin_store()  # the host is away: what it missed goes to it when back
         self._born = False
         with contextlib.suppress(Exception):
             await self._conn.publish_and_wait(

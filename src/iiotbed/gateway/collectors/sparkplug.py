@@ -7,14 +7,24 @@ asks for a rebirth (NCMD ``Node Control/Rebirth``) on a gap or on data before a 
 NDEATH (with the bdSeq of the birth) and DDEATH mark the metrics stale: quality Bad, no value;
 so does losing the broker (Sparkplug 3.0: a host that loses its connection must consider every
 node's metrics stale), at the newest sim time seen from each node, and every node then needs a
-new birth. The values of a birth after a stale mark are dated no earlier than the mark: the
-gap stays marked where the node's values are newer, and ends at the mark where the node only
-restates values it held all along.
+new birth. A stale mark lies just after the newest value it ends, so a value restated at the
+mark is a new sample (dedup by id would drop an exact repeat and leave the gap open). The
+values of a birth after a stale mark are dated no earlier than the mark: the gap stays marked
+where the node's values are newer, and ends at the mark where the node only restates values
+it held all along.
+
+Historical metrics (``is_historical``, an edge node's store and forward after its rebirth)
+keep their own timestamps and fill the gap: per metric and message, values dated from the
+mark up to the birth's are passed on, the newest one before the mark is restated at the mark
+(the value held when the host lost sight of the node), and older ones, and ones the birth
+already carried, are dropped. A historical value never marks anything stale.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +65,7 @@ class SparkplugHostStats(CollectorStats):
     seq_gaps: int = 0
     unborn_data: int = 0  # data from a node or device whose birth was not seen
     rebirths_requested: int = 0
+    historical: int = 0  # historical metric values received (store and forward)
 
 
 @dataclass
@@ -73,6 +84,7 @@ class _Table:
     by_alias: dict[int, _Metric] = field(default_factory=dict)
     last_t: float = -float("inf")
     floor: float = -float("inf")  # the node's last stale mark: no value dated before it
+    birth_t: dict[str, float] = field(default_factory=dict)  # metric -> its birth value's time
 
 
 @dataclass
@@ -230,8 +242,8 @@ class SparkplugHost(MqttCollector):
                 self.stats.unborn_data += 1
                 self._request_rebirth(key, node, f"DDATA before DBIRTH of {device}")
                 return
-            samples, problems = self._resolve(table, payload, now)
-            if not samples:
+            samples, problems, valid = self._resolve(table, payload, now)
+            if not valid:
                 # garbage never moves the seq: only a message with real data is checked
                 raise _Bad("; ".join(problems[:3]) or f"{kind} without metrics")
             self._check_seq(key, node, payload)
@@ -291,16 +303,19 @@ class SparkplugHost(MqttCollector):
             table.by_name[m.name] = metric
             if m.HasField("alias"):
                 table.by_alias[m.alias] = metric
-        samples, more = self._resolve(table, payload, now)
+        samples, more, _ = self._resolve(table, payload, now, birth=True)
         self._emit(table, samples, problems + more)
 
     def _resolve(
-        self, table: _Table, payload: pb.Payload, now: float
-    ) -> tuple[list[Sample], list[str]]:
+        self, table: _Table, payload: pb.Payload, now: float, *, birth: bool = False
+    ) -> tuple[list[Sample], list[str], int]:
+        """Samples of the payload's metrics, problems, and how many metrics were valid."""
         out: list[Sample] = []
         problems: list[str] = []
         seq = payload.seq if payload.HasField("seq") else None
         floor = table.floor
+        valid = 0
+        history: dict[str, list[Sample]] = {}
         for m in payload.metrics:
             if m.HasField("name") and m.name:
                 if m.name == BDSEQ_METRIC or m.name.startswith("Node Control/"):
@@ -323,11 +338,21 @@ class SparkplugHost(MqttCollector):
                 continue
             ts = m.timestamp if m.HasField("timestamp") else payload.timestamp
             t = ts / 1000.0 - self.epoch if ts else now - self.epoch
+            valid += 1
+            value, quality = normalise_value(raw)
+            if m.is_historical and not birth:
+                s = Sample(t, table.asset, metric.name, value, metric.unit, quality, now, seq)
+                history.setdefault(metric.name, []).append(s)
+                continue
+            if birth:
+                table.birth_t[metric.name] = t
             if t < floor:  # a value held since before the stale mark is known again from it
                 t = floor
-            value, quality = normalise_value(raw)
             out.append(Sample(t, table.asset, metric.name, value, metric.unit, quality, now, seq))
-        return out, problems
+        for name, values in history.items():
+            self.stats.historical += len(values)
+            out += _fill(values, floor, table.birth_t.get(name, math.inf))
+        return out, problems, valid
 
     def _emit(self, table: _Table, samples: list[Sample], problems: list[str]) -> None:
         if samples:
@@ -353,20 +378,22 @@ class SparkplugHost(MqttCollector):
     def _mark_stale(
         self, tables: list[_Table], payload: pb.Payload | None, now: float, node: _Node | None
     ) -> None:
-        """Bad, no value, for every metric of ``tables``: at the death's time, never before
-        the values it ends; without a death (broker lost) at the node's newest sim time."""
+        """Bad, no value, for every metric of ``tables``: at the death's time, or just after
+        the newest value of the node it ends (a broker lost: no death), whichever is later."""
         out = []
+        newest = max(table.last_t for table in tables)
         if payload is None:
-            newest = max(table.last_t for table in tables)
             if newest == -float("inf"):
                 return  # no value ever came: nothing to mark
             stamp = newest
         else:
             stamp = payload.timestamp / 1000.0 - self.epoch if payload.timestamp else now - self.epoch
+        # strictly after every value it ends: a value restated at the mark then differs from
+        # the one sent before (same time and value: the same sample id, dropped as a duplicate)
+        t = max(stamp, math.nextafter(newest, math.inf))
+        if node is not None and t > node.floor:
+            node.floor = t
         for table in tables:
-            t = max(stamp, table.last_t)  # a death never predates the values it ends
-            if node is not None and t > node.floor:
-                node.floor = t
             for metric in table.by_name.values():
                 out.append(Sample(t, table.asset, metric.name, None, metric.unit, Quality.Bad, now))
         if out:
@@ -392,3 +419,21 @@ class SparkplugHost(MqttCollector):
         if conn.publish(f"{NAMESPACE}/{group}/NCMD/{edge}", body, qos=0):
             self.stats.rebirths_requested += 1
             log.info("requested a rebirth of %s/%s: %s", group, edge, why)
+
+
+def _fill(values: list[Sample], floor: float, birth_t: float) -> list[Sample]:
+    """The historical values of one metric (in the edge's order) that fill a stale gap:
+    those dated from ``floor`` to before ``birth_t``, led by the newest older one restated
+    at ``floor`` (when the birth's value is newer than the mark)."""
+    held: Sample | None = None
+    out: list[Sample] = []
+    for s in values:
+        if s.t >= birth_t:
+            continue  # the birth carried it (or a newer value)
+        if s.t < floor:
+            held = s
+        else:
+            out.append(s)
+    if held is not None and birth_t > floor:
+        out.insert(0, dataclasses.replace(held, t=floor))
+    return out
