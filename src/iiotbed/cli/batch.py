@@ -34,7 +34,7 @@ from iiotbed.cli._common import (
     _load,
     _pct,
     _print_table,
-    _run_jobs,
+    _progress,
     _summaries,
     _summary_json,
     _user_errors,
@@ -43,6 +43,45 @@ from iiotbed.cli._common import (
 )
 
 __all__ = ["compare", "simulate", "validate"]
+
+Executor = Annotated[
+    str | None,
+    typer.Option(
+        "--executor",
+        envvar="IIOTBED_EXECUTOR",
+        help="Where replications run: 'local' (this machine's processes, the default) or "
+        "dask://HOST:PORT, the scheduler of a Dask cluster whose workers run this iiotbed.",
+        show_default=False,
+    ),
+]
+
+
+def _check_executor(executor: str | None) -> None:
+    from iiotbed.testbed.experiment import ExecutorError, check_executor
+
+    try:
+        check_executor(executor)
+    except ExecutorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--executor") from None
+
+
+def _run_jobs(
+    jobs: list[tuple[Scenario, int]], workers: int | None, executor: str | None, label: str
+) -> list[ReplicationResult]:
+    """The jobs' results in their order, a progress bar advancing as each one finishes."""
+    from iiotbed.testbed.experiment import ExecutorError, run_replications
+
+    with _progress(len(jobs), label) as progress:
+        task = progress.add_task(label, total=len(jobs))
+        try:
+            return run_replications(
+                jobs,
+                workers=workers,
+                executor=executor,
+                on_done=lambda _r: progress.advance(task),
+            )
+        except ExecutorError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--executor") from None
 
 
 @app.command()
@@ -70,7 +109,6 @@ def validate(
         raise typer.Exit(2)
 
 
-
 @app.command()
 def simulate(
     file: FileArg,
@@ -78,6 +116,7 @@ def simulate(
     duration: Duration = None,
     seed: Seed = None,
     workers: Workers = None,
+    executor: Executor = None,
     events: Annotated[
         Path | None,
         typer.Option(
@@ -87,6 +126,7 @@ def simulate(
     as_json: AsJson = False,
 ) -> None:
     """Run replications of a scenario; print each KPI's mean and 95 % confidence interval."""
+    _check_executor(executor)
     with _user_errors():
         scenario = _load(file, duration=_duration(duration), seed=seed, replications=replications)
         n = scenario.run.replications
@@ -103,7 +143,7 @@ def simulate(
                 ) from None
             jobs = jobs[1:]
         if jobs:
-            results += _run_jobs(jobs, workers, f"simulating {scenario.name}")
+            results += _run_jobs(jobs, workers, executor, f"simulating {scenario.name}")
         summaries = _summaries(results)
         info = _kpi_info()
         if as_json:
@@ -142,12 +182,14 @@ def compare(
     duration: Duration = None,
     seed: Seed = None,
     workers: Workers = None,
+    executor: Executor = None,
     as_json: AsJson = False,
     report: HtmlReport = None,
 ) -> None:
     """Paired comparison (common random numbers) of an upgrade against its baseline."""
     from iiotbed.platform.stats import compare_paired
 
+    _check_executor(executor)
     with _user_errors():
         info = _check_metric(metric)
         _check_report(report)
@@ -163,7 +205,7 @@ def compare(
         )
         n = base.run.replications
         jobs = [(base, i) for i in range(n)] + [(upg, i) for i in range(n)]
-        results = _run_jobs(jobs, workers, "simulating baseline and upgrade")
+        results = _run_jobs(jobs, workers, executor, "simulating baseline and upgrade")
         b_res, u_res = results[:n], results[n:]
         higher = bool(getattr(info[metric], "higher_is_better", True))
         cmp = compare_paired(
@@ -244,5 +286,3 @@ def _comparison_json(
             "upgrade": {k: _summary_json(s) for k, s in _summaries(u_res).items()},
         },
     }
-
-
