@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -49,7 +50,7 @@ def test_record_writes_every_layer_and_the_answer_key_is_the_simulators(tmp_path
     # the first message is the NBIRTH, the last one the NDEATH of the same bdSeq
     msgs = list(rec.mqtt_messages())
     assert "/NBIRTH/" in msgs[0].topic and "/NDEATH/" in msgs[-1].topic
-    assert all(a.log_ns < b.log_ns for a, b in zip(msgs, msgs[1:], strict=False))
+    assert all(a.log_ns < b.log_ns for a, b in itertools.pairwise(msgs))
 
 
 def _last_metric(rec: Recording, device: str, name: str) -> int:

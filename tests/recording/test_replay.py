@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,9 +90,16 @@ class _Sub:
         self.got.append((msg.topic, msg.payload))
 
     async def wait_for(self, n: int, limit: float = 20.0) -> None:
-        end = time.monotonic() + limit
-        while len(self.got) < n and time.monotonic() < end:
-            await asyncio.sleep(0.02)
+        await _until(lambda: len(self.got) >= n, limit)
+
+
+async def _until(cond: Callable[[], bool], limit: float) -> None:
+    """Poll ``cond`` until it holds or ``limit`` seconds passed."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if cond():
+            return
+        await asyncio.sleep(0.02)
 
 
 def test_replay_twice_gives_the_same_sequence_at_the_broker() -> None:
@@ -142,9 +150,8 @@ async def _gateway_round_trip(tmp_path: Path) -> None:
         uns = MqttConnection(broker.url, client_id="h5-uns", on_message=on_uns,
                              subscriptions=[(f"{st.output.root}/_stream/#", 1)])  # fmt: skip
         async with uns, Gateway(st) as gw:
-            async with asyncio.timeout(10):  # every collector subscribed before the births go
-                while not all(c.connected for c in gw.collectors):
-                    await asyncio.sleep(0.02)
+            # every collector subscribed before the births go
+            await _until(lambda: all(c.connected for c in gw.collectors), 10)
             stats = await replay(rec, ReplayOptions(broker.url, speed=None))
             async with asyncio.timeout(30):
                 await gw.flush()
@@ -152,9 +159,7 @@ async def _gateway_round_trip(tmp_path: Path) -> None:
             spb = m["collectors"]["sparkplug"]
             assert m["malformed"] == 0 and m["dropped"] == 0, m
             assert spb.get("seq_gaps", 0) == 0 and spb.get("rebirths_requested", 0) == 0, spb
-            deadline = time.monotonic() + 10
-            while len(samples) < m["forwarded"] and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await _until(lambda: len(samples) >= m["forwarded"], 10)
     assert stats.published["sparkplug"] == 251
     samples.sort(key=lambda s: s.t)
     telemetry = line_view(compute_kpis(samples, Layout.from_scenario(sc), start=start, end=end))

@@ -33,7 +33,7 @@ class Difference:
     def __str__(self) -> str:
         rule = self.rule
         return (
-            f"{self.asset}: {self.kpi} = {self.got!r}, the answer key says {self.expected!r} "
+            f"{self.asset}: {self.kpi} = {_show(self.got)}, the answer key says {_show(self.expected)} "
             f"({rule}) over sim time {self.window[0]:g} .. {self.window[1]:g} s"
         )
 
@@ -105,3 +105,12 @@ class AnswerKey:
 
 def _num(x: float | None) -> float:
     return math.nan if x is None else float(x)
+
+
+def _show(x: float | None) -> str:
+    """A figure as people write it: 753, not 753.0; None as "undefined"."""
+    if x is None:
+        return "undefined"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return repr(x)

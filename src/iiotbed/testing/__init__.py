@@ -1,1 +1,38 @@
-"""Helpers for other projects' test suites: recorded runs and the answer key."""
+"""Helpers for other projects' test suites: recorded runs and the answer key.
+
+The pytest plugin (:mod:`iiotbed.testing.plugin`, loaded by the ``pytest11`` entry point)
+gives the fixtures ``iiotbed_broker`` and ``iiotbed_replay``; this package gives the
+oracle, :func:`assert_matches_answer_key`, and the thread-backed :class:`ReplayHandle`.
+Importing it is cheap: the recording, MQTT and KPI modules load when used.
+See ``docs/testing.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from iiotbed.testing.replay import BackgroundBroker, ReplayHandle
+
+if TYPE_CHECKING:
+    from iiotbed.recording import AnswerKey
+
+__all__ = ["BackgroundBroker", "ReplayHandle", "assert_matches_answer_key"]
+
+
+def assert_matches_answer_key(
+    kpis: Mapping[str, float | None],
+    answer_key: AnswerKey,
+    *,
+    asset: str = "line",
+    keys: Iterable[str] | None = None,
+    rel: float | None = None,
+) -> None:
+    """Fail when what a system derived (``kpis`` of ``asset``) disagrees with the answer key:
+    counters exactly, the rest within ``rel`` (default 1e-6); the message names every asset,
+    KPI and window that disagrees. ``keys``: only these (default: those both know)."""
+    __tracebackhide__ = True
+    diffs = answer_key.differences(kpis, asset=asset, keys=keys, rel=rel)
+    if diffs:
+        lines = "\n  ".join(str(d) for d in diffs)
+        raise AssertionError(f"{len(diffs)} KPI(s) disagree with the answer key:\n  {lines}")
