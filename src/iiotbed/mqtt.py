@@ -6,186 +6,41 @@ the asyncio loop, and after a lost connection reconnects with the one reconnect 
 :class:`Backoff` (bounded exponential, with jitter). :meth:`MqttConnection.send` and
 :meth:`~MqttConnection.publish_acked` are the awaitable QoS 1 publish: they return when the
 broker PUBACKed and raise if the connection ended first, so the caller can resend. paho
-errors leave this module as :class:`~iiotbed.errors.ConnectorError`.
-
-``mqtts://user:password@host:8883?ca=ca.pem`` connects over TLS (the broker's certificate
-and host name checked against the CA) and logs in; a login the broker refuses, or a
-certificate the CA did not sign, raises :class:`BrokerRefused` once instead of retrying.
+errors leave this module as :class:`~iiotbed.errors.ConnectorError`. ``mqtts://`` URLs
+(:mod:`iiotbed.brokerurl`) use TLS and a login; a refusal raises :class:`BrokerRefused` once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
-import json
 import logging
-import os
 import random
 import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed._aio import AsyncClosing
+from iiotbed.brokerurl import (  # re-exported
+    BrokerRefused,
+    BrokerUrl,
+    parse_broker_url,
+    redact_url,
+    refusal,
+    tls_context,
+    tls_failure,
+)
 from iiotbed.errors import ConnectorError
 
 __all__ = ["Backoff", "BrokerRefused", "BrokerUrl", "ConnectionStats", "Message", "MqttAdapter",
            "MqttConnection", "Will", "parse_broker_url", "redact_url", "stop_client"]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    """Where the broker listens, and how to log in: ``mqtt://`` plain TCP, ``mqtts://`` TLS.
-
-    ``str()`` never shows the password: use it in messages and logs.
-    """
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    #: CA certificate (PEM) that signed the broker's certificate; None: the system's CAs
-    ca: Path | None = None
-    #: a directory written by ``iiotbed certs``: its CA, and a login chosen by client id
-    secrets: Path | None = None
-
-    def __str__(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-    def login(self, client_id: str) -> tuple[str, str | None] | None:
-        """User name and password for ``client_id``: the URL's own, else the secrets
-        directory's rule for that client id, else None (anonymous)."""
-        if self.username is not None:
-            return self.username, self.password
-        if self.secrets is not None:
-            return _login_from_secrets(self.secrets, client_id)
-        return None
-
-
-#: URL query parameters: ``ca`` (a CA file), ``secrets`` (an ``iiotbed certs`` directory)
-_QUERY = ("ca", "secrets")
-
-
-def parse_broker_url(url: str) -> BrokerUrl:
-    """Parse ``mqtt[s]://[user[:password]@]host[:port][?ca=FILE|secrets=DIR]``.
-
-    Ports default to 1883 (``mqtt``) and 8883 (``mqtts``). For ``mqtts`` the broker's
-    certificate is checked against ``?ca=FILE``, else ``$IIOTBED_MQTT_CA``, else the CA of
-    ``?secrets=DIR``, else the system's CAs. User name and password are percent-decoded.
-    """
-    parts = urlsplit(url)
-    shown = redact_url(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConnectorError(
-            f"broker URL {shown!r} is not supported: write it as mqtt://host:port or "
-            "mqtts://user:password@host:8883?ca=ca.pem, e.g. mqtt://127.0.0.1:1883",
-            endpoint=shown,
-        )
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ConnectorError(
-            f"broker URL {shown!r} has an invalid port: use a number in 1-65535", endpoint=shown
-        ) from exc
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - set(_QUERY))
-    if unknown or any(len(v) != 1 or not v[0] for v in query.values()):
-        raise ConnectorError(
-            f"broker URL {shown!r}: the query may hold ca=FILE and secrets=DIR once each"
-            + (f", not {', '.join(unknown)}" if unknown else ""),
-            endpoint=shown,
-        )
-    ca = Path(query["ca"][0]) if "ca" in query else None
-    secrets = Path(query["secrets"][0]) if "secrets" in query else None
-    if (ca is not None or secrets is not None) and not tls:
-        raise ConnectorError(
-            f"broker URL {shown!r}: ca= and secrets= need TLS: write mqtts://", endpoint=shown
-        )
-    if tls and ca is None:
-        env = os.environ.get("IIOTBED_MQTT_CA")
-        ca = Path(env) if env else (secrets / "ca.pem" if secrets is not None else None)
-    username = unquote(parts.username) if parts.username is not None else None
-    password = unquote(parts.password) if parts.password is not None else None
-    return BrokerUrl(parts.hostname, port, tls, username or None, password, ca, secrets)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages, logs and the API)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-def _login_from_secrets(secrets: Path, client_id: str) -> tuple[str, str | None] | None:
-    # the first rule whose client id pattern matches names the user (iiotbed.security.layout)
-    path = secrets / "credentials.json"
-    try:
-        doc = json.loads(path.read_text())
-        users: dict[str, Any] = doc["mqtt"]["users"]
-        rules: list[list[str]] = doc["mqtt"]["clients"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BrokerRefused(
-            f"cannot read MQTT logins from {path}: {exc}; run `iiotbed certs --dir {secrets}`",
-            endpoint=str(path),
-        ) from exc
-    for pattern, user in rules:
-        if fnmatch.fnmatchcase(client_id, pattern) and user in users:
-            return user, str(users[user]["password"])
-    return None
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """Closes itself when the handshake fails: paho drops such a socket unclosed."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
-def _tls_context(url: BrokerUrl) -> ssl.SSLContext:
-    """A client context that checks the broker's certificate and host name."""
-    try:
-        ctx = ssl.create_default_context(cafile=str(url.ca) if url.ca is not None else None)
-        ctx.sslsocket_class = _ClosingSSLSocket
-        return ctx
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerRefused(
-            f"cannot use CA file {url.ca} for {url}: {exc}; give the CA certificate "
-            "`iiotbed certs` wrote (ca.pem) with ?ca=FILE or IIOTBED_MQTT_CA",
-            endpoint=str(url),
-        ) from exc
-
-
-class BrokerRefused(ConnectorError):
-    """The broker refused us for good (bad login, not authorised, untrusted TLS): no retry."""
-
-
-#: CONNACK reasons a retry cannot fix (paho reports MQTT 3.1.1 codes as MQTT 5 reasons)
-_FATAL_CONNACK: Final = {
-    1: "unacceptable protocol version", 2: "client identifier rejected",
-    4: "bad user name or password", 5: "not authorised",
-    132: "unsupported protocol version", 133: "client identifier not valid",
-    134: "bad user name or password", 135: "not authorised", 138: "banned",
-    140: "bad authentication method",
-}  # fmt: skip
 
 
 def stop_client(client: paho.Client) -> None:
@@ -321,8 +176,7 @@ class MqttConnection(AsyncClosing):
         self.url = parse_broker_url(broker)
         self.client_id = client_id
         self._login = self.url.login(client_id)
-        # read once (a small file): a missing or unreadable CA fails here, clearly
-        self._tls = _tls_context(self.url) if self.url.tls else None
+        self._tls = tls_context(self.url) if self.url.tls else None
         self.stats = ConnectionStats()
         self._on_message = on_message
         self._subscriptions = list(subscriptions)
@@ -344,8 +198,7 @@ class MqttConnection(AsyncClosing):
         self._up = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: why the broker refused us for good (then nothing reconnects); None otherwise
-        self.refused: BrokerRefused | None = None
+        self.refused: BrokerRefused | None = None  # refused for good: nothing reconnects
 
     @property
     def connected(self) -> bool:
@@ -360,8 +213,7 @@ class MqttConnection(AsyncClosing):
         return s.generation if s is not None and self.connected else None
 
     async def wait_connected(self) -> None:
-        """Wait until a connection is up (at once when it is); raises :class:`BrokerRefused`
-        when the broker refused us for good."""
+        """Wait until a connection is up (at once when it is); raises a :class:`BrokerRefused`."""
         if self.refused is not None:
             raise self.refused
         await self._up.wait()
@@ -556,16 +408,7 @@ class MqttConnection(AsyncClosing):
             raise
         except ssl.SSLError as exc:  # before OSError (its base): a retry cannot fix it
             await asyncio.to_thread(stop_client, client)
-            raise BrokerRefused(
-                f"TLS with MQTT broker {self.url} failed: {exc}; "
-                + (
-                    "the broker's certificate is not signed by the CA given (?ca=, "
-                    "IIOTBED_MQTT_CA) or does not name this host"
-                    if isinstance(exc, ssl.SSLCertVerificationError)
-                    else "is it a TLS listener (mqtts://) and the port right?"
-                ),
-                endpoint=str(self.url),
-            ) from exc
+            raise tls_failure(self.url, exc) from exc
         except (OSError, TimeoutError) as exc:
             await asyncio.to_thread(stop_client, client)
             raise ConnectorError(
@@ -575,24 +418,7 @@ class MqttConnection(AsyncClosing):
             ) from exc
         if rc != 0:
             await asyncio.to_thread(stop_client, client)
-            who = f"{self.client_id!r} as user {self._login[0]!r}" if self._login else (
-                f"{self.client_id!r} (anonymous: no user in the URL)")  # fmt: skip
-            if rc in _FATAL_CONNACK:
-                raise BrokerRefused(
-                    f"MQTT broker {self.url} refused {who}: {_FATAL_CONNACK[rc]} "
-                    f"(CONNACK {rc}); check the user and password (iiotbed certs writes them)",
-                    endpoint=str(self.url),
-                )
-            if rc < 0:
-                raise ConnectorError(
-                    f"MQTT broker {self.url} closed the connection of {who} before its "
-                    "CONNACK; a TLS listener needs mqtts://",
-                    endpoint=str(self.url),
-                )
-            raise ConnectorError(
-                f"MQTT broker {self.url} refused {who} (CONNACK reason {rc})",
-                endpoint=str(self.url),
-            )
+            raise refusal(self.url, self.client_id, self._login, rc)
         self._session = session
         self._up.set()
         self.stats.connects += 1
@@ -676,8 +502,7 @@ class MqttConnection(AsyncClosing):
         if self._closing or session.generation != self._generation:
             return
         if not session.connack.done():
-            # closed before CONNACK (a plain client on a TLS listener, a refused link):
-            # _connect_once reports it now instead of waiting for its timeout
+            # closed before CONNACK (plain client, TLS listener): _connect_once says so now
             _resolve(session.connack, -1)
             return
         self.stats.connection_losses += 1

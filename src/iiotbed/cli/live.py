@@ -309,9 +309,12 @@ def gateway(
 
         async def main() -> None:
             async with Gateway(settings) as gw:
+                from iiotbed.mqtt import redact_url
+
                 typer.echo(
                     f"gateway {settings.id}: {', '.join(settings.collector_names())} -> "
-                    f"{settings.output.broker} {settings.output.root}/ (run {settings.run_id})"
+                    f"{redact_url(settings.output.broker)} {settings.output.root}/ "
+                    f"(run {settings.run_id})"
                 )
                 sys.stdout.flush()
                 try:
@@ -373,14 +376,41 @@ def platform(
         bool,
         typer.Option("--current-values", help="Also ingest the retained current-value topics."),
     ] = False,
+    security: Annotated[
+        str,
+        typer.Option(
+            "--security",
+            envvar="IIOTBED_SECURITY",
+            help="'open', or 'secure': API writes need the bearer token, the embedded broker "
+            "runs TLS with logins and ACLs (docs/security.md).",
+        ),
+    ] = "open",
+    api_token: Annotated[
+        str | None,
+        typer.Option(
+            "--api-token", envvar="IIOTBED_API_TOKEN", help="Bearer token of API writes (secure; "
+            "default: the one in --secrets).",
+        ),
+    ] = None,
+    secrets_dir: Annotated[
+        Path,
+        typer.Option(
+            "--secrets", envvar="IIOTBED_SECRETS", file_okay=False,
+            help="Secrets `iiotbed certs` wrote (secure profile).",
+        ),
+    ] = Path(".iiotbed/secrets"),
 ) -> None:
     """Ingest the UNS into a store and serve the HTTP API and the live dashboard."""
     import asyncio
 
+    from iiotbed.mqtt import redact_url
     from iiotbed.platform.service import Platform
 
     with _user_errors():
         _check_broker(broker)
+        from iiotbed.cli.security import secure_platform
+
+        api_token, secrets = secure_platform(security, broker, api_token, secrets_dir)
         scenario = _load(scenario_file) if scenario_file is not None else None
 
         async def serve() -> None:
@@ -391,9 +421,12 @@ def platform(
                 port=port,
                 scenario=scenario,
                 current_values=current_values,
+                api_token=api_token,
+                secrets=secrets if broker is None else None,
             ) as p:
                 typer.echo(f"platform: dashboard and API at {p.url}/ (docs {p.url}/docs)")
-                typer.echo(f"  ingesting {p.root}/_stream/# from {p.broker_url}")
+                shown = redact_url(p.broker_url) if p.broker_url is not None else None
+                typer.echo(f"  ingesting {p.root}/_stream/# from {shown}")
                 typer.echo(f"  store {p.store.url if p.store is not None else store}")
                 typer.echo("Ctrl-C stops.")
                 sys.stdout.flush()

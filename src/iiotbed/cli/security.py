@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from iiotbed.cli._common import app
 
-__all__ = ["certs"]
+if TYPE_CHECKING:
+    from iiotbed.security.layout import SecretsDir
+
+__all__ = ["certs", "secure_platform"]
 
 _HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
 
@@ -92,3 +95,27 @@ def certs(
         f"start a broker with `mosquitto -c {s.mosquitto_conf}`; connect devices with "
         f"--broker 'mqtts://127.0.0.1:{port}?secrets={directory}'"
     )
+
+
+def secure_platform(
+    security: str, broker: str | None, api_token: str | None, secrets_dir: Path
+) -> tuple[str | None, SecretsDir | None]:
+    """``iiotbed platform``'s profile: (API token, secrets for an embedded broker), or
+    (None, None) when open; bad input is a usage error (exit 2)."""
+    if security not in ("open", "secure"):
+        raise typer.BadParameter(f"{security!r}: use 'open' or 'secure'", param_hint="--security")
+    if security == "open":
+        return None, None
+    from iiotbed.security.layout import SecretsDir, read_api_token
+
+    if broker is not None and not broker.startswith("mqtts://"):
+        raise typer.BadParameter(
+            "the secure profile talks TLS: give an mqtts:// broker URL", param_hint="--broker"
+        )
+    try:
+        token = api_token or read_api_token(secrets_dir)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--secrets") from None
+    if len(token) < 16:
+        raise typer.BadParameter("use at least 16 characters", param_hint="--api-token")
+    return token, SecretsDir(secrets_dir)

@@ -59,8 +59,10 @@ class Backoff(_Model):
 
 
 def _broker(v: str | None) -> str | None:
-    if v is not None and not re.match(r"^mqtt://[^/:]+(:\d{1,5})?/?$", v):
-        raise ValueError(f"broker URL {v!r} must look like mqtt://host:port")
+    # mqtts://user:password@host:8883?ca=FILE too (iiotbed.mqtt parses it; never echo a password)
+    if v is not None and not re.match(r"^mqtts?://([^/@\s]+@)?[^/:@?\s]+(:\d{1,5})?/?(\?\S*)?$", v):
+        shown = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", v)
+        raise ValueError(f"broker URL {shown!r} must look like mqtt://host:port or mqtts://user:password@host:8883")
     return v
 
 

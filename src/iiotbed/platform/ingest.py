@@ -31,7 +31,7 @@ from typing import Any
 
 from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError, StorageError, UnsError
-from iiotbed.mqtt import Backoff, Message, MqttConnection
+from iiotbed.mqtt import Backoff, BrokerRefused, Message, MqttConnection
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store
@@ -230,6 +230,8 @@ class Ingest(AsyncClosing):
                 async with conn:
                     backoff.reset()
                     await self._consume()
+            except BrokerRefused:
+                raise  # a refused login or certificate: retrying cannot help
             except ConnectorError as exc:
                 self.metrics.connected = False
                 self.metrics.last_error = str(exc)

@@ -25,6 +25,7 @@ from iiotbed.platform.ingest import Ingest
 from iiotbed.platform.queries import PlatformView
 from iiotbed.platform.store import Store, open_store
 from iiotbed.protocols.uns import DEFAULT_ROOT
+from iiotbed.security.layout import SecretsDir
 
 if TYPE_CHECKING:
     from iiotbed.scenario import Scenario
@@ -60,7 +61,11 @@ class Platform(AsyncClosing):
         scenario: Scenario | None = None,
         root: str = DEFAULT_ROOT,
         current_values: bool = False,
+        api_token: str | None = None,
+        secrets: SecretsDir | None = None,
     ) -> None:
+        self.api_token = api_token  # writes need it as a bearer token (the secure profile)
+        self.secrets = secrets  # the embedded broker's TLS, logins and ACL (secure profile)
         self.broker_url = broker
         self.store_url = store
         self.host = host
@@ -90,7 +95,7 @@ class Platform(AsyncClosing):
 
     async def _start(self, stack: AsyncExitStack) -> None:
         if self.broker_url is None:
-            broker = await stack.enter_async_context(EmbeddedBroker())
+            broker = await stack.enter_async_context(EmbeddedBroker(secrets=self.secrets))
             self.broker_url = broker.url
         self.store = await stack.enter_async_context(open_store(self.store_url))
         catalog = RunCatalog(self.store, self.scenario)
@@ -102,7 +107,7 @@ class Platform(AsyncClosing):
             current_values=self.current_values,
         )
         self.view = PlatformView(self.store, catalog, self.ingest)
-        app = create_app(self.view, broker=self.broker_url)
+        app = create_app(self.view, broker=self.broker_url, api_token=self.api_token)
         sock = self._bind()
         stack.callback(sock.close)
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)

@@ -112,7 +112,7 @@ class SecretsDir:
         """``credentials.json`` (ValueError when it is not what ``iiotbed certs`` wrote)."""
         try:
             doc = json.loads(self.credentials.read_text())
-            doc["mqtt"]["users"], doc["api"]["token"]  # noqa: B018
+            doc["mqtt"]["users"], doc["api"]["token"]
         except OSError as exc:
             raise ValueError(
                 f"cannot read {self.credentials}: {exc.strerror}; run `iiotbed certs --dir {self.root}`"
