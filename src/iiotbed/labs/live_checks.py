@@ -1,0 +1,318 @@
+"""Checkers of the live labs (1-5): run the student's script against a :class:`LabRig`.
+
+Each checker runs the script with the rig's endpoints in its environment, then sets what
+the script answered beside what happened: the simulation (the answer key, watched by the
+rig), the scenario, the platform's API and what the checker itself saw on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import math
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from iiotbed.labs.report import CheckReport
+from iiotbed.labs.rig import LabRig, merged_env
+from iiotbed.labs.script import ScriptRun, answer_step, run_script
+
+__all__ = ["LIVE_CHECKS"]
+
+#: the station lab 1 asks about and lab 2 counts (the line's last stage: its output)
+BROWSE_STATION = "bonder-02"
+COUNT_STATION = "packer-01"
+STOP_STATION = "cleaner-01"
+PAUSE_AMR = "amr-02"
+
+
+async def _run(rig: LabRig, script: Path, limit_s: float, **extra: str) -> tuple[ScriptRun, float, float]:
+    """Run the script; return its run and the sim times it started and ended at."""
+    env = merged_env({**rig.script_env(), **extra})
+    t0 = rig.now
+    run = await run_script(script, env, limit_s=limit_s)
+    return run, t0, rig.now
+
+
+async def _get(rig: LabRig, path: str, **params: object) -> Any:
+    """GET the platform's API (urllib in a thread: it blocks)."""
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    url = f"{rig.api_url}{path}" + (f"?{query}" if query else "")
+
+    def fetch() -> Any:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    return await asyncio.to_thread(fetch)
+
+
+def _sim_t(rig: LabRig, value: object) -> float | None:
+    """An ISO 8601 source timestamp as sim seconds since the scenario epoch (None: not one)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        return None
+    return (stamp - rig.scenario.plant.epoch).total_seconds()
+
+
+def _close(a: object, b: float, rel: float) -> bool:
+    return isinstance(a, int | float) and not isinstance(a, bool) and math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+
+
+# ---------------------------------------------------------------------- lab 1
+
+
+async def check_browse(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
+    from iiotbed.devices.opcua import machine_specs
+    from iiotbed.devices.sim import STATES
+    from iiotbed.telemetry import ItemState
+
+    run, t0, t1 = await _run(rig, script, limit_s, IIOTBED_LAB_STATION=BROWSE_STATION)
+    fields = ("station", "Manufacturer", "SerialNumber", "ProductInstanceUri", "ItemState")
+    answer = answer_step(report, run, fields)
+    if answer is None:
+        return
+    spec = next(s for s in machine_specs(rig.scenario) if s.name == BROWSE_STATION)
+    report.add("the machine asked for", answer["station"] == BROWSE_STATION,
+               f"{answer['station']!r}", f"read the station named in IIOTBED_LAB_STATION "
+               f"({BROWSE_STATION}), not a fixed one")  # fmt: skip
+    truth = {"Manufacturer": spec.manufacturer, "SerialNumber": spec.serial_number,
+             "ProductInstanceUri": spec.product_instance_uri}  # fmt: skip
+    for key, want in truth.items():
+        got = answer[key]
+        report.add(f"Identification/{key}", got == want, f"{got!r}" + ("" if got == want else f", the machine says {want!r}"),
+                   f"browse Objects/Machines/{BROWSE_STATION}/Identification/{key} and print its "
+                   f"value (a LocalizedText's .Text)")  # fmt: skip
+    item = {s.name: ItemState(s.item).name for s in STATES}
+    seen = [item[s] for s in rig.watcher.states_between(BROWSE_STATION, t0, t1)]
+    got = answer["ItemState"]
+    report.add("MachineryItemState/CurrentState", got in seen,
+               f"{got!r}; while your script ran the machine was {', '.join(dict.fromkeys(seen))}",
+               "read MachineryItemState/CurrentState (a LocalizedText: print .Text), not the "
+               "PackML State")  # fmt: skip
+
+
+# ---------------------------------------------------------------------- lab 2
+
+
+async def _count_at(rig: LabRig, asset: str, t: float) -> float | None:
+    """The platform's stored ProcessedCount of ``asset`` at sim time ``t`` (last at or before)."""
+    body = await _get(rig, "/api/series", asset=asset, tag="ProcessedCount", end=t + 1e-6,
+                      start=max(0.0, t - 86400.0), run_id=rig.services.plan.run_id)  # fmt: skip
+    points = [p for p in body["points"] if p[0] <= t + 1e-6]
+    return float(points[-1][1]) if points else None
+
+
+async def check_throughput(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
+    run, _, _ = await _run(rig, script, limit_s, IIOTBED_LAB_STATION=COUNT_STATION)
+    fields = ("station", "t0", "t1", "count0", "count1", "throughput_per_h", "platform_processed")
+    answer = answer_step(report, run, fields)
+    if answer is None:
+        return
+    asset = next(p for _, n, p in rig.scenario.station_paths() if n == COUNT_STATION)
+    t0, t1 = _sim_t(rig, answer["t0"]), _sim_t(rig, answer["t1"])
+    if not report.add("t0 and t1 are source timestamps", t0 is not None and t1 is not None
+                      and t1 - t0 >= 600, f"{answer['t0']!r} .. {answer['t1']!r}",
+                      "print the SourceTimestamps of the two values (ISO 8601 with the offset, "
+                      "datetime.isoformat()), at least 600 sim s apart"):  # fmt: skip
+        return
+    assert t0 is not None and t1 is not None
+    await _settled(rig, asset, t1)
+    c0, c1 = await _count_at(rig, asset, t0), await _count_at(rig, asset, t1)
+    for key, want in (("count0", c0), ("count1", c1)):
+        report.add(f"{key} is the counter at that time", want is not None and answer[key] == want,
+                   f"{answer[key]!r}, the platform stored {want!r}",
+                   f"subscribe to {COUNT_STATION}'s OperationCounters/ProcessedCount and keep each "
+                   f"value with its SourceTimestamp")  # fmt: skip
+    if c0 is None or c1 is None:
+        return
+    want = (c1 - c0) / (t1 - t0) * 3600.0
+    report.add("your throughput", _close(answer["throughput_per_h"], want, 0.01),
+               f"{answer['throughput_per_h']!r} units/h; the counters say {want:.3f}",
+               "units between the two values divided by the SIM time between their "
+               "SourceTimestamps (not wall time: the factory runs faster than real time), per hour")  # fmt: skip
+    kpis = await _get(rig, "/api/kpis", by="station", start=t0, end=t1, run_id=rig.services.plan.run_id)
+    platform = _station_kpi(kpis, asset, "processed")
+    report.add("the platform's count for your window", platform is not None
+               and answer["platform_processed"] == platform,
+               f"{answer['platform_processed']!r}; /api/kpis?by=station&start={t0:g}&end={t1:g} "
+               f"says processed = {platform!r} (your counters: {c1 - c0:g})",
+               "ask /api/kpis with by=station and start/end = your t0/t1 in sim seconds "
+               "(source time minus the scenario epoch); read stations[<asset path>].processed")  # fmt: skip
+
+
+async def _settled(rig: LabRig, asset: str, t: float) -> None:
+    """Wait until the platform has stored something of ``asset`` dated after ``t``."""
+    deadline = asyncio.get_running_loop().time() + 30.0
+    while asyncio.get_running_loop().time() < deadline:
+        body = await _get(rig, "/api/series", asset=asset, tag="ProcessedCount", start=t,
+                          run_id=rig.services.plan.run_id)  # fmt: skip
+        if body["points"] or rig.now > t + 1800:
+            return
+        await asyncio.sleep(0.1)
+
+
+def _station_kpi(kpis: Any, asset: str, key: str) -> float | None:
+    """``key`` of one station in an /api/kpis?by=station answer, wherever it is nested."""
+    groups = kpis.get("stations")
+    if isinstance(groups, dict):
+        entry = groups.get(asset) or groups.get(asset.rsplit("/", 1)[-1])
+        if isinstance(entry, dict):
+            value = entry.get(key)
+            return float(value) if isinstance(value, int | float) else None
+    return None
+
+
+# ---------------------------------------------------------------------- lab 3
+
+
+async def check_starve(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
+    stage = next(s for s in rig.scenario.line.stages if s.name == "cof-bonding")
+    bonders = list(stage.station_names)
+    run, t0, t1 = await _run(rig, script, limit_s, IIOTBED_LAB_STATION=STOP_STATION)
+    answer = answer_step(report, run, ("stopped", "starved", "buffer_capacity"))
+    w = rig.watcher
+    stopped = w.first(STOP_STATION, "stopped", t0 - 1e-6)
+    report.add(f"{STOP_STATION} stopped", stopped is not None and stopped <= t1,
+               f"at sim {stopped:.0f} s" if stopped is not None else "never stopped while your script ran",
+               f"call the Stop method of Objects/Machines/{STOP_STATION} (uacall or Node.call_method)")  # fmt: skip
+    if stopped is not None:
+        late = [b for b in bonders if "suspended" not in w.states_between(b, stopped, t1)]
+        report.add("the bonders starved", not late,
+                   f"not seen Suspended: {', '.join(late)}" if late else ", ".join(bonders),
+                   "wait (subscribe to State/CurrentState) until every bonder shows Suspended "
+                   "before you restart the cleaner")  # fmt: skip
+    state = rig.state(STOP_STATION)
+    report.add(f"{STOP_STATION} running again at the end", state != "stopped", f"it is {state}",
+               f"call Start on {STOP_STATION} once you have seen the bonders starve")  # fmt: skip
+    if answer is None:
+        return
+    got = answer["starved"]
+    report.add("you saw the bonders starve", isinstance(got, list) and set(got) == set(bonders),
+               f"{got!r}", f"list the stations that went Suspended: {', '.join(bonders)}")  # fmt: skip
+    report.add("the buffer that ran empty", answer["buffer_capacity"] == stage.buffer_capacity,
+               f"{answer['buffer_capacity']!r}",
+               "the bonders' input buffer: buffer_capacity of the cof-bonding stage in the "
+               "scenario file (the units the bonders could still take after the cleaner stopped)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------- lab 4
+
+
+async def check_sparkplug(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
+    from iiotbed.mqtt import Message, MqttConnection
+    from iiotbed.protocols.sparkplug.codec import BDSEQ_METRIC, decode_payload
+
+    group, node = rig.sparkplug_group, rig.edge_node
+    births: list[tuple[int, int, int]] = []  # (seq, bdSeq, metrics)
+    seqs: list[int] = []
+
+    def on_message(msg: Message) -> None:
+        try:
+            payload = decode_payload(msg.payload)
+        except Exception:
+            return
+        seqs.append(payload.seq)
+        if msg.topic.split("/")[2] == "NBIRTH":
+            bd = next((int(m.long_value) for m in payload.metrics if m.name == BDSEQ_METRIC), -1)
+            births.append((payload.seq, bd, len(payload.metrics)))
+
+    topic = f"spBv1.0/{group}/+/{node}"
+    async with MqttConnection(rig.services.broker_url, client_id=f"iiotbed-lab4-{rig.services.plan.run_id}",
+                              on_message=on_message, subscriptions=[(topic, 0), (f"{topic}/#", 0)]):  # fmt: skip
+        run, _, _ = await _run(rig, script, limit_s)
+        await asyncio.sleep(0.2)  # the last NBIRTH the script caused, still on its way here
+    answer = answer_step(report, run, ("bdSeq", "birth_metrics", "seqs", "rebirth"))
+    report.add("a rebirth while your script ran", bool(births),
+               f"{len(births)} NBIRTH seen",
+               f"publish an NCMD to spBv1.0/{group}/NCMD/{node} with the Boolean metric "
+               "'Node Control/Rebirth' = true (a Sparkplug protobuf payload)")  # fmt: skip
+    if answer is None or not births:
+        return
+    bd = {b for _, b, _ in births}
+    report.add("bdSeq", answer["bdSeq"] in bd, f"{answer['bdSeq']!r}, the NBIRTH carried {sorted(bd)}",
+               "bdSeq is a metric of the NBIRTH (UInt64 'bdSeq'), not the payload's seq")  # fmt: skip
+    counts = {m for _, _, m in births}
+    report.add("metrics in the NBIRTH", answer["birth_metrics"] in counts,
+               f"{answer['birth_metrics']!r}, the NBIRTH had {sorted(counts)}",
+               "count every metric of the NBIRTH payload, bdSeq and Node Control/Rebirth included")  # fmt: skip
+    got = answer["seqs"]
+    ok = (isinstance(got, list) and len(got) >= 3 and all(isinstance(s, int) for s in got)
+          and _contiguous(got, seqs))  # fmt: skip
+    report.add("seq of the messages you decoded by hand", ok,
+               f"{got!r}" if ok else f"{got!r} is not a run of what the edge sent ({seqs[:12]}...)",
+               "read field 3 (seq, a varint) of at least 3 consecutive NDATA/DDATA payloads; "
+               "it counts 0..255 and wraps, the NBIRTH being 0")  # fmt: skip
+    report.add("your script saw its rebirth", answer["rebirth"] is True, f"{answer['rebirth']!r}",
+               "after the NCMD, wait for the new NBIRTH (seq 0) and print rebirth: true")  # fmt: skip
+
+
+def _contiguous(part: list[int], whole: list[int]) -> bool:
+    n = len(part)
+    return any(whole[i : i + n] == part for i in range(len(whole) - n + 1))
+
+
+# ---------------------------------------------------------------------- lab 5
+
+
+async def check_vda5050(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
+    from iiotbed.mqtt import Message, MqttConnection
+
+    live = rig.services.live
+    orders: set[str] = set()
+
+    def on_message(msg: Message) -> None:
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(body, dict) and isinstance(body.get("orderId"), str) and body["orderId"]:
+            orders.add(body["orderId"])
+
+    root = f"uagv/v2/{live.manufacturer}/{PAUSE_AMR}"
+    async with MqttConnection(rig.services.broker_url, client_id=f"iiotbed-lab5-{rig.services.plan.run_id}",
+                              on_message=on_message, subscriptions=[(f"{root}/order", 1), (f"{root}/state", 1)]):  # fmt: skip
+        run, t0, t1 = await _run(rig, script, limit_s, IIOTBED_LAB_AMR=PAUSE_AMR)
+    answer = answer_step(report, run, ("amr", "paused_seen", "order_id"))
+    changes = [(t, p) for t, p in rig.watcher.pauses(PAUSE_AMR) if t0 <= t <= t1]
+    paused_at = next((t for t, p in changes if p), None)
+    resumed_at = next((t for t, p in changes if not p and paused_at is not None and t >= paused_at), None)
+    report.add(f"{PAUSE_AMR} paused in the simulation", paused_at is not None,
+               f"at sim {paused_at:.0f} s" if paused_at is not None else "never paused",
+               f"publish a startPause instant action to uagv/v2/{live.manufacturer}/{PAUSE_AMR}/"
+               "instantActions (headerId, timestamp, version, manufacturer, serialNumber, actions)")  # fmt: skip
+    still = live.factory.amr(PAUSE_AMR).paused
+    report.add(f"{PAUSE_AMR} resumed at the end", not still and resumed_at is not None,
+               "still paused" if still else (f"after {resumed_at - paused_at:.0f} sim s"
+                                             if resumed_at is not None and paused_at is not None else "never paused"),
+               "send stopPause once you have seen paused: true in its state")  # fmt: skip
+    if answer is None:
+        return
+    report.add("the AMR asked for", answer["amr"] == PAUSE_AMR, f"{answer['amr']!r}",
+               "use the AMR named in IIOTBED_LAB_AMR")  # fmt: skip
+    report.add("you saw paused: true in its state", answer["paused_seen"] is True,
+               f"{answer['paused_seen']!r}", f"subscribe to .../{PAUSE_AMR}/state and wait for "
+               "\"paused\": true")  # fmt: skip
+    report.add("an order the master control sent it", answer["order_id"] in orders,
+               f"{answer['order_id']!r}; orders sent while you watched: {len(orders)}",
+               f"keep the orderId of its state (or of an order on .../{PAUSE_AMR}/order) while "
+               "you watch")  # fmt: skip
+
+
+LiveCheck = Callable[[LabRig, Path, CheckReport, float], Awaitable[None]]
+
+LIVE_CHECKS: dict[int, LiveCheck] = {
+    1: check_browse,
+    2: check_throughput,
+    3: check_starve,
+    4: check_sparkplug,
+    5: check_vda5050,
+}
