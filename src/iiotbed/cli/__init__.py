@@ -12,11 +12,12 @@ from iiotbed.cli import (  # noqa: F401
     lab,
     live,
     recording,
+    run,
     runs,
     security,
 )
 from iiotbed.cli._common import app
-from iiotbed.cli.live import RUN_SPEED
+from iiotbed.cli.run import RUN_SPEED
 
 __all__ = ["RUN_SPEED", "app", "main"]
 

@@ -225,7 +225,7 @@ def report(
     as_json: AsJson = False,
 ) -> None:
     """The report of a run made by separate services (docker compose run --rm report)."""
-    from iiotbed.cli.live import _print_run_report
+    from iiotbed.cli.run import _print_run_report
 
     with _user_errors():
         info = _check_metric(metric)

@@ -1,51 +1,33 @@
-"""Live commands: devices, gateway, platform, run (endpoints on 127.0.0.1)."""
+"""Live commands: devices, gateway, platform (endpoints on 127.0.0.1); ``run`` is in
+:mod:`iiotbed.cli.run`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from iiotbed.errors import IiotbedError
-
 if TYPE_CHECKING:
-    from iiotbed.scenario import Scenario
+    pass
 
 from iiotbed.cli._common import (
-    _SHOWN,
-    DEFAULT_RUNS_DIR,
-    AsJson,
-    Duration,
     FileArg,
-    Goal,
-    HtmlReport,
     OpcuaLayout,
     OpcuaPort,
-    Replications,
-    RunsDir,
     Seed,
     SparkplugGroup,
-    Workers,
     _check_broker,
-    _check_metric,
     _check_opcua_layout,
-    _check_report,
     _duration,
-    _err,
-    _fmt,
     _load,
-    _pct,
     _user_errors,
-    _write_report,
     app,
 )
 
-__all__ = ["RUN_SPEED", "devices", "gateway", "platform", "run_cmd"]
+__all__ = ["devices", "gateway", "platform"]
 
 
 @app.command()
@@ -436,234 +418,3 @@ def platform(
             asyncio.run(serve())
         except KeyboardInterrupt:
             typer.echo("stopped")
-
-
-#: `iiotbed.testbed.DEFAULT_SPEED`, not imported from there: asyncio would slow `--help`
-RUN_SPEED = 1500.0
-
-
-@app.command("run")
-def run_cmd(
-    file: FileArg,
-    speed: Annotated[
-        float,
-        typer.Option("--speed", min=0.001, help="Sim seconds per wall second (1 = real time)."),
-    ] = RUN_SPEED,
-    duration: Duration = None,
-    broker: Annotated[
-        str | None,
-        typer.Option(
-            "--broker",
-            envvar="IIOTBED_BROKER",
-            help="MQTT broker, e.g. mqtt://127.0.0.1:1883 (default: an embedded one on a free port).",
-        ),
-    ] = None,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            "--store",
-            envvar="IIOTBED_STORE",
-            help="sqlite:///file.db or postgresql://host:5432/db[?schema=s] "
-            "(default <runs dir>/<run_id>/store.db).",
-        ),
-    ] = None,
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Dashboard/API port (0: a free one).")
-    ] = 0,
-    opcua_port: Annotated[
-        int, typer.Option("--opcua-port", min=1, max=65535, help="OPC UA server port.")
-    ] = 4840,
-    sparkplug_group: SparkplugGroup = None,
-    replications: Replications = None,
-    goal: Goal = 0.20,
-    metric: Annotated[
-        str, typer.Option("--metric", help="KPI of the verdict (see the README's KPI list).")
-    ] = "labour_productivity",
-    workers: Workers = None,
-    no_verdict: Annotated[
-        bool, typer.Option("--no-verdict", help="Skip the batch comparison with the base scenario.")
-    ] = False,
-    runs_dir: RunsDir = DEFAULT_RUNS_DIR,
-    as_json: AsJson = False,
-    html: HtmlReport = None,
-) -> None:
-    """The whole testbed: devices, broker, gateway, platform and dashboard; the KPI report."""
-    import asyncio
-    import logging
-    import signal
-
-    from iiotbed.cli.progress import ProgressLine, progress_mode
-    from iiotbed.testbed import RunOptions, run_all
-
-    with _user_errors():
-        d = _duration(duration)
-        info = _check_metric(metric)
-        _check_broker(broker)
-        _check_report(html)
-        if store is not None:
-            from iiotbed.platform.store import open_store
-
-            try:
-                open_store(store)  # checks the URL; nothing is opened
-            except IiotbedError as exc:
-                raise typer.BadParameter(str(exc), param_hint="--store") from None
-        scenario = _load(file)
-        if d is not None:
-            # counted from the first shift: the unpaced stretch before it (the shipped
-            # scenarios start at midnight) is not what `--duration 8h` asks to see
-            end = _first_production(scenario) + d
-            scenario = _load(file, duration=end)
-        opts = RunOptions(
-            speed=speed, duration=scenario.run.duration, broker=broker, store=store, port=port,
-            opcua_port=opcua_port, sparkplug_group=sparkplug_group,
-            verdict=not no_verdict, replications=replications,
-            goal=goal, metric=metric, workers=workers, runs_dir=runs_dir,
-        )  # fmt: skip
-        # the endpoints go to stdout, or to stderr when stdout carries the JSON report
-        def say(message: str) -> None:
-            if as_json:
-                _err(message)
-            else:
-                typer.echo(message)
-            sys.stdout.flush()
-
-        say(_run_plan(scenario, speed, opts))
-        mode = progress_mode(as_json=as_json)
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        # asyncua logs a closed session's pending requests as tracebacks: not our news
-        logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-
-        async def main() -> Any:
-            loop = asyncio.get_running_loop()
-            stop = asyncio.Event()
-            task = asyncio.current_task()
-
-            def on_signal() -> None:
-                if stop.is_set():  # a second Ctrl-C: give up on the orderly end
-                    assert task is not None
-                    task.cancel()
-                    return
-                stop.set()
-                _err("stopping: the simulation halts, the gateway drains, then the report")
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-            try:
-                return await run_all(
-                    scenario, opts, stop=stop, say=say, progress=_err,
-                    watch=lambda read: ProgressLine(read, mode),
-                )  # fmt: skip
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
-        try:
-            report = asyncio.run(main())
-        except asyncio.CancelledError:
-            _err("interrupted twice: stopped without a report")
-            raise typer.Exit(130) from None
-        if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
-        else:
-            _print_run_report(report, info)
-        if html is not None:
-            from iiotbed.testbed.html_report import write_run_report
-
-            _write_report(html, lambda path: write_run_report(path, report.to_dict(), scenario), say)
-        if not report.agrees:
-            bad = [k for k, a in report.agreement.items() if not a.ok]
-            _err(f"error: telemetry KPIs disagree with the answer key: {', '.join(bad)}")
-            raise typer.Exit(1)
-
-
-def _first_production(scenario: Scenario) -> float:
-    """Sim time of the first production window (where a live run starts pacing)."""
-    from iiotbed.devices.sim.calendar import ProductionCalendar
-
-    try:
-        return float(ProductionCalendar(scenario).next_production(0.0))
-    except ValueError:  # a calendar without production: paced from the epoch
-        return 0.0
-
-
-def _run_plan(scenario: Scenario, speed: float, opts: Any) -> str:
-    duration = scenario.run.duration
-    first = min(_first_production(scenario), duration)
-    wall = (duration - first) / speed
-    ff = f"unpaced to the first shift (t={first:g} s), then " if first > 0 else ""
-    n = opts.replications or scenario.run.replications
-    then = (
-        f"; then {n} paired batch replications against {scenario.base_path} for the verdict"
-        if scenario.base_path is not None and opts.verdict
-        else ""
-    )
-    return (
-        f"{scenario.name}: sim time 0 .. {duration / 3600:g} h, {ff}paced at {speed:g}x: "
-        f"about {_wall_time(wall)} of wall time{then}. Ctrl-C ends early with a report."
-    )
-
-
-def _wall_time(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
-def _print_run_report(report: Any, info: dict[str, Any], *, live: bool = True) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        title=f"{report.scenario} - run {report.run_id}, window {report.start:g} .. "
-        f"{report.end:g} s ({report.ended})",
-        title_justify="left",
-    )
-    for col, justify in (("KPI", "left"), ("unit", "left"), ("telemetry", "right"),
-                         ("answer key", "right"), ("difference", "right"), ("agrees", "left")):  # fmt: skip
-        table.add_column(col, justify=justify, no_wrap=col == "KPI")  # type: ignore[arg-type]
-    for k in (*_SHOWN, "scrap_count", "processed", "failures", "energy_kwh", "pbt_h"):
-        a = report.agreement.get(k)
-        if a is None:
-            continue
-        diff = "n/a" if a.difference is None else f"{a.difference:.3g}"
-        rule = "exact" if a.kind == "counter" else f"rel {a.tolerance:g}"
-        table.add_row(
-            k, str(getattr(info.get(k), "unit", "") or ""),
-            _fmt(math.nan if a.telemetry is None else a.telemetry),
-            _fmt(math.nan if a.answer_key is None else a.answer_key),
-            diff, f"{'yes' if a.ok else 'NO'} ({rule})",
-        )  # fmt: skip
-    Console(width=max(110, Console().width)).print(table)
-    st = report.settle
-    if not live:  # `iiotbed report`: a stack's run, read from its store
-        typer.echo(f"telemetry: platform stored {st.get('stored')} records of run {report.run_id}")
-    else:
-        typer.echo(
-            f"telemetry: gateway received {st.get('gateway_received')}, forwarded "
-            f"{st.get('gateway_forwarded')}, platform stored {st.get('stored')} "
-            f"(settled in {st.get('seconds')} s); wall time {report.wall_s:.1f} s, "
-            f"worst lag behind the pace {report.live.get('max_lag_s')} s"
-        )
-    for w in report.warnings:
-        typer.echo(f"warning: {w}")
-    if report.verdict is not None and report.improvement is not None:
-        imp = report.improvement
-        lo, hi = imp["ci95"]
-        typer.echo(
-            f"\n{report.metric}: improvement {_pct(_nan(imp['mean']))} (95 % CI "
-            f"{_pct(_nan(lo))} .. {_pct(_nan(hi))}, n={imp['n']}) against a goal of "
-            f"{report.goal:+.0%}"
-        )
-        typer.echo(f"verdict: {report.verdict}")
-        typer.echo(f"  from {report.verdict_basis}")
-        if report.live_improvement is not None:
-            typer.echo(
-                f"  this live run alone (its answer key vs the base's, same replication): "
-                f"{_pct(report.live_improvement)} - for information, not the verdict"
-            )
-    if live:
-        typer.echo(f"dashboard (closed now): {report.dashboard}  store: {report.store}")
-
-
-def _nan(x: float | None) -> float:
-    return math.nan if x is None else x
-
-
