@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from iiotbed.cli import app
 from iiotbed.mqtt import Message, MqttConnection
+from iiotbed.platform.broker import free_port
 from iiotbed.protocols.sparkplug.codec import decode_payload
 from iiotbed.recording import MqttMessage, open_recording
 from iiotbed.recording.replay import ReplayOptions, replay
@@ -140,33 +141,43 @@ async def _gateway_round_trip(tmp_path: Path) -> None:
     start, end = rec.answer_key.window
     # a private broker: the recording's Sparkplug group is the shipped scenario's own
     async with EmbeddedBroker() as broker:
-        st = settings_from_scenario(sc, broker.url, buffer=tmp_path / "gw.db", opcua=None)
-        samples = []
+        port = free_port()
+        st = settings_from_scenario(sc, broker.url, buffer=tmp_path / "gw.db", opcua_port=port)
+        assert st.opcua is not None  # it retries until the replay's servers are up: quickly
+        fast = st.opcua.backoff.model_copy(update={"initial": 0.05, "max": 0.2})
+        st = st.model_copy(update={"opcua": st.opcua.model_copy(update={"backoff": fast})})
+        samples, events = [], []
 
         def on_uns(msg: Message) -> None:
-            got, _ = decode_batch(msg.payload, msg.topic)
+            got, evs = decode_batch(msg.payload, msg.topic)
             samples.extend(u.sample for u in got)
+            events.extend(evs)
 
         uns = MqttConnection(broker.url, client_id="h5-uns", on_message=on_uns,
                              subscriptions=[(f"{st.output.root}/_stream/#", 1)])  # fmt: skip
         async with uns, Gateway(st) as gw:
-            # every collector subscribed before the births go
-            await _until(lambda: all(c.connected for c in gw.collectors), 10)
-            stats = await replay(rec, ReplayOptions(broker.url, speed=None))
+            async def connected(_stats: object) -> None:
+                # the OPC UA servers are up: every collector connected before a value changes
+                await _until(lambda: all(c.connected for c in gw.collectors), 20)
+
+            stats = await replay(rec, ReplayOptions(broker.url, speed=None, opcua_port=port,
+                                                    hold_s=1.0), ready=connected)  # fmt: skip
             async with asyncio.timeout(30):
                 await gw.flush()
             m = gw.publish_metrics()
             spb = m["collectors"]["sparkplug"]
             assert m["malformed"] == 0 and m["dropped"] == 0, m
             assert spb.get("seq_gaps", 0) == 0 and spb.get("rebirths_requested", 0) == 0, spb
-            await _until(lambda: len(samples) >= m["forwarded"], 10)
-    assert stats.published["sparkplug"] == 251
+            await _until(lambda: len(samples) + len(events) >= m["forwarded"], 10)
+            assert len(samples) + len(events) == m["forwarded"]
+    assert stats.published["sparkplug"] == 251 and stats.opcua_values > 0
     samples.sort(key=lambda s: s.t)
     telemetry = line_view(compute_kpis(samples, Layout.from_scenario(sc), start=start, end=end))
     key = rec.answer_key
-    for k in ("good_count", "scrap_count"):  # the line counters Sparkplug carries
+    # line counters over Sparkplug B, station counters over OPC UA: every counter exact
+    for k in ("good_count", "scrap_count", "processed", "failures"):
         assert telemetry[k] == key.line[k], (k, telemetry[k], key.line[k])
-    assert key.line["good_count"] == 753
+    assert (key.line["good_count"], key.line["processed"], key.line["failures"]) == (753, 761, 2)
 
 
 def test_replay_cli_paces_and_refuses_bad_options(tmp_path: Path) -> None:

@@ -91,8 +91,8 @@ def record_cmd(
     """
     import asyncio
 
-    from iiotbed.cli.live import _first_production
     from iiotbed.cli.progress import ProgressLine, progress_mode
+    from iiotbed.cli.run import _first_production
     from iiotbed.recording import RecordOptions, record
     from iiotbed.testbed.progress import live_progress
 
@@ -188,11 +188,17 @@ def replay_cmd(
     loop: Annotated[bool, typer.Option("--loop", help="Start again at the end, until Ctrl-C.")] = False,
     only: Annotated[
         str | None,
-        typer.Option("--only", help="Comma-separated protocols to replay: sparkplug, vda5050, mqtt."),
+        typer.Option("--only", help="Comma-separated protocols to replay: sparkplug, vda5050, mqtt, "
+                     "opcua (with --opcua-port)."),
     ] = None,
     topic_prefix: Annotated[
         str, typer.Option("--topic-prefix", help="Put this before every topic, e.g. lab1/.")
     ] = "",
+    opcua_port: Annotated[
+        int | None,
+        typer.Option("--opcua-port", min=1, max=65535,
+                     help="Also re-serve the recorded machines over OPC UA on this port."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Publish a recording to a broker as its devices would now: Sparkplug sessions re-born,
@@ -214,12 +220,14 @@ def replay_cmd(
                                      "text such as lab1/", param_hint="--topic-prefix")  # fmt: skip
         rec = _open(path)
         opts = ReplayOptions(broker=broker, speed=None if max_ else (speed or 1.0),
-                             loops=0 if loop else 1, only=wanted, topic_prefix=topic_prefix)  # fmt: skip
+                             loops=0 if loop else 1, only=wanted, topic_prefix=topic_prefix,
+                             opcua_port=opcua_port)  # fmt: skip
         stats = ReplayStats()
         pace = "as fast as the broker acknowledges" if max_ else f"at {opts.speed:g}x"
         (_err if as_json else typer.echo)(
             f"replaying {path} ({rec.meta.get('scenario_name')}) to {broker} {pace}"
             + (", looping until Ctrl-C" if loop else "")
+            + (f"; OPC UA at opc.tcp://127.0.0.1:{opcua_port}/iiotbed/" if opcua_port else "")
         )
         try:
             with _bad_recording():
@@ -228,7 +236,8 @@ def replay_cmd(
             _err("stopped")
         d: dict[str, Any] = {"published": dict(sorted(stats.published.items())), "total": stats.total,
              "skipped": stats.skipped, "sessions": stats.sessions, "loops": stats.loops,
-             "wall_s": round(stats.wall_s, 3),
+             "wall_s": round(stats.wall_s, 3), "opcua_values": stats.opcua_values,
+             "endpoints": stats.endpoints,
              "rate_per_s": round(stats.total / stats.wall_s, 1) if stats.wall_s > 0 else None}  # fmt: skip
         if as_json:
             typer.echo(json.dumps(d, indent=2))
@@ -236,6 +245,8 @@ def replay_cmd(
         per = ", ".join(f"{k} {v}" for k, v in d["published"].items()) or "nothing"
         typer.echo(f"published {d['total']} messages ({per}) in {stats.wall_s:.2f} s over "
                    f"{stats.sessions} sessions, {stats.loops} pass(es); skipped {stats.skipped}")  # fmt: skip
+        if stats.endpoints:
+            typer.echo(f"OPC UA: {stats.opcua_values} values set on {', '.join(stats.endpoints)}")
 
 
 def _protocols(only: str | None) -> frozenset[str] | None:

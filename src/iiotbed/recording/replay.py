@@ -6,16 +6,19 @@ publisher, each with its Will. Timing: the stretch the recording ran unpaced (up
 first shift) goes out at once, then messages keep their recorded spacing divided by
 ``speed``; ``speed=None`` (``--max``) sends as fast as the broker takes them. Either way a
 batch is sent only after the previous one was acknowledged (PUBACK at QoS 1, written at
-QoS 0): never faster than the broker. ``loops`` passes (0: until stopped).
+QoS 0): never faster than the broker. ``loops`` passes (0: until stopped). With
+``opcua_port`` the recorded machines are re-served over OPC UA on the same clock
+(:mod:`.opcua_serve`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from iiotbed.errors import ConnectorError
@@ -39,6 +42,8 @@ class ReplayOptions:
     only: frozenset[str] | None = None
     topic_prefix: str = ""
     client_prefix: str = "iiotbed-replay"
+    opcua_port: int | None = None  # re-serve the recorded OPC UA servers on this port
+    hold_s: float = 1.0  # OPC UA servers stay up this long after the last value
 
 
 @dataclass
@@ -51,6 +56,8 @@ class ReplayStats:
     loops: int = 0  # passes completed
     sim_s: float = 0.0  # the recorded sim time reached in this pass
     wall_s: float = 0.0
+    opcua_values: int = 0  # OPC UA nodes set (re-served machines)
+    endpoints: list[str] = field(default_factory=list)  # the OPC UA servers' URLs
 
     @property
     def total(self) -> int:
@@ -98,15 +105,23 @@ async def replay(
     stop: asyncio.Event | None = None,
     stats: ReplayStats | None = None,
     on_loop: Callable[[int], None] | None = None,
+    ready: Callable[[ReplayStats], Awaitable[object]] | None = None,
 ) -> ReplayStats:
-    """Publish ``recording`` to ``options.broker``; see the module docstring."""
+    """Publish ``recording`` to ``options.broker``; see the module docstring.
+
+    ``ready`` is awaited once the OPC UA servers are up, before anything is sent: a test
+    waits there until its clients are connected."""
+    from contextlib import AsyncExitStack
+
     st = stats if stats is not None else ReplayStats()
-    protocols = None if options.only is None else sorted(options.only - {"opcua"})
+    only = options.only
+    protocols = None if only is None else sorted(only - {"opcua"})
     # reading the file: blocking I/O, in a worker thread
-    msgs: list[MqttMessage] = await asyncio.to_thread(
-        lambda: list(recording.mqtt_messages(protocols))
-    )
-    if not msgs:
+    msgs: list[MqttMessage] = []
+    if protocols is None or protocols:
+        msgs = await asyncio.to_thread(lambda: list(recording.mqtt_messages(protocols)))
+    serve_ua = options.opcua_port is not None and (only is None or "opcua" in only)
+    if not msgs and not serve_ua:
         return st
     halt = stop or asyncio.Event()
     paced_ns = round((recording.epoch_s + recording.paced_from) * 1e9)
@@ -114,19 +129,42 @@ async def replay(
     clients = _Clients(options, st)
     wall0 = time.monotonic()
     try:
-        n = 0
-        while not halt.is_set() and (options.loops == 0 or n < options.loops):
-            start = time.monotonic()
-            out: list[Outgoing] = []
-            for m in msgs:
-                out += rs.rewrite(m)
-            out += rs.finish(msgs[-1].log_ns)
-            st.skipped = rs.skipped
-            await _send_all(out, clients, options.speed, paced_ns, start, halt, st, recording)
-            n += 1
-            st.loops = n
-            if on_loop is not None:
-                on_loop(n)
+        async with AsyncExitStack() as stack:
+            ua = None
+            if serve_ua:
+                from iiotbed.recording.opcua_serve import OpcUaReplay
+
+                assert options.opcua_port is not None
+                ua = await stack.enter_async_context(OpcUaReplay(recording, port=options.opcua_port))
+                st.endpoints = ua.endpoints
+            if ready is not None:
+                await ready(st)
+            n = 0
+            while not halt.is_set() and (options.loops == 0 or n < options.loops):
+                start = time.monotonic()
+                out: list[Outgoing] = []
+                for m in msgs:
+                    out += rs.rewrite(m)
+                if msgs:
+                    out += rs.finish(msgs[-1].log_ns)
+                st.skipped = rs.skipped
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(_send_all(out, clients, options.speed, paced_ns, start, halt,
+                                             st, recording))  # fmt: skip
+                    if ua is not None:
+                        tg.create_task(ua.play(options.speed, paced_ns, start, halt))
+                if ua is not None:
+                    st.opcua_values = ua.applied
+                n += 1
+                st.loops = n
+                if on_loop is not None:
+                    on_loop(n)
+            if ua is not None and not halt.is_set():
+                # the servers stay up a moment: a subscription publishes the last values
+                # only at its next publishing interval
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(options.hold_s):
+                        await halt.wait()
     finally:
         await clients.close()
         st.wall_s = time.monotonic() - wall0
