@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import time
 import urllib.request
 
 from asyncua import Client
@@ -66,9 +67,15 @@ async def main():
     run = runs["runs"][0] if isinstance(runs, dict) else runs[0]
     epoch = dt.datetime.fromisoformat(run["epoch"])
     t0, t1 = (s0 - epoch).total_seconds(), (s1 - epoch).total_seconds()
-    kpis = json.loads(urllib.request.urlopen(
-        f"{API}/api/kpis?by=station&start={t0}&end={t1}", timeout=10).read())
-    processed = kpis["stations"][asset]["processed"]
+    # the platform stores what the gateway forwards a moment after the machine published
+    # it: ask again (for up to 10 s) until it has counted up to your last value
+    for _ in range(100):
+        kpis = json.loads(urllib.request.urlopen(
+            f"{API}/api/kpis?by=station&start={t0}&end={t1}", timeout=10).read())
+        processed = kpis["stations"][asset]["processed"]
+        if processed >= c1 - c0:
+            break
+        time.sleep(0.1)
     print(f"{STATION}: {c1 - c0} units in {hours:.3f} h = {(c1 - c0) / hours:.1f}/h; "
           f"platform: {processed}")
     print(json.dumps({"station": STATION, "t0": s0.isoformat(), "t1": s1.isoformat(),
