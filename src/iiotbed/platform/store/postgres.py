@@ -14,7 +14,6 @@ import datetime as dt
 import math
 import re
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -103,10 +102,21 @@ _SAMPLE_COLS: Final = (
 _SAMPLE_TYPES: Final = [
     "int8", "int4", "int4", "float8", "float8", "text", "text", "int2", "float8", "int8", "int8",
 ]  # fmt: skip
-# ``count`` values of the insertion order: one range when no other writer took some meanwhile
-_RESERVE: Final = """
-    SELECT min(v), max(v) FROM (SELECT nextval(%s::regclass) AS v FROM generate_series(1, %s)) x"""
+# a batch's start: the run's key and rollup frontier (none yet: NULLs), and ``count``
+# values of the insertion order, one range when no other writer drew some meanwhile
+_BEGIN_BATCH: Final = """
+    SELECT k.id, k.closed, r.lo, r.hi FROM (
+        SELECT min(v) AS lo, max(v) AS hi
+        FROM (SELECT nextval(%(seq)s::regclass) AS v FROM generate_series(1, %(count)s)) x
+    ) r LEFT JOIN run_keys k ON k.run_id = %(run)s"""
 _RESERVE_ALL: Final = "SELECT nextval(%s::regclass) FROM generate_series(1, %s)"
+_COPY_SAMPLES: Final = f"COPY samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGE: Final = f"COPY stage_samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)"
+# the staged rows new to samples, in key order; of equal samples in one batch the first
+_INSERT_STAGED: Final = f"""
+    INSERT INTO samples ({_SAMPLE_COLS}) OVERRIDING SYSTEM VALUE
+    SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY series, t, n
+    ON CONFLICT DO NOTHING"""
 _PG_EPOCH: Final = 946684800.0  # 2000-01-01 in Unix seconds
 # per series of a batch: the largest t stored, by one key probe each
 _STORED_MAX: Final = """
@@ -225,6 +235,16 @@ class PostgresStore(_sql.SqlStore):
             self._n_seq = row[0]
         await conn.execute(_STAGING)
 
+    async def _reopen_if_lost(self) -> None:
+        """Connect again when the server ended the session (PostgreSQL restarted): a new
+        session sets up its search path and staging table again; StorageError while the
+        server is still away (the caller retries)."""
+        conn = self._conn
+        if conn is None or not conn.closed:
+            return
+        self._conn = None
+        await self.open()
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -238,6 +258,7 @@ class PostgresStore(_sql.SqlStore):
 
     async def _fetch(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         async with self._lock:
+            await self._reopen_if_lost()
             try:
                 cur = await self._db.execute(query, params)
                 return await cur.fetchall() if cur.description is not None else []
@@ -253,60 +274,69 @@ class PostgresStore(_sql.SqlStore):
         if not samples:
             return 0
         epoch = await self._epoch(run_id)
-        insert = f"""
-            INSERT INTO samples ({_SAMPLE_COLS}) OVERRIDING SYSTEM VALUE
-            SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY series, t, n
-            ON CONFLICT DO NOTHING"""
         async with self._lock:
-            db = self._db
+            await self._reopen_if_lost()
             try:
-                async with db.transaction():
-                    rk, closed = await self._run_key(run_id)
-                    ids = self._series.get(run_id)
-                    if ids is None:
-                        ids = await self._load_series(run_id, rk)
-                    ns = await self._reserve(len(samples))
-                    try:
-                        built = _build(samples, ids, rk, epoch, ns)
-                    except KeyError:  # a series seen for the first time
-                        await db.cursor().executemany(
-                            "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
-                            " ON CONFLICT DO NOTHING",
-                            [(rk, a, t, _rollup.series_kind(t)) for a, t in
-                             sorted({(s.asset, s.tag) for s in samples})],
-                        )  # fmt: skip
-                        ids = await self._load_series(run_id, rk)
-                        built = _build(samples, ids, rk, epoch, ns)
-                    rows, first, counters, state_min_t, max_t = built
-                    cur = db.cursor()
-                    inserted = await self._copy_direct(rows, first)
-                    if inserted is None:
-                        await self._copy(
-                            f"COPY stage_samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)",
-                            rows,
-                        )
-                        await cur.execute(insert)
-                        inserted = max(cur.rowcount, 0)
-                    if counters:
-                        await cur.executemany(
-                            "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
-                            " (series, bucket) DO UPDATE SET"
-                            " vmax = greatest(counter_buckets.vmax, excluded.vmax),"
-                            " texts = greatest(counter_buckets.texts, excluded.texts)",
-                            [(sid, k, m[0], int(m[1])) for (sid, k), m in counters.items()],
-                        )
-                    lo, hi, closed_new = _rollup.roll_bounds(closed, state_min_t, max_t)
-                    if lo < hi:
-                        await self._roll(rk, lo, hi)
-                    await db.execute(
-                        "UPDATE run_keys SET closed = %s WHERE id = %s", (closed_new, rk)
-                    )
-                    return inserted
+                try:
+                    return await self._write(samples, run_id, epoch, direct=True)
+                except psycopg.errors.UniqueViolation:
+                    # another writer stored one of these samples between the probe and the
+                    # COPY (the transaction is rolled back): again, by the staging table
+                    self._series.pop(run_id, None)
+                    return await self._write(samples, run_id, epoch, direct=False)
             except BaseException as exc:
                 self._series.pop(run_id, None)  # series made in a rolled-back transaction
                 if isinstance(exc, psycopg.Error):
                     raise self._error("cannot write samples", exc) from exc
                 raise
+
+    async def _write(
+        self, samples: Sequence[Sample], run_id: str, epoch: float, *, direct: bool
+    ) -> int:
+        """One batch in one transaction. ``direct``: by one COPY straight into samples when
+        the batch can repeat neither a stored sample (each series' rows all later than its
+        stored ones) nor one of its own (each series' t strictly increasing); otherwise by
+        the staging table and ``ON CONFLICT DO NOTHING``."""
+        db = self._db
+        async with db.transaction():
+            rk, closed, ns = await self._begin_batch(run_id, len(samples))
+            ids = self._series.get(run_id)
+            if ids is None:
+                ids = await self._load_series(run_id, rk)
+            try:
+                built = _build(samples, ids, rk, epoch, ns)
+            except KeyError:  # a series seen for the first time
+                await db.cursor().executemany(
+                    "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    [(rk, a, t, _rollup.series_kind(t)) for a, t in
+                     sorted({(s.asset, s.tag) for s in samples})],
+                )  # fmt: skip
+                ids = await self._load_series(run_id, rk)
+                built = _build(samples, ids, rk, epoch, ns)
+            rows, first, counters, state_min_t, max_t = built
+            cur = db.cursor()
+            if direct and first is not None and await self._later_than_stored(first):
+                await self._copy(_COPY_SAMPLES, rows)
+                inserted = len(rows)
+            else:
+                await self._copy(_COPY_STAGE, rows)
+                await cur.execute(_INSERT_STAGED)
+                inserted = max(cur.rowcount, 0)
+            if counters:
+                await cur.executemany(
+                    "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
+                    " (series, bucket) DO UPDATE SET"
+                    " vmax = greatest(counter_buckets.vmax, excluded.vmax),"
+                    " texts = greatest(counter_buckets.texts, excluded.texts)",
+                    [(sid, k, m[0], int(m[1])) for (sid, k), m in counters.items()],
+                )
+            lo, hi, closed_new = _rollup.roll_bounds(closed, state_min_t, max_t)
+            if lo < hi:
+                await self._roll(rk, lo, hi)
+            if closed_new != closed:
+                await db.execute("UPDATE run_keys SET closed = %s WHERE id = %s", (closed_new, rk))
+            return inserted
 
     async def _copy(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         """COPY sample rows, formatted in one loop without a coroutine per row."""
@@ -318,49 +348,34 @@ class PostgresStore(_sql.SqlStore):
                 if data:
                     await copy.write(data)
 
-    async def _reserve(self, count: int) -> Sequence[int]:
-        """``count`` new values of samples.n, increasing: the batch's insertion order."""
-        cur = await self._db.execute(_RESERVE, (self._n_seq, count))
+    async def _begin_batch(self, run_id: str, count: int) -> tuple[int, int | None, Sequence[int]]:
+        """The run's key and rollup frontier, and ``count`` new values of samples.n in
+        increasing order (the batch's insertion order), in one round trip."""
+        db = self._db
+        cur = await db.execute(_BEGIN_BATCH, {"seq": self._n_seq, "count": count, "run": run_id})
         row = await cur.fetchone()
         assert row is not None
-        lo, hi = row
-        if hi - lo + 1 == count:
-            return range(lo, hi + 1)
-        # another writer drew values meanwhile: take a fresh set, each value as drawn
-        cur = await self._db.execute(_RESERVE_ALL, (self._n_seq, count))
-        return sorted(r[0] for r in await cur.fetchall())
-
-    async def _copy_direct(
-        self, rows: list[tuple[Any, ...]], first: dict[int, float]
-    ) -> int | None:
-        """COPY a batch straight into samples when no stored sample can equal one of its
-        rows (each series' rows all later than its stored ones; ``first``: each series'
-        earliest t in the batch); None when it may, or when the batch repeats a sample:
-        the caller goes by the staging table then."""
-        cur = await self._db.execute(_STORED_MAX, (list(first),))
-        for sid, stored in await cur.fetchall():
-            if stored is not None and stored >= first[sid]:
-                return None
-        try:
-            async with self._db.transaction():  # a savepoint: a duplicate undoes only this
-                await self._copy(f"COPY samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)", rows)
-        except psycopg.errors.UniqueViolation:
-            return None
-        return len(rows)
-
-    async def _run_key(self, run_id: str) -> tuple[int, int | None]:
-        db = self._db
-        cur = await db.execute("SELECT id, closed FROM run_keys WHERE run_id = %s", (run_id,))
-        row = await cur.fetchone()
-        if row is None:
+        rk, closed, lo, hi = row
+        if rk is None:
             cur = await db.execute(
                 "INSERT INTO run_keys (run_id) VALUES (%s) ON CONFLICT (run_id)"
                 " DO UPDATE SET run_id = excluded.run_id RETURNING id, closed",
                 (run_id,),
             )
-            row = await cur.fetchone()
-            assert row is not None
-        return row[0], row[1]
+            key = await cur.fetchone()
+            assert key is not None
+            rk, closed = key
+        if hi - lo + 1 == count:
+            return rk, closed, range(lo, hi + 1)
+        # another writer drew values meanwhile: a fresh set, each value as drawn
+        cur = await db.execute(_RESERVE_ALL, (self._n_seq, count))
+        return rk, closed, sorted(r[0] for r in await cur.fetchall())
+
+    async def _later_than_stored(self, first: dict[int, float]) -> bool:
+        """Whether each series' earliest t in the batch (``first``) is later than all its
+        stored samples: then no stored sample can equal one of the batch."""
+        cur = await self._db.execute(_STORED_MAX, (list(first),))
+        return all(stored is None or stored < first[sid] for sid, stored in await cur.fetchall())
 
     async def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
         ids: dict[str, dict[str, tuple[int, int]]] = {}
@@ -404,6 +419,7 @@ class PostgresStore(_sql.SqlStore):
         if not events:
             return 0
         async with self._lock:
+            await self._reopen_if_lost()
             db = self._db
             try:
                 async with db.transaction():
@@ -438,6 +454,7 @@ class PostgresStore(_sql.SqlStore):
         if not assets:
             return
         async with self._lock:
+            await self._reopen_if_lost()
             db = self._db
             try:
                 async with db.transaction():
@@ -477,6 +494,7 @@ class PostgresStore(_sql.SqlStore):
     ) -> KpiTotals | None:
         start, end = float(start), float(end)
         async with self._lock:
+            await self._reopen_if_lost()
             try:
                 return await self._kpi_totals_locked(run_id, layout, start, end)
             except psycopg.Error as exc:
@@ -506,12 +524,13 @@ def _build(
     ns: Sequence[int],
 ) -> tuple[
     list[tuple[Any, ...]],
-    dict[int, float],
+    dict[int, float] | None,
     dict[tuple[int, int], list[float]],
     float | None,
     float,
 ]:
-    """COPY rows for ``samples``, each series' earliest t, and what the rollups need;
+    """COPY rows for ``samples``, each series' earliest t (None when a series' t does not
+    strictly increase: the batch may repeat a sample), and what the rollups need;
     KeyError on an unknown series.
 
     Row ``i`` carries ``ns[i]`` as its insertion order ``n``; the rows go out grouped by
@@ -524,6 +543,7 @@ def _build(
     add_counter = _rollup.add_counter
     state_min = math.inf
     max_t = -math.inf
+    increasing = True
     for s, n in zip(samples, ns, strict=True):
         sid, kind = ids[s.asset][s.tag]
         v = s.value
@@ -547,6 +567,8 @@ def _build(
         if rows is None:
             by_series[sid] = [row]
         else:
+            if t <= rows[-1][3]:
+                increasing = False
             rows.append(row)
         if kind:
             if kind == _rollup.STATE:
@@ -557,10 +579,7 @@ def _build(
         if t > max_t:
             max_t = t
     out: list[tuple[Any, ...]] = []
-    first: dict[int, float] = {}
-    t_of = itemgetter(3)
     for sid in sorted(by_series):
-        rows = by_series[sid]
-        out += rows
-        first[sid] = t_of(min(rows, key=t_of))
+        out += by_series[sid]
+    first = {sid: rows[0][3] for sid, rows in by_series.items()} if increasing else None
     return out, first, counters, (None if state_min == math.inf else state_min), max_t

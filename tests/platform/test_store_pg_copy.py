@@ -1,0 +1,149 @@
+"""The PostgreSQL store's COPY paths: rows go out grouped by series with their insertion
+order reserved in the batch's order; a batch that may repeat a sample (its own or a stored
+one) goes by the staging table; two writers racing on one run store each sample once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from iiotbed.platform.store import RunInfo, open_store
+from iiotbed.telemetry import Sample
+
+pytestmark = pytest.mark.network
+
+PG = "postgresql://127.0.0.1:5432/test"
+RUN = "run-1"
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield f"{PG}?schema={schema}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+
+
+def s(t: float, tag: str, value: Any, asset: str = "p/a", **kw: Any) -> Sample:
+    return Sample(t=t, asset=asset, tag=tag, value=value, **kw)
+
+
+def test_insertion_order_is_the_batchs_across_series_written_in_key_order(url: str) -> None:
+    # series ids follow (asset, tag) order: "z" after "a"; the batch sends z first at each t
+    batch = [s(float(t), "X", float(10 * t + k), asset=a) for t in range(50)
+             for k, a in enumerate(("p/z", "p/m", "p/a"))]  # fmt: skip
+
+    async def main() -> None:
+        async with open_store(url) as store:
+            assert await store.write_samples(batch, RUN) == len(batch)
+            got = [(x.asset, x.t, x.value) async for x in store.iter_samples(RUN)]
+            assert got == [(x.asset, x.t, x.value) for x in batch]
+            latest = {x.asset: x.value for x in await store.latest(RUN)}
+            assert latest == {"p/z": 490.0, "p/m": 491.0, "p/a": 492.0}
+
+    asyncio.run(main())
+
+
+def test_a_batch_repeating_its_own_sample_stores_it_once_the_first_wins(url: str) -> None:
+    batch = [
+        s(1.0, "X", 1.0, unit="CEL"),
+        s(2.0, "X", 2.0, unit="CEL"),
+        s(2.0, "X", 2.0, unit="KEL", seq=9),  # the same sample again (key: t, value, quality)
+        s(2.0, "X", 3.0, unit="CEL"),  # same t, another value: a sample of its own
+        s(3.0, "X", 4.0, unit="CEL"),
+    ]
+
+    async def main() -> None:
+        async with open_store(url) as store:
+            assert await store.write_samples(batch, RUN) == 4
+            got = [x async for x in store.iter_samples(RUN)]
+            assert [(x.t, x.value, x.unit, x.seq) for x in got] == [
+                (1.0, 1.0, "CEL", None),
+                (2.0, 2.0, "CEL", None),
+                (2.0, 3.0, "CEL", None),
+                (3.0, 4.0, "CEL", None),
+            ]
+            # the whole batch again, then a batch overlapping the stored ones
+            assert await store.write_samples(batch, RUN) == 0
+            assert await store.write_samples([s(3.0, "X", 4.0), s(4.0, "X", 5.0)], RUN) == 1
+            assert (await store.counts(RUN)).samples == 5
+
+    asyncio.run(main())
+
+
+def test_two_writers_racing_on_one_run_store_each_sample_once(url: str) -> None:
+    # both send every batch (a resend racing the original); each probes before the other
+    # commits, so one COPY meets the other's rows and the batch goes again by staging
+    batches = [
+        [s(b * 100.0 + i, tag, float(i), asset=f"p/{k}") for i in range(100)
+         for k in range(3) for tag in ("X", "Y")]
+        for b in range(8)
+    ]  # fmt: skip
+
+    async def writer(name: str) -> int:
+        async with open_store(url) as store:
+            await store.upsert_run(RunInfo(RUN, "race", epoch="2026-01-05T00:00:00+08:00"))
+            n = 0
+            for batch in batches:
+                n += await store.write_samples(batch, RUN)
+                await asyncio.sleep(0)
+            return n
+
+    async def main() -> None:
+        async with open_store(url):  # the tables first: the race here is the samples'
+            pass
+        a, b = await asyncio.gather(writer("a"), writer("b"))
+        total = sum(len(x) for x in batches)
+        assert a + b == total
+        async with open_store(url) as store:
+            got = [(x.asset, x.tag, x.t) async for x in store.iter_samples(RUN)]
+            assert len(got) == total
+            assert len(set(got)) == total
+            # within each batch, samples at one t keep the batch's order
+            want = [(x.asset, x.tag, x.t) for batch in batches for x in batch]
+            assert got == want
+
+    asyncio.run(main())
+
+
+def test_a_sample_stored_by_another_writer_during_the_copy_is_not_stored_twice(url: str) -> None:
+    # another connection holds the same sample uncommitted: the batch's probe cannot see it,
+    # its COPY waits on the key, then meets it once committed; the batch goes again by
+    # staging and stores the rest
+    schema = url.split("schema=")[1]
+
+    async def main() -> None:
+        async with open_store(url) as store:
+            assert await store.write_samples([s(0.0, "X", 0.0)], RUN) == 1
+            pid = store._db.info.backend_pid
+            async with await psycopg.AsyncConnection.connect(PG) as other:
+                await other.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
+                await other.execute(
+                    "INSERT INTO samples (run, series, t, value_num, quality, source_ts)"
+                    " SELECT run, id, 5.0, 5.0, 0, now() FROM series WHERE tag = 'X'"
+                )
+                write = asyncio.create_task(
+                    store.write_samples([s(float(t), "X", float(t)) for t in range(1, 10)], RUN)
+                )
+                deadline = asyncio.get_running_loop().time() + 30
+                while True:  # until the store's COPY waits on the uncommitted key
+                    cur = await other.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = %s", (pid,)
+                    )
+                    row = await cur.fetchone()
+                    if row and row[0]:
+                        break
+                    assert not write.done(), "the batch did not wait on the other writer"
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.02)
+                await other.commit()
+                assert await write == 8
+            got = [(x.t, x.value) async for x in store.iter_samples(RUN)]
+            assert got == [(float(t), float(t)) for t in range(10)]
+
+    asyncio.run(main())
