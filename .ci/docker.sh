@@ -5,6 +5,7 @@
 # Prints the time of each step. Needs root (dockerd runs as root, storage driver vfs).
 #
 #   .ci/docker.sh            # engine + compose + base image + images; exports nothing
+#   .ci/docker.sh stop       # stops the engine this script started (its pid file)
 #   . docker/offline.env     # written by this script: the image variables for `docker compose`
 #
 # On a machine where `docker pull` works none of this is needed: `docker compose up -d` uses
@@ -23,6 +24,19 @@ took() { printf 'docker.sh: %-34s %4d s\n' "$1" "$2"; }
 if [ "$(id -u)" -ne 0 ]; then
     echo "docker.sh: run as root (dockerd and apt-get need it)" >&2
     exit 2
+fi
+
+if [ "${1:-}" = stop ]; then
+    if [ -s "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; then
+        for _ in $(seq 1 60); do
+            [ -e "$PIDFILE" ] || break
+            sleep 0.5
+        done
+        echo "docker.sh: engine stopped"
+    else
+        echo "docker.sh: no engine started by this script is running"
+    fi
+    exit 0
 fi
 
 # 1. packages: the engine (dockerd), debootstrap for the base image, iptables for networks
@@ -69,6 +83,7 @@ took "compose plugin ($(docker compose version --short))" $((SECONDS - step))
 step=$SECONDS
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     root="$(mktemp -d)"
+    chmod 0755 "$root"  # the image's / (mktemp makes it 0700: no way in for a non-root user)
     debootstrap --variant=minbase \
         --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$root" \
         >/dev/null
