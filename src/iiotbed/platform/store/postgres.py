@@ -243,7 +243,11 @@ class PostgresStore(_sql.SqlStore):
         if conn is None or not conn.closed:
             return
         self._conn = None
-        await self.open()
+        try:
+            await self.open()
+        except StorageError:
+            self._conn = conn  # still closed: the next call tries again
+            raise
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
