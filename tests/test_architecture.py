@@ -70,6 +70,10 @@ def test_only_opcua_adapters_import_asyncua() -> None:
     _lint_imports("asyncua-only-in-opcua-adapters")
 
 
+def test_recording_testing_and_labs_sit_on_top() -> None:
+    _lint_imports("composition-on-top")
+
+
 def test_every_contract_has_its_test() -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     untested = [c for c in _contract_ids() if f'_lint_imports("{c}")' not in source]
