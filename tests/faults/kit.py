@@ -235,6 +235,9 @@ class Testbed:
     Every process logs to ``<workdir>/<name>.log``; the devices write their event log to
     ``events`` (the answer key's source); the gateway buffers in ``buffer``; the platform
     stores in ``store`` (default a SQLite file in ``workdir``) and serves on a free port.
+    The devices' Sparkplug edge node takes the gateway's host as its Primary Host, as
+    ``iiotbed run`` does (``primary_host``; None: none): its births wait for the host's STATE
+    online, and what it publishes while the host is away is stored and forwarded.
     Nothing starts until :meth:`start_platform` / :meth:`start_gateway` /
     :meth:`start_devices`; :meth:`close` stops whatever still runs.
     """
@@ -252,8 +255,10 @@ class Testbed:
         store: str | None = None,
         opcua_port: int | None = None,
         run_id: str | None = None,
+        primary_host: str | None = "iiotbed-gateway",
     ) -> None:
         self.workdir, self.broker, self.scenario = workdir, broker, scenario
+        self.primary_host = primary_host
         self.duration, self.speed = duration, speed
         self.store = store or f"sqlite:///{workdir / 'store.db'}"
         self.opcua_port = opcua_port or free_port()
@@ -293,6 +298,8 @@ class Testbed:
                 "--opcua-port", str(self.opcua_port), "--events", str(self.events)]  # fmt: skip
         if self.given_run_id is not None:
             args += ["--run-id", self.given_run_id]
+        if self.primary_host is not None:
+            args += ["--primary-host", self.primary_host]
         return args
 
     def start_platform(self, timeout: float = 60.0) -> Proc:
@@ -427,3 +434,78 @@ def testbed(workdir: Path, broker: Mosquitto, **kwargs: Any) -> Iterator[Testbed
 
 
 testbed.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test, despite its name
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class Postgres:
+    """A private PostgreSQL cluster (``initdb`` in a temp dir, a free port, trust auth) that a
+    case may stop and start again; never the shared server on 5432.
+
+    PostgreSQL refuses to run as root: as root, the cluster belongs to the ``postgres`` user
+    (``runuser``). Skips the case when the binaries or that user are missing.
+    """
+
+    def __init__(self) -> None:
+        bins = "/usr/local/bin:/usr/lib/postgresql/16/bin:/usr/lib/postgresql/15/bin"
+        self.initdb = shutil.which("initdb") or shutil.which("initdb", path=bins)
+        self.pg_ctl = shutil.which("pg_ctl") or shutil.which("pg_ctl", path=bins)
+        if self.initdb is None or self.pg_ctl is None:
+            pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            try:
+                import pwd
+
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                owner = None
+            if runuser is None or owner is None:
+                pytest.skip("running as root without a 'postgres' user for runuser: "
+                            "PostgreSQL refuses to run as root")  # fmt: skip
+            self.as_user = [runuser, "-u", "postgres", "--"]
+        # not the test's tmp dir: pytest makes it 0700 for root, closed to the postgres user
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="iiotbed-pg-"))
+        if self.as_user:
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._run([self.initdb, "-D", str(self.data), "-A", "trust", "-U", "test", "--no-sync",
+                   "-E", "UTF8"], 60)  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://test@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, argv: Sequence[str], timeout: float) -> None:
+        out = subprocess.run([*self.as_user, *argv], capture_output=True, text=True,
+                             timeout=timeout, cwd=self.root)  # fmt: skip
+        if out.returncode != 0:
+            pytest.fail(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+
+    def start(self) -> Postgres:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run([self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "pg.log"), "-o", opts,
+                   "-w", "-t", "30", "start"], 40)  # fmt: skip
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m fast``: sessions are ended, the server goes down."""
+        self._run([self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop"], 40)
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def log(self) -> str:
+        f = self.root / "pg.log"
+        return f.read_text(errors="replace") if f.exists() else ""
+
+    def close(self) -> None:
+        if self.running():
+            with contextlib.suppress(Exception):
+                self._run([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"], 40)
+        shutil.rmtree(self.root, ignore_errors=True)
