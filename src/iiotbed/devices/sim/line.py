@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import simpy
 
+from iiotbed.devices.sim._round import round6
 from iiotbed.devices.sim._signals import Context, Counter, Signal
 from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.units import Buffer, Unit
@@ -93,7 +94,7 @@ class LineModel:
             self.escaped.inc()
         self.ctx.event(self.path, EventName.UNIT_PRODUCED, {
             "unit": unit.id, "product": self.names[unit.product], "stations": unit.stations,
-            "released": round(unit.released, 6), "waits": [round(w, 6) for w in unit.waits],
+            "released": round6(unit.released), "waits": list(map(round6, unit.waits)),
             "escaped_defect": unit.defective})
 
     def scrapped(self, unit: Unit, at: str, origin: str) -> None:
@@ -101,7 +102,7 @@ class LineModel:
         self.scrap.inc()
         self.ctx.event(at, EventName.UNIT_SCRAPPED, {
             "unit": unit.id, "product": self.names[unit.product], "origin": origin,
-            "stations": unit.stations, "released": round(unit.released, 6)})
+            "stations": unit.stations, "released": round6(unit.released)})
 
     # ------------------------------------------------------------------ processes
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from iiotbed.devices.sim import states as S
+from iiotbed.devices.sim._round import round3, round6
 from iiotbed.devices.sim._signals import Context, Counter, Signal
-from iiotbed.devices.sim._simpy import now_of
+from iiotbed.devices.sim._simpy import now_of, sleep
 from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkUser
@@ -37,6 +38,15 @@ _A = S.Activity
 # each state's tag values as plain ints (ItemState, OperationMode, PackMLState, Fault, power)
 _INTS = {st: (int(st.item), int(st.mode), int(st.packml), 1 if st is S.BREAKDOWN else 0,
               int(st.power)) for st in S.STATES}
+# states by index in STATES, compared by identity (no hashing of the State tuples)
+_STATES = S.STATES
+(_I_EXECUTING, _I_SUSPENDED, _I_STOPPED, _I_HELD, _I_BREAK, _I_OFF_SHIFT,
+ _I_PLANNED_MAINTENANCE, _I_BREAKDOWN, _I_PREDICTIVE) = (_STATES.index(st) for st in (
+    S.EXECUTING, S.SUSPENDED, S.STOPPED, S.HELD, S.BREAK, S.OFF_SHIFT, S.PLANNED_MAINTENANCE,
+    S.BREAKDOWN, S.PREDICTIVE))
+_EXECUTING, _BREAKDOWN, _PREDICTIVE = _A.EXECUTING, _A.BREAKDOWN, _A.PREDICTIVE
+_PRODUCTION, _BREAK = PlannedState.Production, PlannedState.Break
+_PLANNED_MAINTENANCE = PlannedState.PlannedMaintenance
 
 
 class Station:
@@ -65,7 +75,8 @@ class Station:
         # state and energy
         self.planned = ctx.calendar.segment_at(0.0)[2]
         self.activity = _A.WAITING
-        self.state = self._display()
+        self._index = self._state_index()
+        self.state = _STATES[self._index]
         self._t_state = 0.0
         self._energy = 0.0
         self.sig_item = Signal(ctx, path, Tag.ITEM_STATE, int(self.state.item))
@@ -76,9 +87,11 @@ class Station:
         # the (signal, value) pairs a change of state emits, in tag order: only refresh sets
         # these four signals, so their values are always the current state's
         sigs = (self.sig_item, self.sig_mode, self.sig_packml, self.sig_fault)
-        self._changes = {a: {b: tuple((sig, _INTS[b][k]) for k, sig in enumerate(sigs)
-                                      if _INTS[a][k] != _INTS[b][k]) for b in S.STATES}
-                         for a in S.STATES}
+        self._changes = [[tuple((sig, _INTS[b][k]) for k, sig in enumerate(sigs)
+                                if _INTS[a][k] != _INTS[b][k]) for b in _STATES]
+                         for a in _STATES]
+        # kW drawn in each state, by state index
+        self._kw = [self._powers[st.power] for st in _STATES]
         self._emit = ctx.emit
         # counters
         self.processed = Counter(ctx, path, Tag.PROCESSED)
@@ -120,40 +133,58 @@ class Station:
 
     # ------------------------------------------------------------------ state
 
-    def _display(self) -> S.State:
+    def _state_index(self) -> int:
+        """Index in ``STATES`` of the state to show (see the table in docs/event-log.md)."""
         a, planned = self.activity, self.planned
-        if a is _A.BREAKDOWN:
-            return S.BREAKDOWN
-        if a is _A.PREDICTIVE:
-            return S.PREDICTIVE
-        if planned is not PlannedState.Production:
-            if planned is PlannedState.PlannedMaintenance:
-                return S.PLANNED_MAINTENANCE
-            return S.BREAK if planned is PlannedState.Break else S.OFF_SHIFT
+        if a is _BREAKDOWN:
+            return _I_BREAKDOWN
+        if a is _PREDICTIVE:
+            return _I_PREDICTIVE
+        if planned is not _PRODUCTION:
+            if planned is _PLANNED_MAINTENANCE:
+                return _I_PLANNED_MAINTENANCE
+            return _I_BREAK if planned is _BREAK else _I_OFF_SHIFT
         if self.held:
-            return S.HELD
+            return _I_HELD
         if self.stopped:
-            return S.STOPPED
-        return S.EXECUTING if a is _A.EXECUTING else S.SUSPENDED
+            return _I_STOPPED
+        return _I_EXECUTING if a is _EXECUTING else _I_SUSPENDED
 
     def refresh(self) -> None:
         """Re-derive the state after activity, calendar or control changed; emit on change."""
-        st = self._display()
-        old = self.state
-        if st is old:
+        # _state_index inlined: refresh runs about once per unit and stage
+        a, planned = self.activity, self.planned
+        if a is _BREAKDOWN:
+            i = _I_BREAKDOWN
+        elif a is _PREDICTIVE:
+            i = _I_PREDICTIVE
+        elif planned is not _PRODUCTION:
+            if planned is _PLANNED_MAINTENANCE:
+                i = _I_PLANNED_MAINTENANCE
+            else:
+                i = _I_BREAK if planned is _BREAK else _I_OFF_SHIFT
+        elif self.held:
+            i = _I_HELD
+        elif self.stopped:
+            i = _I_STOPPED
+        else:
+            i = _I_EXECUTING if a is _EXECUTING else _I_SUSPENDED
+        old = self._index
+        if i == old:
             return
         now = now_of(self.env)  # env.now without its property's frame; see _simpy
-        self._energy = energy = self._energy + self._powers[old.power] * (now - self._t_state) / 3600.0
+        self._energy = energy = self._energy + self._kw[old] * (now - self._t_state) / 3600.0
         self._t_state = now
-        self.state = st
+        self._index = i
+        self.state = _STATES[i]
         # Signal.set inlined, only for the tags this change of state changes (a third of
         # all emitted rows come from here)
         emit = self._emit
-        for sig, value in self._changes[old][st]:
+        for sig, value in self._changes[old][i]:
             sig.value = value
             emit((now, sig, value))
         sig = self.sig_energy
-        kwh = round(energy, 6)
+        kwh = round6(energy)
         if kwh != sig.value:
             sig.value = kwh
             emit((now, sig, kwh))
@@ -163,7 +194,7 @@ class Station:
         now = self.env.now
         self._energy += self._powers[self.state.power] * (now - self._t_state) / 3600.0
         self._t_state = now
-        self.sig_energy.set(round(self._energy, 6))
+        self.sig_energy.set(round6(self._energy))
 
     def _act(self, a: S.Activity) -> None:
         if a is not self.activity:
@@ -192,29 +223,45 @@ class Station:
     # ------------------------------------------------------------------ process
 
     def _run(self) -> _Proc:
-        # now_of(env) (_simpy) instead of the env.now property: read twice a unit and once
-        # per stretch
-        # per-station constants and hot attributes as locals: this loop runs once per unit
+        # The loop runs once per unit: the calls it would make per unit are inlined, each
+        # marked with what it stands for (Signal.set, Counter.inc, production_end,
+        # _condition, env.timeout -> _simpy.sleep); per-station constants are locals.
+        # now_of(env) (_simpy) reads env.now without the property's frame.
         env, inbuf, quality = self.env, self.inbuf, self._quality
-        in_items, in_level, name = inbuf.items, inbuf.level, self.name
+        in_store, in_items, in_level, name = inbuf.store, inbuf.items, inbuf.level, self.name
         insp = self.stage.inspection
         p_defect = self.stage.defect_probability
         kits, consumed, outbuf = self.kits, self.consumed, self.outbuf
+        out_store = out_items = out_level = None
+        if outbuf is not None:
+            out_store, out_items, out_level = outbuf.store, outbuf.items, outbuf.level
         ideal, factor = self.ideal, self._factor
         processed, processed_by = self.processed, self.processed_by
         emit = self.ctx.emit
         scrap_at_end = outbuf is None and not self.line.has_inspection
         waiting, executing = _A.WAITING, _A.EXECUTING
-        timeout, production_end = env.timeout, self.ctx.calendar.production_end
+        cal = self.ctx.calendar
+        production_end = cal.production_end
         clock = now_of
+        degr, deg = self._degr, self.stage.degradation
+        base = span = 0.0
+        if degr is not None and deg is not None:
+            base, span = deg.baseline, deg.at_failure - deg.baseline
+        noise = self._noise if degr is not None else None
         while True:
-            req = inbuf.store.get()
-            if not req.triggered and self.activity is not waiting:
+            # Fifo.get triggers at once exactly when no get waits and an item is there
+            if (in_store._gets or not in_items) and self.activity is not waiting:
+                req = in_store.get()
                 self.activity = waiting
                 self.refresh()
+            else:
+                req = in_store.get()
             unit: Unit = yield req
             now = clock(env)
-            in_level.set(len(in_items))
+            v = len(in_items)  # in_level.set(len(in_items))
+            if v != in_level.value:
+                in_level.value = v
+                emit((now, in_level, v))
             unit.waits.append(now - unit.t_in)
             unit.stations.append(name)
             self.unit = unit
@@ -223,13 +270,18 @@ class Station:
                     self._act(waiting)
                     yield kits.wait()
                 kits.take()
-                consumed.inc()
+                consumed.value = n = consumed.value + 1  # type: ignore[operator]  # consumed.inc()
+                emit((clock(env), consumed, n))
             if insp is None:
                 work = ideal[unit.product] * factor() / self.speed
                 # the first stretch of _work inlined (most cycles are one stretch): no
                 # generator per unit, no delegation at each resume; _work does the rest
-                now = clock(env)
-                end = production_end(now)
+                now = clock(env)  # a wait for kits may have passed
+                seg = cal._last  # production_end(now), with the calendar's last segment
+                if seg[0] <= now + EPS < seg[1]:
+                    end = seg[1] if seg[2] is _PRODUCTION else None
+                else:
+                    end = production_end(now)
                 if work > EPS and end is not None and not (self.stopped or self.held):
                     if self.activity is not executing:
                         self.activity = executing
@@ -237,7 +289,7 @@ class Station:
                     h = min(work, end - now, self.ttf_left)
                     self._interruptible = True
                     try:  # noqa: SIM105  # as in _work
-                        yield timeout(h)
+                        yield sleep(env, h)
                     except simpy.Interrupt:
                         pass
                     self._interruptible = False
@@ -261,21 +313,39 @@ class Station:
             by = processed_by[unit.product]
             by.value = n = by.value + 1  # type: ignore[operator]
             emit((now, by, n))
-            if self._degr is not None:
-                self._condition()
+            if noise is not None and degr is not None:
+                # _condition inlined
+                total = self.ttf_total
+                used = 1.0 - self.ttf_left / total if total > 0 else 1.0
+                if used < 0.0:  # min(max(used, 0.0), 1.0)
+                    used = 0.0
+                elif used > 1.0:
+                    used = 1.0
+                x = round3(base + span * used + noise())
+                if x != degr.value:  # degr.set(x)
+                    degr.value = x
+                    emit((now, degr, x))
             if scrap:
                 self._scrap(unit)
-            elif outbuf is None:
+            elif out_store is None:
                 self.line.produced(unit)
             else:
+                assert out_items is not None and out_level is not None
                 unit.t_in = now
-                put = outbuf.store.put(unit)
-                if not put.triggered and self.activity is not waiting:
+                # Fifo.put triggers at once exactly when no put waits and there is room
+                if ((out_store._puts or len(out_items) >= out_store.capacity)
+                        and self.activity is not waiting):
+                    put = out_store.put(unit)
                     self.activity = waiting
                     self.refresh()
+                else:
+                    put = out_store.put(unit)
                 yield put
-                unit.t_in = clock(env)
-                outbuf.level.set(len(outbuf.items))
+                unit.t_in = now = clock(env)
+                v = len(out_items)  # outbuf.level.set(len(outbuf.items))
+                if v != out_level.value:
+                    out_level.value = v
+                    emit((now, out_level, v))
             self.unit = None
             if self._pdm is not None and not self._pdm_tried and self.ttf_left < self._pdm.lead_time:
                 self._pdm_tried = True
@@ -361,7 +431,7 @@ class Station:
         duration = self._response() + self._repair() * tech_cfg.repair_time_factor
         tech, waited = yield from self.crew.work(self.path, duration, "repair")
         self.ctx.event(self.path, EventName.REPAIR_END, {
-            "technician": tech, "downtime": round(env.now - t0, 6), "waited": round(waited, 6)})
+            "technician": tech, "downtime": round6(env.now - t0), "waited": round6(waited)})
         self.ttf_left = self.ttf_total = self._ttf()
         self._pdm_tried = False
         self._act(_A.PAUSED)
@@ -372,10 +442,10 @@ class Station:
         t0 = env.now
         self._act(_A.PREDICTIVE)
         self.ctx.event(self.path, EventName.PDM_START,
-                            {"remaining_ttf": round(self.ttf_left, 3)})
+                            {"remaining_ttf": round3(self.ttf_left)})
         tech, _ = yield from self.crew.work(self.path, self._pdm.duration, "predictive")
         self.ctx.event(self.path, EventName.PDM_END,
-                            {"technician": tech, "downtime": round(env.now - t0, 6)})
+                            {"technician": tech, "downtime": round6(env.now - t0)})
         self.ttf_left = self.ttf_total = self._ttf()
         self._pdm_tried = False
         self._act(_A.PAUSED)
@@ -385,7 +455,7 @@ class Station:
         assert deg is not None and self._degr is not None
         used = 1.0 - self.ttf_left / self.ttf_total if self.ttf_total > 0 else 1.0
         v = deg.baseline + (deg.at_failure - deg.baseline) * min(max(used, 0.0), 1.0)
-        self._degr.set(round(v + self._noise(), 3))
+        self._degr.set(round3(v + self._noise()))
 
 
 class StationControl:
