@@ -66,6 +66,12 @@ def _failed(report: CheckReport) -> list[str]:
     return [s.name for s in report.failed()]
 
 
+def _why(report: CheckReport) -> str:
+    """The whole check report and the script's output: what a failed assertion shows."""
+    output = "\n".join(f"  | {line}" for line in report.output.splitlines()[-60:])
+    return "\n".join(report.lines()) + ("\nthe script's output:\n" + output if output else "")
+
+
 WRONG_LIVE = {
     1: ("lab01_fixed_names.py", {"Identification/SerialNumber", "MachineryItemState/CurrentState"}),
     2: ("lab02_off_by_10pct.py", {"your throughput"}),
@@ -81,13 +87,13 @@ def test_live_lab_reference_passes_and_wrong_attempt_fails(
 ) -> None:
     lab = find_lab(number)
     good = _live(rig, number, lab.reference())
-    assert good.passed, "\n".join(good.lines()) + "\n" + good.output[-2000:]
-    assert len(good.steps) >= 4  # the answer and what the checker saw, step by step
+    assert good.passed, _why(good)
+    assert len(good.steps) >= 4, _why(good)  # the answer and what the checker saw, step by step
     name, must_fail = WRONG_LIVE[number]
     bad = _live(rig, number, WRONG / name)
-    assert not bad.passed
-    assert must_fail <= set(_failed(bad)), "\n".join(bad.lines())
-    assert all(s.hint for s in bad.failed()), "every failure says how to fix it"
+    assert not bad.passed, _why(bad)
+    assert must_fail <= set(_failed(bad)), _why(bad)
+    assert all(s.hint for s in bad.failed()), "every failure says how to fix it:\n" + _why(bad)
 
 
 def test_a_script_that_crashes_or_prints_no_json_fails_with_its_output(
@@ -96,12 +102,12 @@ def test_a_script_that_crashes_or_prints_no_json_fails_with_its_output(
     crash = tmp_path / "crash.py"
     crash.write_text("print('hello')\nraise SystemExit(3)\n")
     report = _live(rig, 1, crash)
-    assert _failed(report) == ["your script ran and printed its answer"]
-    assert "status 3" in report.steps[0].detail and "hello" in report.output
+    assert _failed(report) == ["your script ran and printed its answer"], _why(report)
+    assert "status 3" in report.steps[0].detail and "hello" in report.output, _why(report)
     prose = tmp_path / "prose.py"
     prose.write_text("print('the state is Executing')\n")
     report = _live(rig, 1, prose)
-    assert "not JSON" in report.steps[0].detail
+    assert "not JSON" in report.steps[0].detail, _why(report)
 
 
 @pytest.mark.parametrize(
@@ -116,9 +122,9 @@ def test_batch_lab_reference_passes_and_wrong_attempt_fails(
 ) -> None:
     lab = find_lab(number)
     good = check_batch(lab, lab.reference())
-    assert good.passed, "\n".join(good.lines())
+    assert good.passed, _why(good)
     bad = check_batch(lab, WRONG / wrong)
-    assert not bad.passed and must_fail in _failed(bad), "\n".join(bad.lines())
+    assert not bad.passed and must_fail in _failed(bad), _why(bad)
 
 
 def test_every_lab_has_its_page_picture_and_reference() -> None:
