@@ -6,6 +6,7 @@ process with a real asyncua or paho client). The CLI: list, show, check, exit co
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def _why(report: CheckReport) -> str:
 WRONG_LIVE = {
     1: ("lab01_fixed_names.py", {"Identification/SerialNumber", "MachineryItemState/CurrentState"}),
     2: ("lab02_off_by_10pct.py", {"your throughput"}),
-    3: ("lab03_wrong_buffer.py", {"the buffer that ran empty"}),
+    3: ("lab03_wrong_buffer.py", {"cleaner-01 stopped", "the buffer that ran empty"}),
     4: ("lab04_no_rebirth.py", {"a rebirth while your script ran"}),
     5: ("lab05_no_pause.py", {"amr-02 paused in the simulation"}),
 }
@@ -83,13 +84,15 @@ WRONG_LIVE = {
 
 @pytest.mark.parametrize("number", sorted(WRONG_LIVE))
 def test_live_lab_reference_passes_and_wrong_attempt_fails(
-    rig: tuple[Loop, LabRig], number: int
+    rig: tuple[Loop, LabRig], number: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lab = find_lab(number)
     good = _live(rig, number, lab.reference())
     assert good.passed, _why(good)
     assert len(good.steps) >= 4, _why(good)  # the answer and what the checker saw, step by step
     name, must_fail = WRONG_LIVE[number]
+    # a wrong attempt that changes the reference's answer gets it here (wrong/_tamper.py)
+    monkeypatch.setenv("IIOTBED_LAB_REFERENCE_ANSWER", json.dumps(good.answer))
     bad = _live(rig, number, WRONG / name)
     assert not bad.passed, _why(bad)
     assert must_fail <= set(_failed(bad)), _why(bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["CheckReport", "Step"]
 
@@ -32,6 +33,7 @@ class CheckReport:
     title: str
     steps: list[Step] = field(default_factory=list)
     output: str = ""  # the student's script's output, shown on failure
+    answer: dict[str, Any] | None = None  # what the script answered (its JSON), when it did
 
     @property
     def passed(self) -> bool:

@@ -77,6 +77,7 @@ def _text(data: bytes) -> str:
 def answer_step(report: CheckReport, run: ScriptRun, fields: Sequence[str]) -> dict[str, Any] | None:
     """The 'your script answered' step: it ran, printed JSON with every field asked."""
     report.output = run.output
+    report.answer = run.answer
     if run.answer is None:
         report.add("your script ran and printed its answer", False, run.problem,
                    "run it yourself first (the environment variables are in the lab page); "

@@ -2,4 +2,4 @@
 
 from _tamper import tampered
 
-tampered("lab02_throughput.py", lambda a: a.update(throughput_per_h=a["throughput_per_h"] * 1.1))
+tampered(lambda a: a.update(throughput_per_h=a["throughput_per_h"] * 1.1))
