@@ -11,7 +11,7 @@ Definitions and edge-case rules are written down in ``docs/kpis.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -29,7 +29,8 @@ from iiotbed.platform._integrate import (
 from iiotbed.platform.layout import Layout, StationLayout
 from iiotbed.telemetry import Quality, Record, Sample, Tag
 
-__all__ = ["KPI_INFO", "KpiAccumulator", "KpiInfo", "KpiReport", "compute_kpis"]
+__all__ = ["KPI_INFO", "KpiAccumulator", "KpiInfo", "KpiReport", "SampleNames", "compute_kpis",
+           "compute_kpis_columns"]
 
 NAN = math.nan
 
@@ -69,6 +70,8 @@ KPI_INFO: Mapping[str, KpiInfo] = {
 
 _BAD = Quality.Bad
 _Handler = Callable[[float, Any], None]
+#: what a column key stands for: a sample's ``(asset, tag)``, or None (not a sample)
+SampleNames = Callable[[Any], "tuple[str, str] | None"]
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,43 @@ class KpiAccumulator:
         finally:
             self._last_t = last_t
 
+    def feed_columns(self, times: Sequence[float], keys: Sequence[Hashable],
+                     values: Sequence[Any], names: SampleNames) -> None:
+        """Take Good-quality samples given as columns, in time order: sample ``i`` is at
+        ``times[i]``, of the ``(asset, tag)`` that ``names(keys[i])`` gives, worth ``values[i]``;
+        a key that ``names`` maps to None (an event, say) is skipped.
+
+        The same as :meth:`feed_many` over the Samples the columns stand for, without
+        building them (a simulator run keeps its rows so): ``names`` is asked once per
+        distinct key.
+        """
+        dispatch_get = self._dispatch.get
+        handlers: dict[Hashable, _Handler | None] = {}
+        end = self.end
+        last_t = self._last_t
+        try:
+            for t, key, value in zip(times, keys, values, strict=True):
+                try:
+                    handler = handlers[key]
+                except KeyError:
+                    handler = None
+                    at = names(key)
+                    if at is not None:
+                        tags = dispatch_get(at[0])
+                        if tags is not None:
+                            handler = tags.get(at[1])
+                    handlers[key] = handler
+                if handler is None or t > end:
+                    continue
+                if t > last_t:
+                    last_t = t
+                try:
+                    handler(t, value)
+                except (TypeError, ValueError):  # a value that is no number: as good as Bad
+                    handler(t, None)
+        finally:
+            self._last_t = last_t
+
     @staticmethod
     def _apply(handler: _Handler, t: float, value: Any) -> None:
         try:
@@ -289,6 +329,17 @@ def compute_kpis(
     """KPIs of the window ``[start, end]`` from records in time order."""
     acc = KpiAccumulator(layout, start=start, end=end)
     acc.feed_many(records)
+    return acc.report(end)
+
+
+def compute_kpis_columns(
+    times: Sequence[float], keys: Sequence[Hashable], values: Sequence[Any], names: SampleNames,
+    layout: Layout, *, start: float = 0.0, end: float,
+) -> KpiReport:
+    """``compute_kpis`` of Good-quality samples given as columns (see
+    :meth:`KpiAccumulator.feed_columns`): equal to it over the Samples they stand for."""
+    acc = KpiAccumulator(layout, start=start, end=end)
+    acc.feed_columns(times, keys, values, names)
     return acc.report(end)
 
 

@@ -21,7 +21,7 @@ from iiotbed.devices.sim.rng import Sampler, Uniforms, make_generator
 from iiotbed.scenario import Dist, Scenario
 from iiotbed.telemetry import Event, Record, Sample
 
-__all__ = ["Context", "Counter", "Row", "Signal", "records_from", "to_record"]
+__all__ = ["Context", "Counter", "Row", "Signal", "records_from", "sample_names", "to_record"]
 
 Row = tuple[float, Any, Any]  # (t, Signal, value) or (t, (asset, event name), fields)
 
@@ -32,6 +32,13 @@ def to_record(row: Row) -> Record:
     if isinstance(key, Signal):
         return Sample(t, key.asset, key.tag, value, key.unit)
     return Event(t, key[0], key[1], value)
+
+
+def sample_names(key: object) -> tuple[str, str] | None:
+    """``(asset, tag)`` of a row's key if the row is a sample, None if it is an event."""
+    if isinstance(key, Signal):
+        return key.asset, key.tag
+    return None
 
 
 def _slot_setters() -> tuple[Callable[[Sample, Any], None], ...]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import simpy
 
-from iiotbed.devices.sim._signals import Context, Row, records_from, to_record
+from iiotbed.devices.sim._signals import Context, Row, records_from, sample_names, to_record
 from iiotbed.devices.sim.calendar import ProductionCalendar
 from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkModel, LinkUser
@@ -20,7 +20,7 @@ from iiotbed.errors import SimulationError
 from iiotbed.scenario import Scenario
 from iiotbed.telemetry import Record
 
-__all__ = ["Factory", "simulate"]
+__all__ = ["Factory", "sample_names", "simulate"]
 
 
 @contextmanager
@@ -125,6 +125,22 @@ class Factory:
             with _gc_paused():
                 out.extend(records_from(rows, 3 * len(out)))
         return out
+
+    @property
+    def record_count(self) -> int:
+        """Records emitted so far (0 when a sink was given), without building them."""
+        return len(self._rows) // 3
+
+    def columns(self) -> tuple[list[float], list[Any], list[Any]]:
+        """The records emitted so far as columns ``(times, keys, values)``, without building
+        them (empty when a sink was given).
+
+        ``sample_names(key)`` is a sample's ``(asset, tag)``, None for an event (whose value
+        is its fields): what ``platform.kpi.compute_kpis_columns`` reads, about four times
+        faster than building the records and feeding them.
+        """
+        rows = self._rows
+        return rows[0::3], rows[1::3], rows[2::3]
 
     def station(self, path: str) -> StationControl:
         """The control of the station at asset ``path`` (or its bare name)."""
