@@ -14,6 +14,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -281,26 +282,17 @@ class PostgresStore(_sql.SqlStore):
         async with self._lock:
             await self._reopen_if_lost()
             try:
-                try:
-                    return await self._write(samples, run_id, epoch, direct=True)
-                except psycopg.errors.UniqueViolation:
-                    # another writer stored one of these samples between the probe and the
-                    # COPY (the transaction is rolled back): again, by the staging table
-                    self._series.pop(run_id, None)
-                    return await self._write(samples, run_id, epoch, direct=False)
+                return await self._write(samples, run_id, epoch)
             except BaseException as exc:
                 self._series.pop(run_id, None)  # series made in a rolled-back transaction
                 if isinstance(exc, psycopg.Error):
                     raise self._error("cannot write samples", exc) from exc
                 raise
 
-    async def _write(
-        self, samples: Sequence[Sample], run_id: str, epoch: float, *, direct: bool
-    ) -> int:
-        """One batch in one transaction. ``direct``: by one COPY straight into samples when
-        the batch can repeat neither a stored sample (each series' rows all later than its
-        stored ones) nor one of its own (each series' t strictly increasing); otherwise by
-        the staging table and ``ON CONFLICT DO NOTHING``."""
+    async def _write(self, samples: Sequence[Sample], run_id: str, epoch: float) -> int:
+        """One batch in one transaction: by one COPY straight into samples when it cannot
+        repeat a stored sample, else (or when that COPY meets a duplicate) by the staging
+        table and ``ON CONFLICT DO NOTHING``."""
         db = self._db
         async with db.transaction():
             rk, closed, ns = await self._begin_batch(run_id, len(samples))
@@ -320,10 +312,8 @@ class PostgresStore(_sql.SqlStore):
                 built = _build(samples, ids, rk, epoch, ns)
             rows, first, counters, state_min_t, max_t = built
             cur = db.cursor()
-            if direct and first is not None and await self._later_than_stored(first):
-                await self._copy(_COPY_SAMPLES, rows)
-                inserted = len(rows)
-            else:
+            inserted = await self._copy_direct(rows, first)
+            if inserted is None:
                 await self._copy(_COPY_STAGE, rows)
                 await cur.execute(_INSERT_STAGED)
                 inserted = max(cur.rowcount, 0)
@@ -375,11 +365,23 @@ class PostgresStore(_sql.SqlStore):
         cur = await db.execute(_RESERVE_ALL, (self._n_seq, count))
         return rk, closed, sorted(r[0] for r in await cur.fetchall())
 
-    async def _later_than_stored(self, first: dict[int, float]) -> bool:
-        """Whether each series' earliest t in the batch (``first``) is later than all its
-        stored samples: then no stored sample can equal one of the batch."""
+    async def _copy_direct(
+        self, rows: list[tuple[Any, ...]], first: dict[int, float]
+    ) -> int | None:
+        """COPY a batch straight into samples when no stored sample can equal one of its
+        rows (``first``: each series' earliest t in the batch, later than its stored ones);
+        None when one may, or when the COPY meets a duplicate (the batch repeats a sample,
+        or another writer stored one meanwhile): the caller goes by the staging table."""
         cur = await self._db.execute(_STORED_MAX, (list(first),))
-        return all(stored is None or stored < first[sid] for sid, stored in await cur.fetchall())
+        for sid, stored in await cur.fetchall():
+            if stored is not None and stored >= first[sid]:
+                return None
+        try:
+            async with self._db.transaction():  # a savepoint: a duplicate undoes only this
+                await self._copy(_COPY_SAMPLES, rows)
+        except psycopg.errors.UniqueViolation:
+            return None
+        return len(rows)
 
     async def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
         ids: dict[str, dict[str, tuple[int, int]]] = {}
@@ -528,13 +530,12 @@ def _build(
     ns: Sequence[int],
 ) -> tuple[
     list[tuple[Any, ...]],
-    dict[int, float] | None,
+    dict[int, float],
     dict[tuple[int, int], list[float]],
     float | None,
     float,
 ]:
-    """COPY rows for ``samples``, each series' earliest t (None when a series' t does not
-    strictly increase: the batch may repeat a sample), and what the rollups need;
+    """COPY rows for ``samples``, each series' earliest t, and what the rollups need;
     KeyError on an unknown series.
 
     Row ``i`` carries ``ns[i]`` as its insertion order ``n``; the rows go out grouped by
@@ -547,7 +548,6 @@ def _build(
     add_counter = _rollup.add_counter
     state_min = math.inf
     max_t = -math.inf
-    increasing = True
     for s, n in zip(samples, ns, strict=True):
         sid, kind = ids[s.asset][s.tag]
         v = s.value
@@ -571,8 +571,6 @@ def _build(
         if rows is None:
             by_series[sid] = [row]
         else:
-            if t <= rows[-1][3]:
-                increasing = False
             rows.append(row)
         if kind:
             if kind == _rollup.STATE:
@@ -585,5 +583,6 @@ def _build(
     out: list[tuple[Any, ...]] = []
     for sid in sorted(by_series):
         out += by_series[sid]
-    first = {sid: rows[0][3] for sid, rows in by_series.items()} if increasing else None
+    t_of = itemgetter(3)
+    first = {sid: t_of(min(rows, key=t_of)) for sid, rows in by_series.items()}
     return out, first, counters, (None if state_min == math.inf else state_min), max_t
