@@ -15,11 +15,16 @@ import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
+from iiotbed._aio import ExcInfo
+from iiotbed.errors import ConnectorError
 from iiotbed.labs.report import CheckReport
 from iiotbed.labs.rig import LabRig, merged_env
 from iiotbed.labs.script import ScriptRun, answer_step, run_script
+
+if TYPE_CHECKING:
+    from iiotbed.mqtt import Message
 
 __all__ = ["LIVE_CHECKS"]
 
@@ -33,8 +38,10 @@ PAUSE_AMR = "amr-02"
 async def _run(rig: LabRig, script: Path, limit_s: float, **extra: str) -> tuple[ScriptRun, float, float]:
     """Run the script; return its run and the sim times it started and ended at."""
     env = merged_env({**rig.script_env(), **extra})
+    rig.look()
     t0 = rig.now
     run = await run_script(script, env, limit_s=limit_s)
+    rig.look()  # what the script saw happen is in the watcher now, not 10 ms later
     return run, t0, rig.now
 
 
@@ -48,6 +55,61 @@ async def _get(rig: LabRig, path: str, **params: object) -> Any:
             return json.loads(resp.read())
 
     return await asyncio.to_thread(fetch)
+
+
+class _Tap:
+    """The checker's own MQTT subscriber, and a marker to know it has heard everything.
+
+    :meth:`flush` publishes a marker to a topic only the tap subscribes to and waits for it
+    to come back: the broker delivers in the order it received, so whatever it had before
+    (the NBIRTH or order the script just saw) has reached ``on_message`` by then. Once
+    before the script (the subscriptions are in place) and once after it.
+    """
+
+    def __init__(self, rig: LabRig, name: str, topics: list[tuple[str, int]],
+                 on_message: Callable[[Message], None]) -> None:  # fmt: skip
+        from iiotbed.mqtt import MqttConnection
+
+        run_id = rig.services.plan.run_id
+        self._marker = f"iiotbed/labs/{run_id}/{name}/marker"
+        self._on_message = on_message
+        self._sent = 0
+        self._back = 0
+        self._heard = asyncio.Event()
+        self.connection = MqttConnection(rig.services.broker_url, client_id=f"iiotbed-{name}-{run_id}",
+                                         on_message=self._deliver,
+                                         subscriptions=[*topics, (self._marker, 1)])  # fmt: skip
+
+    def _deliver(self, msg: Message) -> None:
+        if msg.topic != self._marker:
+            self._on_message(msg)
+            return
+        self._back = max(self._back, int(msg.payload or b"0"))
+        self._heard.set()
+
+    async def flush(self, limit_s: float = 30.0) -> None:
+        self._sent += 1
+        self.connection.publish(self._marker, str(self._sent).encode(), qos=1)
+        try:
+            async with asyncio.timeout(limit_s):  # not met in the normal case (milliseconds)
+                while self._back < self._sent:
+                    self._heard.clear()
+                    await self._heard.wait()
+        except TimeoutError:
+            raise ConnectorError(f"the lab's broker did not send {self._marker} back within "
+                                 f"{limit_s:g} s", endpoint=self._marker) from None
+
+    async def __aenter__(self) -> Self:
+        await self.connection.__aenter__()
+        try:
+            await self.flush()  # subscribed: the broker took SUBSCRIBE before this PUBLISH
+        except BaseException:
+            await self.connection.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: *ExcInfo) -> None:
+        await self.connection.__aexit__(*exc_info)
 
 
 def _sim_t(rig: LabRig, value: object) -> float | None:
@@ -214,7 +276,6 @@ async def check_starve(rig: LabRig, script: Path, report: CheckReport, limit_s: 
 
 
 async def check_sparkplug(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
-    from iiotbed.mqtt import Message, MqttConnection
     from iiotbed.protocols.sparkplug.codec import BDSEQ_METRIC, decode_payload
 
     group, node = rig.sparkplug_group, rig.edge_node
@@ -232,10 +293,9 @@ async def check_sparkplug(rig: LabRig, script: Path, report: CheckReport, limit_
             births.append((payload.seq, bd, len(payload.metrics)))
 
     topic = f"spBv1.0/{group}/+/{node}"
-    async with MqttConnection(rig.services.broker_url, client_id=f"iiotbed-lab4-{rig.services.plan.run_id}",
-                              on_message=on_message, subscriptions=[(topic, 0), (f"{topic}/#", 0)]):  # fmt: skip
+    async with _Tap(rig, "lab4", [(topic, 0), (f"{topic}/#", 0)], on_message) as tap:
         run, _, _ = await _run(rig, script, limit_s)
-        await asyncio.sleep(0.2)  # the last NBIRTH the script caused, still on its way here
+        await tap.flush()  # the last NBIRTH the script saw has reached on_message too
     answer = answer_step(report, run, ("bdSeq", "birth_metrics", "seqs", "rebirth"))
     report.add("a rebirth while your script ran", bool(births),
                f"{len(births)} NBIRTH seen",
@@ -270,8 +330,6 @@ def _contiguous(part: list[int], whole: list[int]) -> bool:
 
 
 async def check_vda5050(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
-    from iiotbed.mqtt import Message, MqttConnection
-
     live = rig.services.live
     orders: set[str] = set()
 
@@ -284,9 +342,9 @@ async def check_vda5050(rig: LabRig, script: Path, report: CheckReport, limit_s:
             orders.add(body["orderId"])
 
     root = f"uagv/v2/{live.manufacturer}/{PAUSE_AMR}"
-    async with MqttConnection(rig.services.broker_url, client_id=f"iiotbed-lab5-{rig.services.plan.run_id}",
-                              on_message=on_message, subscriptions=[(f"{root}/order", 1), (f"{root}/state", 1)]):  # fmt: skip
+    async with _Tap(rig, "lab5", [(f"{root}/order", 1), (f"{root}/state", 1)], on_message) as tap:
         run, t0, t1 = await _run(rig, script, limit_s, IIOTBED_LAB_AMR=PAUSE_AMR)
+        await tap.flush()  # every order the script saw has reached on_message too
     answer = answer_step(report, run, ("amr", "paused_seen", "order_id"))
     changes = [(t, p) for t, p in rig.watcher.pauses(PAUSE_AMR) if t0 <= t <= t1]
     paused_at = next((t for t, p in changes if p), None)

@@ -159,7 +159,7 @@ class LabRig:
             self._services = await stack.enter_async_context(
                 Services(self.scenario, plan, options)
             )
-            self._watch()
+            self.look()
             runner = asyncio.ensure_future(self._services.run(self._stop))
             watcher = asyncio.ensure_future(self._watch_loop())
             stack.push_async_callback(self._end, runner, watcher)
@@ -184,9 +184,11 @@ class LabRig:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            self._watch()
+            self.look()
 
-    def _watch(self) -> None:
+    def look(self) -> None:
+        """Record what changed in the simulation since the last look (every POLL_S anyway;
+        a checker looks once more when the student's script ends)."""
         live = self.services.live
         now = live.now
         for station in live.factory.stations.values():
