@@ -19,6 +19,7 @@ import simpy
 
 from iiotbed.devices.sim._round import round6
 from iiotbed.devices.sim._signals import Context, Counter, Signal
+from iiotbed.devices.sim._simpy import now_of
 from iiotbed.devices.sim.calendar import EPS
 from iiotbed.devices.sim.units import Buffer, Unit
 from iiotbed.telemetry import EventName, PlannedState, Tag
@@ -70,6 +71,9 @@ class LineModel:
         self.output = Counter(ctx, path, Tag.LINE_OUTPUT)
         self.escaped = Counter(ctx, path, "EscapedDefects")
         self.released = Counter(ctx, path, "ReleasedCount")
+        # what a unit leaving the line counts, good (False) or an escaped defect (True)
+        self._exit_counters = {False: (self.good, self.output),
+                               True: (self.good, self.output, self.escaped)}
         self.roles = headcount_roles(ctx)
         self.headcount = {
             r: Signal(ctx, path, Tag.HEADCOUNT_PREFIX + r, n if seg[3] else 0, "C62")
@@ -88,10 +92,10 @@ class LineModel:
     # ------------------------------------------------------------------ exits
 
     def produced(self, unit: Unit) -> None:
-        self.good.inc()
-        self.output.inc()
-        if unit.defective:
-            self.escaped.inc()
+        now, emit = now_of(self.env), self.ctx.emit
+        for c in self._exit_counters[unit.defective]:  # Counter.inc inlined
+            c.value = n = c.value + 1  # type: ignore[operator]  # a counter holds an int
+            emit((now, c, n))
         self.ctx.event(self.path, EventName.UNIT_PRODUCED, {
             "unit": unit.id, "product": self.names[unit.product], "stations": unit.stations,
             "released": round6(unit.released), "waits": list(map(round6, unit.waits)),
@@ -125,6 +129,7 @@ class LineModel:
 
     def _source(self) -> _Proc:
         env, buf, cal = self.env, self.first, self.ctx.calendar
+        emit, released = self.ctx.emit, self.released
         while True:
             if self._interarrival is not None:
                 # interarrival times run in production time: no arrivals off shift or on breaks
@@ -139,6 +144,10 @@ class LineModel:
                     left -= h
             unit = self._new_unit()
             yield buf.store.put(unit)
-            unit.released = unit.t_in = env.now
-            buf.level.set(len(buf.items))
-            self.released.inc()
+            unit.released = unit.t_in = now = now_of(env)
+            level, v = buf.level, len(buf.items)  # buf.level.set(len(buf.items)) inlined
+            if v != level.value:
+                level.value = v
+                emit((now, level, v))
+            released.value = n = released.value + 1  # type: ignore[operator]  # .inc()
+            emit((now, released, n))

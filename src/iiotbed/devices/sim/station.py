@@ -184,7 +184,11 @@ class Station:
             sig.value = value
             emit((now, sig, value))
         sig = self.sig_energy
-        kwh = round6(energy)
+        p = energy * 1e6  # round6(energy) inlined (see _round)
+        if -1e12 < p < 1e12 and (k := round(p)) and -0.499 < p - k < 0.499:
+            kwh = k / 1e6
+        else:
+            kwh = round(energy, 6)
         if kwh != sig.value:
             sig.value = kwh
             emit((now, sig, kwh))
@@ -248,6 +252,7 @@ class Station:
         if degr is not None and deg is not None:
             base, span = deg.baseline, deg.at_failure - deg.baseline
         noise = self._noise if degr is not None else None
+        inspected, first_pass, link = self.inspected, self.first_pass, self.link
         while True:
             # Fifo.get triggers at once exactly when no get waits and an item is there
             if (in_store._gets or not in_items) and self.activity is not waiting:
@@ -274,38 +279,54 @@ class Station:
                 emit((clock(env), consumed, n))
             if insp is None:
                 work = ideal[unit.product] * factor() / self.speed
-                # the first stretch of _work inlined (most cycles are one stretch): no
-                # generator per unit, no delegation at each resume; _work does the rest
-                now = clock(env)  # a wait for kits may have passed
-                seg = cal._last  # production_end(now), with the calendar's last segment
-                if seg[0] <= now + EPS < seg[1]:
-                    end = seg[1] if seg[2] is _PRODUCTION else None
-                else:
-                    end = production_end(now)
-                if work > EPS and end is not None and not (self.stopped or self.held):
-                    if self.activity is not executing:
-                        self.activity = executing
-                        self.refresh()
-                    h = min(work, end - now, self.ttf_left)
-                    self._interruptible = True
-                    try:  # noqa: SIM105  # as in _work
-                        yield sleep(env, h)
-                    except simpy.Interrupt:
-                        pass
-                    self._interruptible = False
-                    done = clock(env) - now
-                    work -= done
-                    self.ttf_left -= done
-                    if self.ttf_left <= EPS:
-                        yield from self._breakdown()
-                if work > EPS:
-                    yield from self._work(work)
+            else:
+                work = self._insp_time() / self.speed
+                if link is not None:
+                    work += link.round_trip(clock(env)) + self._inference()
+            # the first stretch of _work inlined (most cycles are one stretch): no generator
+            # per unit, no delegation at each resume; _work does the rest
+            now = clock(env)  # a wait for kits may have passed
+            seg = cal._last  # production_end(now), with the calendar's last segment
+            if seg[0] <= now + EPS < seg[1]:
+                end = seg[1] if seg[2] is _PRODUCTION else None
+            else:
+                end = production_end(now)
+            if work > EPS and end is not None and not (self.stopped or self.held):
+                if self.activity is not executing:
+                    self.activity = executing
+                    self.refresh()
+                h = min(work, end - now, self.ttf_left)
+                self._interruptible = True
+                try:  # noqa: SIM105  # as in _work
+                    yield sleep(env, h)
+                except simpy.Interrupt:
+                    pass
+                self._interruptible = False
+                done = clock(env) - now
+                work -= done
+                self.ttf_left -= done
+                if self.ttf_left <= EPS:
+                    yield from self._breakdown()
+            if work > EPS:
+                yield from self._work(work)
+            if insp is None:
                 if p_defect > 0.0 and quality() < p_defect and not unit.defective:
                     unit.defective, unit.origin = True, self
                     self.ctx.event(self.path, EventName.DEFECT_INTRODUCED, {"unit": unit.id})
                 scrap = unit.defective and scrap_at_end
             else:
-                scrap = yield from self._inspect(unit)
+                # the judgement, as _judge: inspected, then passed first time or rejected
+                assert inspected is not None and first_pass is not None
+                now = clock(env)
+                inspected.value = n = inspected.value + 1  # type: ignore[operator]
+                emit((now, inspected, n))
+                rate = insp.detection_rate if unit.defective else insp.false_reject_rate
+                if not (rate > 0.0 and quality() < rate):
+                    first_pass.value = n = first_pass.value + 1  # type: ignore[operator]
+                    emit((now, first_pass, n))
+                    scrap = False
+                else:
+                    scrap = yield from self._rejected(unit)
             # Counter.inc inlined (two rows per unit)
             now = clock(env)
             processed.value = n = processed.value + 1  # type: ignore[operator]
@@ -352,21 +373,12 @@ class Station:
                 if self._pdm_draw() < self._pdm.detection_rate:
                     yield from self._predictive()
 
-    def _inspect(self, unit: Unit) -> Generator[simpy.Event, Any, bool]:
+    def _rejected(self, unit: Unit) -> Generator[simpy.Event, Any, bool]:
+        """After a rejection at inspection: rework the unit (False) or scrap it (True)."""
         insp = self.stage.inspection
-        assert insp is not None and self.inspected is not None and self.first_pass is not None
-        work = self._insp_time() / self.speed
-        if self.link is not None:
-            work += self.link.round_trip(self.env.now) + self._inference()
-        yield from self._work(work)
-        self.inspected.inc()
-        q = self._quality
-        rate = insp.detection_rate if unit.defective else insp.false_reject_rate
-        if not (rate > 0.0 and q() < rate):
-            self.first_pass.inc()
-            return False
+        assert insp is not None
         origin: Station = unit.origin if unit.defective else self
-        if insp.rework_fraction > 0.0 and q() < insp.rework_fraction:
+        if insp.rework_fraction > 0.0 and self._quality() < insp.rework_fraction:
             yield from self._work(insp.rework_time / self.speed)
             origin.rework.inc()
             unit.defective, unit.origin = False, None
