@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from iiotbed.platform.store import RunInfo, open_store
-from iiotbed.telemetry import Sample
+from iiotbed.telemetry import Quality, Sample
 
 pytestmark = pytest.mark.network
 
@@ -145,5 +145,44 @@ def test_a_sample_stored_by_another_writer_during_the_copy_is_not_stored_twice(u
                 assert await write == 8
             got = [(x.t, x.value) async for x in store.iter_samples(RUN)]
             assert got == [(float(t), float(t)) for t in range(10)]
+
+    asyncio.run(main())
+
+
+def test_rows_packed_for_copy_read_back_as_sent(url: str) -> None:
+    # every field kind the packer writes: NULLs, NaN, ints, bools, text, non-ASCII text
+    # and units, gateway time and sequence numbers, times before the epoch and fractional
+    batch = [
+        s(-1.5, "A", 3, unit="C62", seq=2**40, gateway_ts=1.7e9 + 0.125),
+        s(0.000001, "A", True),
+        s(2.0, "A", float("nan"), quality=Quality.Bad),
+        s(3.0, "B", "lcm-55 — Ω°", unit="°C"),
+        s(3.0, "B", None, quality=Quality.Uncertain, seq=0),
+        s(4.0, "C", -1e300, unit=None, gateway_ts=0.0),
+    ]
+    want = [
+        (-1.5, "A", 3.0, "C62", Quality.Good, 1.7e9 + 0.125, 2**40),
+        (0.000001, "A", 1.0, None, Quality.Good, None, None),
+        (2.0, "A", None, None, Quality.Bad, None, None),
+        (3.0, "B", "lcm-55 — Ω°", "°C", Quality.Good, None, None),
+        (3.0, "B", None, None, Quality.Uncertain, None, 0),
+        (4.0, "C", -1e300, None, Quality.Good, 0.0, None),
+    ]
+
+    async def main() -> None:
+        async with open_store(url) as store:
+            await store.upsert_run(RunInfo(RUN, "packed", epoch="2026-01-05T00:00:00+08:00"))
+            assert await store.write_samples(batch, RUN) == len(batch)
+            got = [
+                (x.t, x.tag, x.value, x.unit, x.quality, x.gateway_ts, x.seq)
+                async for x in store.iter_samples(RUN)
+            ]
+            assert got == want
+        with psycopg.connect(url.split("?")[0]) as conn:
+            schema = url.split("schema=")[1]
+            rows = conn.execute(
+                f"SELECT s.t, s.source_ts = to_timestamp(1767542400 + s.t) FROM {schema}.samples s"  # type: ignore[arg-type]
+            ).fetchall()
+            assert sorted(rows) == sorted((w[0], True) for w in want)
 
     asyncio.run(main())

@@ -13,8 +13,8 @@ import asyncio
 import datetime as dt
 import math
 import re
+import struct
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -94,15 +94,25 @@ CREATE TEMP TABLE IF NOT EXISTS stage_events (
     fields text, id text
 ) ON COMMIT DELETE ROWS;
 """
-# n (reserved from the identity's sequence in the batch's order), run, series, t,
-# value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as binary
-# timestamptz: int64 microseconds since 2000-01-01, the wire format of an int8
+# COPY columns, in the order of the binary rows _build writes: run and series (the same
+# for all rows of a series), n (reserved from the identity's sequence in the batch's
+# order), t, value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as binary
+# timestamptz (int64 microseconds since 2000-01-01, the wire format of an int8)
 _SAMPLE_COLS: Final = (
-    "n, run, series, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
+    "run, series, n, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
 )
-_SAMPLE_TYPES: Final = [
-    "int8", "int4", "int4", "float8", "float8", "text", "text", "int2", "float8", "int8", "int8",
-]  # fmt: skip
+# binary COPY: signature, flags and header extension; a row: field count, then per field
+# its length (-1: NULL) and bytes; the trailer: field count -1
+_COPY_HEAD: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TAIL: Final = b"\xff\xff"
+_NULL: Final = b"\xff\xff\xff\xff"
+_N_T_NUM: Final = struct.Struct(">iqidid").pack  # n, t, value_num
+_N_T: Final = struct.Struct(">iqid").pack  # n, t
+_LEN: Final = struct.Struct(">i").pack
+_INT8: Final = struct.Struct(">iq").pack
+_FLOAT8: Final = struct.Struct(">id").pack
+_INT2: Final = struct.Struct(">ih").pack
+_SERIES: Final = struct.Struct(">hiiii").pack  # 11 fields, run and series (int4 each)
 # a batch's start: the run's key and rollup frontier (none yet: NULLs), and ``count``
 # values of the insertion order, one range when no other writer drew some meanwhile
 _BEGIN_BATCH: Final = """
@@ -165,6 +175,7 @@ class PostgresStore(_sql.SqlStore):
         # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
         self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
         self._n_seq = "samples_n_seq"  # the sequence behind samples.n, read at open
+        self._encoding = "utf-8"  # of text in COPY: the connection's, read at open
         self.timescale = False
 
     # ----------------------------------------------------------------------- lifecycle
@@ -230,6 +241,7 @@ class PostgresStore(_sql.SqlStore):
                 await conn.execute(
                     "SELECT create_hypertable('samples', 'source_ts', if_not_exists => TRUE)"
                 )
+        self._encoding = conn.info.encoding
         cur = await conn.execute("SELECT pg_get_serial_sequence('samples', 'n')")
         row = await cur.fetchone()
         if row is not None and row[0] is not None:
@@ -300,7 +312,7 @@ class PostgresStore(_sql.SqlStore):
             if ids is None:
                 ids = await self._load_series(run_id, rk)
             try:
-                built = _build(samples, ids, rk, epoch, ns)
+                built = _build(samples, ids, rk, epoch, ns, self._encoding)
             except KeyError:  # a series seen for the first time
                 await db.cursor().executemany(
                     "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
@@ -309,12 +321,12 @@ class PostgresStore(_sql.SqlStore):
                      sorted({(s.asset, s.tag) for s in samples})],
                 )  # fmt: skip
                 ids = await self._load_series(run_id, rk)
-                built = _build(samples, ids, rk, epoch, ns)
-            rows, first, counters, state_min_t, max_t = built
+                built = _build(samples, ids, rk, epoch, ns, self._encoding)
+            payload, first, counters, state_min_t, max_t = built
             cur = db.cursor()
-            inserted = await self._copy_direct(rows, first)
+            inserted = await self._copy_direct(payload, len(samples), first)
             if inserted is None:
-                await self._copy(_COPY_STAGE, rows)
+                await self._copy(_COPY_STAGE, payload)
                 await cur.execute(_INSERT_STAGED)
                 inserted = max(cur.rowcount, 0)
             if counters:
@@ -332,15 +344,10 @@ class PostgresStore(_sql.SqlStore):
                 await db.execute("UPDATE run_keys SET closed = %s WHERE id = %s", (closed_new, rk))
             return inserted
 
-    async def _copy(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        """COPY sample rows, formatted in one loop without a coroutine per row."""
+    async def _copy(self, statement: str, payload: bytes) -> None:
+        """COPY a batch's rows, already in the binary format (one write)."""
         async with self._db.cursor().copy(statement) as copy:
-            copy.set_types(_SAMPLE_TYPES)
-            write_row = copy.formatter.write_row
-            for row in rows:
-                data = write_row(row)
-                if data:
-                    await copy.write(data)
+            await copy.write(payload)
 
     async def _begin_batch(self, run_id: str, count: int) -> tuple[int, int | None, Sequence[int]]:
         """The run's key and rollup frontier, and ``count`` new values of samples.n in
@@ -365,9 +372,7 @@ class PostgresStore(_sql.SqlStore):
         cur = await db.execute(_RESERVE_ALL, (self._n_seq, count))
         return rk, closed, sorted(r[0] for r in await cur.fetchall())
 
-    async def _copy_direct(
-        self, rows: list[tuple[Any, ...]], first: dict[int, float]
-    ) -> int | None:
+    async def _copy_direct(self, payload: bytes, count: int, first: dict[int, float]) -> int | None:
         """COPY a batch straight into samples when no stored sample can equal one of its
         rows (``first``: each series' earliest t in the batch, later than its stored ones);
         None when one may, or when the COPY meets a duplicate (the batch repeats a sample,
@@ -378,10 +383,10 @@ class PostgresStore(_sql.SqlStore):
                 return None
         try:
             async with self._db.transaction():  # a savepoint: a duplicate undoes only this
-                await self._copy(_COPY_SAMPLES, rows)
+                await self._copy(_COPY_SAMPLES, payload)
         except psycopg.errors.UniqueViolation:
             return None
-        return len(rows)
+        return count
 
     async def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
         ids: dict[str, dict[str, tuple[int, int]]] = {}
@@ -528,61 +533,91 @@ def _build(
     rk: int,
     epoch: float,
     ns: Sequence[int],
-) -> tuple[
-    list[tuple[Any, ...]],
-    dict[int, float],
-    dict[tuple[int, int], list[float]],
-    float | None,
-    float,
-]:
-    """COPY rows for ``samples``, each series' earliest t, and what the rollups need;
-    KeyError on an unknown series.
+    encoding: str = "utf-8",
+) -> tuple[bytes, dict[int, float], dict[tuple[int, int], list[float]], float | None, float]:
+    """The binary COPY payload of ``samples``, each series' earliest t, and what the
+    rollups need; KeyError on an unknown series.
 
     Row ``i`` carries ``ns[i]`` as its insertion order ``n``; the rows go out grouped by
     series (in the batch's order within each), so the unique key's B-tree takes each
-    series' rows at one leaf after another rather than one leaf per row.
+    series' rows at one leaf after another rather than one leaf per row. Each row is
+    packed here, without a formatter call per value: run and series once per series,
+    unit and quality once per pair.
     """
-    # one pass, no calls but the counter fold: this loop is the ingest hot path
-    by_series: dict[int, list[tuple[Any, ...]]] = {}
+    # one pass, no calls but struct packing and the counter fold: the ingest hot path
+    by_series: dict[int, list[bytes]] = {}
+    first: dict[int, float] = {}
     counters: dict[tuple[int, int], list[float]] = {}
     add_counter = _rollup.add_counter
+    state = _rollup.STATE
+    tails: dict[tuple[str | None, int], bytes] = {}  # unit and quality fields
+    nulls2 = _NULL + _NULL
     state_min = math.inf
     max_t = -math.inf
     for s, n in zip(samples, ns, strict=True):
         sid, kind = ids[s.asset][s.tag]
         v = s.value
         tv = type(v)
-        num: Any = None
-        text: str | None = None
-        if tv is float:
-            num = v if v == v else None  # NaN is no value
-        elif tv is int:
-            num = float(v)  # type: ignore[arg-type]
-        elif tv is str:
-            text = v  # type: ignore[assignment]
-        elif v is not None:
-            num = float(v)
         t = s.t
         q = s.quality
+        text: str | None = None
+        num: Any
+        if tv is float:
+            if v == v:
+                num = v
+                head = _N_T_NUM(8, n, 8, t, 8, v) + _NULL
+            else:  # NaN is no value
+                num = None
+                head = _N_T(8, n, 8, t) + nulls2
+        elif tv is int:
+            num = float(v)  # type: ignore[arg-type]
+            head = _N_T_NUM(8, n, 8, t, 8, num) + _NULL
+        elif tv is str:
+            num = None
+            text = v  # type: ignore[assignment]
+            data = v.encode(encoding)  # type: ignore[union-attr]
+            head = _N_T(8, n, 8, t) + _NULL + _LEN(len(data)) + data
+        elif v is None:
+            num = None
+            head = _N_T(8, n, 8, t) + nulls2
+        else:
+            num = float(v)
+            head = _N_T_NUM(8, n, 8, t, 8, num) + _NULL
+        unit = s.unit
+        tail = tails.get((unit, q))
+        if tail is None:
+            u = _NULL if unit is None else _LEN(len(b := unit.encode(encoding))) + b
+            tail = tails[(unit, q)] = u + _INT2(2, int(q))
+        g, seq = s.gateway_ts, s.seq
         # to_timestamp(epoch + t), to the microsecond as PostgreSQL rounds it
-        ts = round((epoch + t - _PG_EPOCH) * 1e6)
-        row = (n, rk, sid, t, num, text, s.unit, q, s.gateway_ts, s.seq, ts)
+        ts = _INT8(8, round((epoch + t - _PG_EPOCH) * 1e6))
+        if g is None and seq is None:
+            row = head + tail + nulls2 + ts
+        else:
+            row = (
+                head + tail + (_NULL if g is None else _FLOAT8(8, g))
+                + (_NULL if seq is None else _INT8(8, seq)) + ts
+            )  # fmt: skip
         rows = by_series.get(sid)
         if rows is None:
             by_series[sid] = [row]
+            first[sid] = t
         else:
             rows.append(row)
+            if t < first[sid]:
+                first[sid] = t
         if kind:
-            if kind == _rollup.STATE:
+            if kind == state:
                 if t < state_min:
                     state_min = t
             else:
                 add_counter(counters, sid, t, num if text is None else text, q)
         if t > max_t:
             max_t = t
-    out: list[tuple[Any, ...]] = []
+    out = [_COPY_HEAD]
     for sid in sorted(by_series):
-        out += by_series[sid]
-    t_of = itemgetter(3)
-    first = {sid: t_of(min(rows, key=t_of)) for sid, rows in by_series.items()}
-    return out, first, counters, (None if state_min == math.inf else state_min), max_t
+        lead = _SERIES(11, 4, rk, 4, sid)
+        out.append(lead)
+        out.append(lead.join(by_series[sid]))
+    out.append(_COPY_TAIL)
+    return b"".join(out), first, counters, (None if state_min == math.inf else state_min), max_t
