@@ -9,8 +9,11 @@ For each backend, in the same run:
 * KPIs: ``store.kpis`` (hourly rollups kept at ingest, two replayed edges) over a run of
   ``kpi_samples`` samples, and the in-memory ``compute_kpis`` over the same records.
 
-Run: ``python bench/platform.py [ingest_samples] [kpi_samples] [sqlite,postgresql]``;
-the last line is ``ratio <ingest/raw>`` of the embedded (SQLite) store.
+Ingest and raw alternate ``rounds`` times (each ingest into a fresh store), so a busy
+machine slows both alike; each round prints its ratio, then the median of the rounds'.
+
+Run: ``python bench/platform.py [ingest_samples] [kpi_samples] [sqlite,postgresql] [rounds]``;
+the last line is ``ratio <ingest/raw>`` (median) of the last backend (SQLite by default).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import asyncio
 import gc
 import sqlite3
+import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -121,61 +126,88 @@ async def ingest(store: Store, samples: list[Sample], run_id: str) -> float:
     return len(samples) / wall
 
 
-async def bench(url: str, name: str, n_ingest: int, n_kpi: int) -> float:
-    layout, samples = make_samples(max(n_ingest, n_kpi))
-    # millions of long-lived Samples would make every GC pass of the timed loops walk them
-    # (a service holds one batch, not a data set): keep them out of the collector's sight
-    gc.collect()
-    gc.freeze()
+async def bench_kpis(url: str, name: str, layout: Layout, samples: list[Sample]) -> None:
     async with open_store(url) as store:
-        rate = await ingest(store, samples[:n_ingest], "ingest")
-        print(f"{name:10} ingest {n_ingest:>10,} samples  {rate:>10,.0f} rows/s")
-        if n_kpi > n_ingest:
-            await ingest(store, samples, "kpi")
-            kpi_run = "kpi"
-        else:
-            kpi_run = "ingest"
-        kpi_samples = samples[: max(n_ingest, n_kpi) if kpi_run == "kpi" else n_ingest]
-        end = kpi_samples[-1].t
+        await ingest(store, samples, "kpi")
+        end = samples[-1].t
         t0 = time.perf_counter()
-        got = await store.kpis(kpi_run, layout, 0.0, end)
+        got = await store.kpis("kpi", layout, 0.0, end)
         wall_sql = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ref = compute_kpis(kpi_samples, layout, end=end)
+        ref = compute_kpis(samples, layout, end=end)
         wall_mem = time.perf_counter() - t0
         same = all(
             abs(got.line[k] - ref.line[k]) <= 1e-9 * max(1.0, abs(ref.line[k]))
             for k in ("good_count", "oee", "labour_hours", "energy_kwh")
         )
         print(
-            f"{name:10} kpis   {len(kpi_samples):>10,} samples  {wall_sql:>9.3f} s in the store"
+            f"{name:10} kpis   {len(samples):>10,} samples  {wall_sql:>9.3f} s in the store"
             f"  (compute_kpis in memory {wall_mem:.3f} s; same KPIs: {same})"
         )
+
+
+async def bench_ingest(url: str, samples: list[Sample]) -> float:
+    async with open_store(url) as store:
+        return await ingest(store, samples, "ingest")
+
+
+def fresh(name: str) -> tuple[str, Callable[[], None]]:
+    """A URL of an empty store of backend ``name``, and how to drop it."""
     if name == "sqlite":
-        with tempfile.TemporaryDirectory() as d:
-            raw = raw_sqlite(samples[:n_ingest], Path(d) / "raw.db")
-    else:
-        raw = raw_postgres(samples[:n_ingest])
-    print(f"{name:10} raw    {n_ingest:>10,} samples  {raw:>10,.0f} rows/s  ratio {rate / raw:.3f}")
-    return rate / raw
+        d = tempfile.TemporaryDirectory()
+        return f"sqlite:///{d.name}/store.db", d.cleanup
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+
+    def drop() -> None:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+
+    return f"{PG}?schema={schema}", drop
+
+
+def bench(name: str, n_ingest: int, n_kpi: int, rounds: int) -> float:
+    layout, samples = make_samples(max(n_ingest, n_kpi))
+    # millions of long-lived Samples would make every GC pass of the timed loops walk them
+    # (a service holds one batch, not a data set): keep them out of the collector's sight
+    gc.collect()
+    gc.freeze()
+    ratios = []
+    for r in range(rounds):
+        url, drop = fresh(name)
+        try:
+            rate = asyncio.run(bench_ingest(url, samples[:n_ingest]))
+        finally:
+            drop()
+        if name == "sqlite":
+            with tempfile.TemporaryDirectory() as d:
+                raw = raw_sqlite(samples[:n_ingest], Path(d) / "raw.db")
+        else:
+            raw = raw_postgres(samples[:n_ingest])
+        ratios.append(rate / raw)
+        print(
+            f"{name:10} round {r + 1}: ingest {n_ingest:,} samples {rate:>10,.0f} rows/s, "
+            f"raw {raw:>10,.0f} rows/s, ratio {rate / raw:.3f}",
+            flush=True,
+        )
+    url, drop = fresh(name)
+    try:
+        asyncio.run(bench_kpis(url, name, layout, samples[:n_kpi]))
+    finally:
+        drop()
+    ratio = statistics.median(ratios)
+    print(f"{name:10} ingest/raw ratio: median {ratio:.3f} of {rounds} rounds "
+          f"({min(ratios):.3f} .. {max(ratios):.3f})")  # fmt: skip
+    return ratio
 
 
 def main() -> None:
     n_ingest = int(float(sys.argv[1])) if len(sys.argv) > 1 else 200_000
     n_kpi = int(float(sys.argv[2])) if len(sys.argv) > 2 else 1_000_000
     backends = sys.argv[3].split(",") if len(sys.argv) > 3 else ["postgresql", "sqlite"]
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     ratio = None
     for name in backends:
-        if name == "sqlite":
-            with tempfile.TemporaryDirectory() as d:
-                ratio = asyncio.run(bench(f"sqlite:///{d}/store.db", name, n_ingest, n_kpi))
-        else:
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
-            try:
-                asyncio.run(bench(f"{PG}?schema={schema}", name, n_ingest, n_kpi))
-            finally:
-                with psycopg.connect(PG, autocommit=True) as conn:
-                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+        ratio = bench(name, n_ingest, n_kpi, rounds)
     if ratio is not None:
         print(f"ratio {ratio:.3f}")
 
