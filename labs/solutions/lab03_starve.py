@@ -11,6 +11,7 @@ from iiotbed.scenario import load_scenario
 URL = os.environ.get("IIOTBED_OPCUA", "opc.tcp://127.0.0.1:4840/iiotbed/")
 CLEANER = os.environ.get("IIOTBED_LAB_STATION", "cleaner-01")
 SCENARIO = os.environ.get("IIOTBED_SCENARIO", "scenarios/tcl-huizhou-5g.yaml")
+PATIENCE = 60.0  # wall seconds to wait for the bonders before giving up
 
 
 class States:
@@ -54,9 +55,10 @@ async def main():
         print(await cleaner.call_method(await child(cleaner, "Stop")))
         # a bonder that is Suspended now has nothing to work on: its buffer ran empty
         starved = set()
-        while starved != set(bonders):
-            starved |= {b for b, s in states.now.items() if s == "Suspended"}
-            await asyncio.sleep(0.02)
+        async with asyncio.timeout(PATIENCE):  # they starve in seconds; not forever
+            while starved != set(bonders):
+                starved |= {b for b, s in states.now.items() if s == "Suspended"}
+                await asyncio.sleep(0.02)
         print(await cleaner.call_method(await child(cleaner, "Start")))
         await sub.delete()
     print(json.dumps({"stopped": CLEANER, "starved": sorted(starved),

@@ -17,6 +17,7 @@ from iiotbed.protocols.sparkplug.codec import decode_payload, pb
 BROKER = urllib.parse.urlsplit(os.environ.get("IIOTBED_BROKER", "mqtt://127.0.0.1:1883"))
 GROUP = os.environ.get("IIOTBED_SPARKPLUG_GROUP", "tcl-huizhou")
 NODE = os.environ.get("IIOTBED_SPARKPLUG_NODE", "module-assembly-line-1")
+PATIENCE = 60.0  # wall seconds to wait for what we need before giving up
 
 
 def varint(data, i):
@@ -61,11 +62,16 @@ def main():
     client.subscribe(f"spBv1.0/{GROUP}/+/{NODE}/#")
     client.subscribe(f"spBv1.0/{GROUP}/+/{NODE}")
     client.loop_start()
+    deadline = time.monotonic() + PATIENCE
+
+    def receive():
+        """The next message (topic, payload); queue.Empty once PATIENCE is over."""
+        return got.get(timeout=max(0.0, deadline - time.monotonic()))
 
     # a few data messages: seq by hand, checked against the library
     seqs = []
     while len(seqs) < 5:
-        topic, data = got.get(timeout=60)
+        topic, data = receive()
         if topic.split("/")[2] in ("NDATA", "DDATA"):
             by_hand = seq_by_hand(data)
             assert by_hand == decode_payload(data).seq, (by_hand, decode_payload(data).seq)
@@ -76,7 +82,7 @@ def main():
     cmd.metrics.add(name="Node Control/Rebirth", datatype=pb.Boolean, boolean_value=True)
     client.publish(f"spBv1.0/{GROUP}/NCMD/{NODE}", cmd.SerializeToString(), qos=0)
     while True:
-        topic, data = got.get(timeout=60)
+        topic, data = receive()
         if topic.split("/")[2] == "NBIRTH":
             birth = decode_payload(data)
             break

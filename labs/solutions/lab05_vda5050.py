@@ -14,6 +14,7 @@ MAKER = os.environ.get("IIOTBED_VDA_MANUFACTURER", "ForwardX")
 AMR = os.environ.get("IIOTBED_LAB_AMR", "amr-01")
 SPEED = float(os.environ.get("IIOTBED_SPEED", "60"))
 HOLD = 1800.0  # sim seconds to keep it paused
+PATIENCE = 60.0  # wall seconds to wait for a state before giving up
 ROOT = f"uagv/v2/{MAKER}/{AMR}"
 
 
@@ -34,12 +35,13 @@ def main():
     client.loop_start()
 
     order_id = None
+    deadline = time.monotonic() + PATIENCE
 
     def next_state():
         """The next state message; keeps the last order id seen (order or state)."""
         nonlocal order_id
         while True:
-            topic, body = got.get(timeout=60)
+            topic, body = got.get(timeout=max(0.0, deadline - time.monotonic()))
             order_id = body.get("orderId") or order_id
             if topic.endswith("/state"):
                 return body
@@ -52,6 +54,7 @@ def main():
     # wait on the wall clock, at the factory's speed
     time.sleep(HOLD / SPEED)
     client.publish(f"{ROOT}/instantActions", action(2, "stopPause"), qos=1)
+    deadline = time.monotonic() + PATIENCE
     while state.get("paused"):
         state = next_state()
     client.loop_stop()
