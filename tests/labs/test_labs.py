@@ -76,13 +76,16 @@ def _why(report: CheckReport) -> str:
     return "\n".join(report.lines()) + ("\nthe script's output:\n" + output if output else "")
 
 
+#: each wrong attempt and exactly the steps it fails
 WRONG_LIVE = {
-    1: ("lab01_fixed_names.py", {"Identification/SerialNumber", "MachineryItemState/CurrentState"}),
+    1: ("lab01_fixed_names.py", {"Identification/Manufacturer", "Identification/SerialNumber",
+                                 "MachineryItemState/CurrentState"}),
     2: ("lab02_off_by_10pct.py", {"your throughput"}),
     3: ("lab03_wrong_buffer.py", {"cleaner-01 stopped", "the buffer that ran empty"}),
     4: ("lab04_no_rebirth.py", {"a rebirth while your script ran"}),
-    5: ("lab05_no_pause.py", {"amr-02 paused in the simulation"}),
-}
+    5: ("lab05_no_pause.py", {"amr-02 paused in the simulation", "amr-02 resumed at the end",
+                              "an order the master control sent it"}),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("number", sorted(WRONG_LIVE))
@@ -98,7 +101,7 @@ def test_live_lab_reference_passes_and_wrong_attempt_fails(
     monkeypatch.setenv("IIOTBED_LAB_REFERENCE_ANSWER", json.dumps(good.answer))
     bad = _live(rig, number, WRONG / name)
     assert not bad.passed, _why(bad)
-    assert must_fail <= set(_failed(bad)), _why(bad)
+    assert set(_failed(bad)) == must_fail, _why(bad)
     assert all(s.hint for s in bad.failed()), "every failure says how to fix it:\n" + _why(bad)
 
 
