@@ -122,7 +122,7 @@ class LineModel:
             yield env.timeout(end - env.now)
 
     def _new_unit(self) -> Unit:
-        k = bisect_right(self._cum, self._mix() * self._cum[-1]) if len(self._cum) > 1 else 0
+        k = bisect_right(self._cum, self._mix.draw() * self._cum[-1]) if len(self._cum) > 1 else 0
         k = min(k, len(self._cum) - 1)
         self._serial[k] += 1
         return Unit(f"{self.prefix}/{self.names[k]}-{self._serial[k]}", k, self.env.now)

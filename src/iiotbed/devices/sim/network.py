@@ -92,14 +92,14 @@ class Hop:
         wait = self.outages.wait(t)
         if wait > 0.0:
             self.held += 1
-        d = wait + self._latency()
+        d = wait + self._latency.draw()
         if self._p > 0.0:
-            while self._loss() < self._p:
+            while self._loss.draw() < self._p:
                 if not reliable:
                     self.dropped += 1
                     return None
                 self.resent += 1
-                d += self._rto + self._latency()
+                d += self._rto + self._latency.draw()
         return d
 
     def one_way(self, t: float) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
+from itertools import chain, repeat
 
 from numpy.random import PCG64, Generator, SeedSequence
 
@@ -24,40 +26,47 @@ def make_generator(seed: int, replication: int, name: str) -> Generator:
     return Generator(PCG64(SeedSequence(entropy=seed, spawn_key=key)))
 
 
-class Uniforms:
-    """Uniform draws on [0, 1) from one stream, fetched in batches."""
+def _stream(batch: Callable[[], list[float]]) -> Callable[[], float]:
+    """The next value of the batches ``batch()`` returns one after the other, as a C-level
+    callable (an iterator's ``__next__``: no Python frame per draw); a batch is drawn when
+    the previous one is used up, as a loop over ``batch()`` would."""
+    return chain.from_iterable(iter(batch, None)).__next__
 
-    __slots__ = ("_buf", "_gen", "_i")
+
+class Uniforms:
+    """Uniform draws on [0, 1) from one stream, fetched in batches.
+
+    ``draw()`` (hot paths) and calling the object give the same stream.
+    """
+
+    __slots__ = ("_gen", "draw")
 
     def __init__(self, gen: Generator) -> None:
         self._gen = gen
-        self._buf: list[float] = []
-        self._i = 0
+        self.draw = _stream(self._batch)
+
+    def _batch(self) -> list[float]:
+        # a Python list iterates faster than a numpy array yields scalars
+        out: list[float] = self._gen.random(BATCH).tolist()
+        return out
 
     def __call__(self) -> float:
-        i = self._i
-        if i >= len(self._buf):
-            # a Python list indexes faster than a numpy array yields scalars
-            self._buf = self._gen.random(BATCH).tolist()
-            i = 0
-        self._i = i + 1
-        return self._buf[i]
+        return self.draw()
 
 
 class Sampler:
     """Draws of a scenario :class:`Dist` from one stream, in batches.
 
     Values below ``floor`` (default: the distribution's lower bound, at least 0 for
-    durations) are clipped to it, so a duration is never negative.
+    durations) are clipped to it, so a duration is never negative. ``draw()`` (hot paths)
+    and calling the object give the same stream.
     """
 
-    __slots__ = ("_buf", "_dist", "_fixed", "_floor", "_gen", "_i", "mean")
+    __slots__ = ("_dist", "_fixed", "_floor", "_gen", "draw", "mean")
 
     def __init__(self, gen: Generator, dist: Dist, *, floor: float | None = 0.0) -> None:
         self._gen = gen
         self._dist = dist
-        self._buf: list[float] = []
-        self._i = 0
         lb = dist.lower_bound()
         self._floor = lb if floor is None else max(lb, floor)
         self.mean = dist.expected
@@ -67,16 +76,11 @@ class Sampler:
         )
         if dist.dist == "fixed" or degenerate:
             self._fixed = max(self._floor, dist.expected)
+        self.draw: Callable[[], float] = (
+            _stream(self._batch) if self._fixed is None else repeat(self._fixed).__next__)
 
     def __call__(self) -> float:
-        if self._fixed is not None:
-            return self._fixed
-        i = self._i
-        if i >= len(self._buf):
-            self._buf = self._batch()
-            i = 0
-        self._i = i + 1
-        return self._buf[i]
+        return self.draw()
 
     def _batch(self) -> list[float]:
         d, g, n = self._dist, self._gen, BATCH

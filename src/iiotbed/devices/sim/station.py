@@ -231,7 +231,7 @@ class Station:
         # marked with what it stands for (Signal.set, Counter.inc, production_end,
         # _condition, env.timeout -> _simpy.sleep); per-station constants are locals.
         # now_of(env) (_simpy) reads env.now without the property's frame.
-        env, inbuf, quality = self.env, self.inbuf, self._quality
+        env, inbuf, quality = self.env, self.inbuf, self._quality.draw  # C-level draws: rng
         in_store, in_items, in_level, name = inbuf.store, inbuf.items, inbuf.level, self.name
         insp = self.stage.inspection
         p_defect = self.stage.defect_probability
@@ -239,7 +239,7 @@ class Station:
         out_store = out_items = out_level = None
         if outbuf is not None:
             out_store, out_items, out_level = outbuf.store, outbuf.items, outbuf.level
-        ideal, factor = self.ideal, self._factor
+        ideal, factor = self.ideal, self._factor.draw
         processed, processed_by = self.processed, self.processed_by
         emit = self.ctx.emit
         scrap_at_end = outbuf is None and not self.line.has_inspection
@@ -251,7 +251,7 @@ class Station:
         base = span = 0.0
         if degr is not None and deg is not None:
             base, span = deg.baseline, deg.at_failure - deg.baseline
-        noise = self._noise if degr is not None else None
+        noise = self._noise.draw if degr is not None else None
         inspected, first_pass, link = self.inspected, self.first_pass, self.link
         while True:
             # Fifo.get triggers at once exactly when no get waits and an item is there
@@ -280,9 +280,9 @@ class Station:
             if insp is None:
                 work = ideal[unit.product] * factor() / self.speed
             else:
-                work = self._insp_time() / self.speed
+                work = self._insp_time.draw() / self.speed
                 if link is not None:
-                    work += link.round_trip(clock(env)) + self._inference()
+                    work += link.round_trip(clock(env)) + self._inference.draw()
             # the first stretch of _work inlined (most cycles are one stretch): no generator
             # per unit, no delegation at each resume; _work does the rest
             now = clock(env)  # a wait for kits may have passed
@@ -295,7 +295,11 @@ class Station:
                 if self.activity is not executing:
                     self.activity = executing
                     self.refresh()
-                h = min(work, end - now, self.ttf_left)
+                h = work  # min(work, end - now, self.ttf_left), without the call
+                if end - now < h:
+                    h = end - now
+                if self.ttf_left < h:
+                    h = self.ttf_left
                 self._interruptible = True
                 try:  # noqa: SIM105  # as in _work
                     yield sleep(env, h)
@@ -404,7 +408,11 @@ class Station:
             if self.activity is not _A.EXECUTING:  # _act inlined: once per stretch
                 self.activity = _A.EXECUTING
                 self.refresh()
-            h = min(work, end - now, self.ttf_left)
+            h = work  # min(work, end - now, self.ttf_left), without the call
+            if end - now < h:
+                h = end - now
+            if self.ttf_left < h:
+                h = self.ttf_left
             self._interruptible = True
             # a Stop/Hold interrupts: account for the work done, then pause (try/except, not
             # contextlib.suppress: no context-manager object per stretch)
