@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import re
-import struct
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,6 +24,7 @@ from psycopg.types.json import Jsonb
 from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup, _sql
+from iiotbed.platform.store._pgcopy import build_payload
 from iiotbed.platform.store.base import (
     AssetInfo,
     KpiTotals,
@@ -94,25 +93,13 @@ CREATE TEMP TABLE IF NOT EXISTS stage_events (
     fields text, id text
 ) ON COMMIT DELETE ROWS;
 """
-# COPY columns, in the order of the binary rows _build writes: run and series (the same
+# COPY columns, in the order of the binary rows build_payload writes: run and series (the same
 # for all rows of a series), n (reserved from the identity's sequence in the batch's
 # order), t, value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as binary
 # timestamptz (int64 microseconds since 2000-01-01, the wire format of an int8)
 _SAMPLE_COLS: Final = (
     "run, series, n, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
 )
-# binary COPY: signature, flags and header extension; a row: field count, then per field
-# its length (-1: NULL) and bytes; the trailer: field count -1
-_COPY_HEAD: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_COPY_TAIL: Final = b"\xff\xff"
-_NULL: Final = b"\xff\xff\xff\xff"
-_N_T_NUM: Final = struct.Struct(">iqidid").pack  # n, t, value_num
-_N_T: Final = struct.Struct(">iqid").pack  # n, t
-_LEN: Final = struct.Struct(">i").pack
-_INT8: Final = struct.Struct(">iq").pack
-_FLOAT8: Final = struct.Struct(">id").pack
-_INT2: Final = struct.Struct(">ih").pack
-_SERIES: Final = struct.Struct(">hiiii").pack  # 11 fields, run and series (int4 each)
 # a batch's start: the run's key and rollup frontier (none yet: NULLs), and ``count``
 # values of the insertion order, one range when no other writer drew some meanwhile
 _BEGIN_BATCH: Final = """
@@ -128,7 +115,6 @@ _INSERT_STAGED: Final = f"""
     INSERT INTO samples ({_SAMPLE_COLS}) OVERRIDING SYSTEM VALUE
     SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY series, t, n
     ON CONFLICT DO NOTHING"""
-_PG_EPOCH: Final = 946684800.0  # 2000-01-01 in Unix seconds
 # per series of a batch: the largest t stored, by one key probe each
 _STORED_MAX: Final = """
     SELECT s.id, (SELECT max(x.t) FROM samples x WHERE x.series = s.id)
@@ -312,7 +298,7 @@ class PostgresStore(_sql.SqlStore):
             if ids is None:
                 ids = await self._load_series(run_id, rk)
             try:
-                built = _build(samples, ids, rk, epoch, ns, self._encoding)
+                built = build_payload(samples, ids, rk, epoch, ns, self._encoding)
             except KeyError:  # a series seen for the first time
                 await db.cursor().executemany(
                     "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
@@ -321,7 +307,7 @@ class PostgresStore(_sql.SqlStore):
                      sorted({(s.asset, s.tag) for s in samples})],
                 )  # fmt: skip
                 ids = await self._load_series(run_id, rk)
-                built = _build(samples, ids, rk, epoch, ns, self._encoding)
+                built = build_payload(samples, ids, rk, epoch, ns, self._encoding)
             payload, first, counters, state_min_t, max_t = built
             cur = db.cursor()
             inserted = await self._copy_direct(payload, len(samples), first)
@@ -525,99 +511,3 @@ def _run(r: Sequence[Any]) -> RunInfo:
         seed=r[5], replication=r[6], speed=r[7], started=started, ended=ended,
         status=r[10], baseline_run_id=r[11], goal=r[12], answer_key=r[13],
     )  # fmt: skip
-
-
-def _build(
-    samples: Sequence[Sample],
-    ids: dict[str, dict[str, tuple[int, int]]],
-    rk: int,
-    epoch: float,
-    ns: Sequence[int],
-    encoding: str = "utf-8",
-) -> tuple[bytes, dict[int, float], dict[tuple[int, int], list[float]], float | None, float]:
-    """The binary COPY payload of ``samples``, each series' earliest t, and what the
-    rollups need; KeyError on an unknown series.
-
-    Row ``i`` carries ``ns[i]`` as its insertion order ``n``; the rows go out grouped by
-    series (in the batch's order within each), so the unique key's B-tree takes each
-    series' rows at one leaf after another rather than one leaf per row. Each row is
-    packed here, without a formatter call per value: run and series once per series,
-    unit and quality once per pair.
-    """
-    # one pass, no calls but struct packing and the counter fold: the ingest hot path
-    by_series: dict[int, list[bytes]] = {}
-    first: dict[int, float] = {}
-    counters: dict[tuple[int, int], list[float]] = {}
-    add_counter = _rollup.add_counter
-    state = _rollup.STATE
-    tails: dict[tuple[str | None, int], bytes] = {}  # unit and quality fields
-    nulls2 = _NULL + _NULL
-    state_min = math.inf
-    max_t = -math.inf
-    for s, n in zip(samples, ns, strict=True):
-        sid, kind = ids[s.asset][s.tag]
-        v = s.value
-        tv = type(v)
-        t = s.t
-        q = s.quality
-        text: str | None = None
-        num: Any
-        if tv is float:
-            if v == v:
-                num = v
-                head = _N_T_NUM(8, n, 8, t, 8, v) + _NULL
-            else:  # NaN is no value
-                num = None
-                head = _N_T(8, n, 8, t) + nulls2
-        elif tv is int:
-            num = float(v)  # type: ignore[arg-type]
-            head = _N_T_NUM(8, n, 8, t, 8, num) + _NULL
-        elif tv is str:
-            num = None
-            text = v  # type: ignore[assignment]
-            data = v.encode(encoding)  # type: ignore[union-attr]
-            head = _N_T(8, n, 8, t) + _NULL + _LEN(len(data)) + data
-        elif v is None:
-            num = None
-            head = _N_T(8, n, 8, t) + nulls2
-        else:
-            num = float(v)
-            head = _N_T_NUM(8, n, 8, t, 8, num) + _NULL
-        unit = s.unit
-        tail = tails.get((unit, q))
-        if tail is None:
-            u = _NULL if unit is None else _LEN(len(b := unit.encode(encoding))) + b
-            tail = tails[(unit, q)] = u + _INT2(2, int(q))
-        g, seq = s.gateway_ts, s.seq
-        # to_timestamp(epoch + t), to the microsecond as PostgreSQL rounds it
-        ts = _INT8(8, round((epoch + t - _PG_EPOCH) * 1e6))
-        if g is None and seq is None:
-            row = head + tail + nulls2 + ts
-        else:
-            row = (
-                head + tail + (_NULL if g is None else _FLOAT8(8, g))
-                + (_NULL if seq is None else _INT8(8, seq)) + ts
-            )  # fmt: skip
-        rows = by_series.get(sid)
-        if rows is None:
-            by_series[sid] = [row]
-            first[sid] = t
-        else:
-            rows.append(row)
-            if t < first[sid]:
-                first[sid] = t
-        if kind:
-            if kind == state:
-                if t < state_min:
-                    state_min = t
-            else:
-                add_counter(counters, sid, t, num if text is None else text, q)
-        if t > max_t:
-            max_t = t
-    out = [_COPY_HEAD]
-    for sid in sorted(by_series):
-        lead = _SERIES(11, 4, rk, 4, sid)
-        out.append(lead)
-        out.append(lead.join(by_series[sid]))
-    out.append(_COPY_TAIL)
-    return b"".join(out), first, counters, (None if state_min == math.inf else state_min), max_t
