@@ -59,17 +59,20 @@ def run_replication(
 ) -> ReplicationResult:
     """Simulate one replication and compute its KPIs; optionally write its event log."""
     # imported here: worker processes and `iiotbed --help` should not pay for what they skip
-    from iiotbed.devices.sim import simulate
+    from iiotbed.devices.sim import Factory, sample_names
     from iiotbed.eventlog import write_event_log
-    from iiotbed.platform.kpi import compute_kpis
+    from iiotbed.platform.kpi import compute_kpis_columns
     from iiotbed.platform.layout import Layout
 
     started = time.perf_counter()
-    records = simulate(scenario, replication)
+    factory = Factory(scenario, replication)
+    factory.run()
     if events is not None:
-        write_event_log(records, events)
-    report = compute_kpis(
-        records,
+        write_event_log(factory.records, events)
+    # the KPIs read the run's rows as columns: no record objects built for them
+    report = compute_kpis_columns(
+        *factory.columns(),
+        sample_names,
         Layout.from_scenario(scenario),
         start=scenario.run.warmup,
         end=scenario.run.duration,
@@ -80,7 +83,7 @@ def run_replication(
         seed=scenario.run.seed,
         line=dict(report.line),
         stations={k: dict(v) for k, v in report.stations.items()},
-        records=len(records),
+        records=factory.record_count,
         wall_s=time.perf_counter() - started,
     )
 
