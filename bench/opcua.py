@@ -63,12 +63,18 @@ class _Counter:
         self.n += 1
 
 
-async def _variables_under(node: Node) -> list[Node]:
+async def _variables_under(node: Node, ns: int, seen: set[ua.NodeId] | None = None) -> list[Node]:
+    """Every variable in namespace ``ns`` below ``node``, once (MachineryBuildingBlocks
+    references AddIns a second time)."""
+    seen = set() if seen is None else seen
     out: list[Node] = []
     for child in await node.get_children():
+        if child.nodeid in seen or child.nodeid.NamespaceIndex != ns:
+            continue
+        seen.add(child.nodeid)
         if await child.read_node_class() == ua.NodeClass.Variable:
             out.append(child)
-        out.extend(await _variables_under(child))
+        out.extend(await _variables_under(child, ns, seen))
     return out
 
 
@@ -76,7 +82,9 @@ async def _client(endpoint: str, nodeids: Sequence[str] | None, conn: Connection
     async with Client(endpoint) as client:
         if nodeids is None:
             ns = await client.get_namespace_index(conn.recv())
-            nodes = await _variables_under(await client.nodes.objects.get_child(f"{ns}:Machines"))
+            machinery = await client.get_namespace_index("http://opcfoundation.org/UA/Machinery/")
+            machines = await client.nodes.objects.get_child(f"{machinery}:Machines")
+            nodes = await _variables_under(machines, ns)
         else:
             nodes = [client.get_node(n) for n in nodeids]
         counter = _Counter()

@@ -146,7 +146,8 @@ async def _opcua_end_to_end(tmp_path: Path) -> None:
         async with Client(f"opc.tcp://127.0.0.1:{port}/iiotbed/") as client:
             ns = await client.get_namespace_index(namespace_uri(sc))
             objects = client.nodes.objects
-            machines = await objects.get_child([f"{ns}:Machines"])
+            mi = await client.get_namespace_index("http://opcfoundation.org/UA/Machinery/")
+            machines = await objects.get_child([f"{mi}:Machines"])  # the Machinery folder
             names = {(await n.read_browse_name()).Name for n in await machines.get_children()}
             assert names == {name for _, name, _ in sc.station_paths()}
 

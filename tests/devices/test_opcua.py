@@ -91,7 +91,9 @@ async def serving(scenario: Scenario, **kwargs: Any) -> AsyncIterator[tuple[Mach
 
 
 async def browse_machines(client: Client, server: MachineServer) -> dict[str, Node]:
-    folder = await client.nodes.objects.get_child(f"{server.namespace_index}:Machines")
+    # the Machinery Machines folder (OPC 40001-1), in the Machinery namespace
+    machinery = await client.get_namespace_index("http://opcfoundation.org/UA/Machinery/")
+    folder = await client.nodes.objects.get_child(f"{machinery}:Machines")
     return {(await n.read_browse_name()).Name: n for n in await folder.get_children()}
 
 
@@ -117,20 +119,29 @@ def test_single_machine_identification() -> None:
                 assert ns == server.namespace_index
                 machines = await browse_machines(client, server)
                 assert sorted(machines) == ["bonder-01"]
-                ident = await machines["bonder-01"].get_child(f"{ns}:Identification")
-                manufacturer = await (await ident.get_child(f"{ns}:Manufacturer")).read_value()
-                model = await (await ident.get_child(f"{ns}:Model")).read_value()
-                uri = await (await ident.get_child(f"{ns}:ProductInstanceUri")).read_value()
-                serial = await (await ident.get_child(f"{ns}:SerialNumber")).read_value()
+                di = await client.get_namespace_index("http://opcfoundation.org/UA/DI/")
+                ident = await machines["bonder-01"].get_child(f"{di}:Identification")
+                manufacturer = await (await ident.get_child(f"{di}:Manufacturer")).read_value()
+                model = await (await ident.get_child(f"{di}:Model")).read_value()
+                uri = await (await ident.get_child(f"{di}:ProductInstanceUri")).read_value()
+                serial = await (await ident.get_child(f"{di}:SerialNumber")).read_value()
+                path = await (await ident.get_child(f"{ns}:AssetPath")).read_value()
+                assert path == scenario.station_paths()[0][2]
                 assert manufacturer.Text == "Example Bonding Co."
                 assert model.Text == "ACF-200"
                 assert uri == "88.999.1/bonder-01"
                 assert serial and isinstance(serial, str)
-                # Identification is an AddIn of the machine (OPC 40001-1)
+                # Identification is an AddIn of the machine (OPC 40001-1), as are the
+                # components and (for clients browsing the machine) the state machines
                 refs = await machines["bonder-01"].get_references(
                     refs=ua.ObjectIds.HasAddIn, direction=ua.BrowseDirection.Forward
                 )
-                assert [r.BrowseName.Name for r in refs] == ["Identification"]
+                assert [r.BrowseName.Name for r in refs] == [
+                    "Identification",
+                    "MachineComponents",
+                    "MachineryItemState",
+                    "MachineryOperationMode",
+                ]
 
     run(body)
 
@@ -146,8 +157,9 @@ def test_line_lists_every_station_with_units() -> None:
             for stage, name, _path in scenario.station_paths():
                 ns = server.namespace_index
                 m = machines[name]
-                ident = await m.get_child(f"{ns}:Identification")
-                manu = await (await ident.get_child(f"{ns}:Manufacturer")).read_value()
+                di = await client.get_namespace_index("http://opcfoundation.org/UA/DI/")
+                ident = await m.get_child(f"{di}:Identification")
+                manu = await (await ident.get_child(f"{di}:Manufacturer")).read_value()
                 assert manu.Text == (stage.manufacturer or scenario.plant.manufacturer)
                 ct = await m.get_child([f"{ns}:Monitoring", f"{ns}:CycleTime"])
                 eu = await (await ct.get_child("0:EngineeringUnits")).read_value()

@@ -1,10 +1,15 @@
-"""Build one machine's nodes in an asyncua address space (OPC 40001-1 shaped).
+"""Build one machine's nodes in an asyncua address space, typed after OPC 40001-1.
 
-The Machinery and DI companion nodesets are not loaded (they are not shipped with
-asyncua, and importing them costs seconds per server): the browse names and structure
-follow OPC 40001-1, the type definitions are core types (BaseObjectType, FolderType,
-FiniteStateMachineType, AnalogUnitRangeType). All nodes of a machine are added in one
-AddNodes call because per-node calls dominate start-up time.
+The DI and Machinery nodesets are loaded first (:mod:`._nodesets`): a machine is organised
+by the Machinery ``Machines`` folder; its ``Identification`` is a
+``MachineIdentificationType`` AddIn (DI browse names); ``MachineryItemState`` and
+``MachineryOperationMode`` are instances of the Machinery state machine types whose
+``CurrentState/Id`` points at the type's state node; ``MachineryBuildingBlocks`` (FolderType)
+references those AddIns, ``MachineComponents`` (MachineComponentsType) is empty. The
+nodes a Machinery type does not define (counters, monitoring, setpoint, the PackML
+``State``) stay in the iiotbed namespace. The machine's own nodes are created with our
+string NodeIds in one AddNodes call (per-node calls, and asyncua's type instantiation,
+dominate start-up time); every mandatory member of each type is among them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from enum import IntEnum
 
 from asyncua import Server, ua
 
+from iiotbed.devices.opcua._nodesets import Companions
+from iiotbed.devices.opcua._packml import Writes, add_packml
 from iiotbed.devices.opcua.spec import MachineSpec
 from iiotbed.protocols import opcua as names
 from iiotbed.protocols.opcua import UNECE_URI, UNIT_NAMES, unit_id
@@ -25,7 +32,6 @@ __all__ = [
     "MachineNodes",
     "StateBinding",
     "ValueBinding",
-    "add_machines_folder",
     "build_machine",
     "node_id",
 ]
@@ -44,6 +50,8 @@ _HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
 _ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
 _HAS_ADD_IN = ua.NodeId(ua.ObjectIds.HasAddIn)
+BUILDING_BLOCKS = "MachineryBuildingBlocks"  # Machinery namespace, FolderType
+COMPONENTS = "MachineComponents"  # Machinery namespace, MachineComponentsType
 _READ = ua.AccessLevel.CurrentRead.mask
 _READ_WRITE = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.CurrentWrite.mask
 
@@ -69,8 +77,10 @@ class StateBinding:
     id: ua.NodeId
     number: ua.NodeId
     names: Mapping[int, str]
-    ns: int
-    machine: str
+    #: state number -> NodeId that CurrentState/Id shows (the type's state node)
+    ids: Mapping[int, ua.NodeId]
+    #: state number -> more nodes the same sample sets (the PackML instance's levels)
+    extra: Mapping[int, Writes] = field(default_factory=dict)
     # prebuilt (text, id, number) variants per state number: building a Variant costs more
     # than the rest of a write
     variants: dict[int, tuple[ua.Variant, ua.Variant, ua.Variant]] = field(default_factory=dict)
@@ -79,7 +89,7 @@ class StateBinding:
         for number, name in self.names.items():
             self.variants[number] = (
                 ua.Variant(ua.LocalizedText(name), ua.VariantType.LocalizedText),
-                ua.Variant(ua.NodeId(f"{self.machine}/{name}", self.ns), ua.VariantType.NodeId),
+                ua.Variant(self.ids[number], ua.VariantType.NodeId),
                 ua.Variant(number, ua.VariantType.UInt32),
             )
 
@@ -113,7 +123,7 @@ def _object(
     name: ua.QualifiedName,
     *,
     ref: ua.NodeId = _HAS_COMPONENT,
-    typedef: int = ua.ObjectIds.BaseObjectType,
+    typedef: int | ua.NodeId = ua.ObjectIds.BaseObjectType,
     notifier: int = 0,
 ) -> ua.AddNodesItem:
     attrs = ua.ObjectAttributes()
@@ -126,7 +136,7 @@ def _object(
     item.NodeClass = ua.NodeClass.Object
     item.ParentNodeId = parent
     item.ReferenceTypeId = ref
-    item.TypeDefinition = ua.NodeId(typedef)
+    item.TypeDefinition = typedef if isinstance(typedef, ua.NodeId) else ua.NodeId(typedef)
     item.NodeAttributes = attrs
     return item
 
@@ -187,20 +197,6 @@ def _localized(value: str) -> ua.Variant:
     return ua.Variant(_name(value), ua.VariantType.LocalizedText)
 
 
-async def add_machines_folder(server: Server, ns: int) -> ua.NodeId:
-    """``Objects/Machines`` (FolderType), the OPC 40001-1 entry point."""
-    folder = ua.NodeId(names.MACHINES, ns)
-    item = _object(
-        folder,
-        ua.NodeId(ua.ObjectIds.ObjectsFolder),
-        ua.QualifiedName(names.MACHINES, ns),
-        ref=_ORGANIZES,
-        typedef=ua.ObjectIds.FolderType,
-    )
-    await _add(server, [item])
-    return folder
-
-
 async def _add(server: Server, items: list[ua.AddNodesItem]) -> None:
     for result in await server.iserver.isession.add_nodes(items):
         result.StatusCode.check()
@@ -209,13 +205,15 @@ async def _add(server: Server, items: list[ua.AddNodesItem]) -> None:
 async def build_machine(
     server: Server,
     ns: int,
-    folder: ua.NodeId,
+    companions: Companions,
     spec: MachineSpec,
     speed: float,
     method: Callable[[str], Callable[..., object]],
 ) -> MachineNodes:
-    """Add one machine under ``folder``; ``method(name)`` gives each method's callback."""
+    """Add one machine to the Machines folder; ``method(name)`` gives each method's callback."""
     st = spec.name
+    co = companions
+    folder = co.machines
 
     def nid(*path: str) -> ua.NodeId:
         return node_id(ns, st, *path)
@@ -235,31 +233,61 @@ async def build_machine(
         )
     ]
 
-    # Identification AddIn (MachineIdentificationType's mandatory and some optional members)
+    # Identification AddIn: MachineIdentificationType's mandatory members and some optional
+    # ones, browse names in the DI namespace (YearOfConstruction: Machinery's), AssetPath ours
     ident = nid(names.IDENTIFICATION)
-    items.append(_object(ident, machine, qn(names.IDENTIFICATION), ref=_HAS_ADD_IN))
-    idprops: list[tuple[str, ua.Variant, int]] = [
-        ("Manufacturer", _localized(spec.manufacturer), ua.ObjectIds.LocalizedText),
-        ("SerialNumber", _text(spec.serial_number), ua.ObjectIds.String),
-        ("ProductInstanceUri", _text(spec.product_instance_uri), ua.ObjectIds.String),
-        (names.ASSET_PATH, _text(spec.path), ua.ObjectIds.String),
+    items.append(
+        _object(ident, machine, qn(names.IDENTIFICATION, co.di), ref=_HAS_ADD_IN,
+                typedef=co.identification_type)
+    )  # fmt: skip
+    idprops: list[tuple[ua.QualifiedName, ua.Variant, int]] = [
+        (qn("Manufacturer", co.di), _localized(spec.manufacturer), ua.ObjectIds.LocalizedText),
+        (qn("SerialNumber", co.di), _text(spec.serial_number), ua.ObjectIds.String),
+        (qn("ProductInstanceUri", co.di), _text(spec.product_instance_uri), ua.ObjectIds.String),
+        (qn(names.ASSET_PATH), _text(spec.path), ua.ObjectIds.String),
     ]
     if spec.model is not None:
-        idprops.append(("Model", _localized(spec.model), ua.ObjectIds.LocalizedText))
+        idprops.append((qn("Model", co.di), _localized(spec.model), ua.ObjectIds.LocalizedText))
     if spec.year_of_construction is not None:
         year = ua.Variant(spec.year_of_construction, ua.VariantType.UInt16)
-        idprops.append(("YearOfConstruction", year, ua.ObjectIds.UInt16))
-    for name, value, dtype in idprops:
+        idprops.append((qn("YearOfConstruction", co.machinery), year, ua.ObjectIds.UInt16))
+    for bname, value, dtype in idprops:
         items.append(
-            _variable(nid(names.IDENTIFICATION, name), ident, qn(name), value, dtype, prop=True)
+            _variable(nid(names.IDENTIFICATION, bname.Name), ident, bname, value, dtype, prop=True)
         )
 
-    # State machines: CurrentState (LocalizedText) with Id (NodeId) and Number (UInt32)
+    # MachineryBuildingBlocks references the AddIns below; MachineComponents (none here)
+    blocks = nid(BUILDING_BLOCKS)
+    items.append(
+        _object(blocks, machine, qn(BUILDING_BLOCKS, co.machinery), typedef=ua.ObjectIds.FolderType)
+    )
+    items.append(
+        _object(nid(COMPONENTS), machine, qn(COMPONENTS, co.machinery), ref=_HAS_ADD_IN,
+                typedef=co.components_type)
+    )  # fmt: skip
+    addins = [ident]
+
+    # State machines: CurrentState (LocalizedText) with Id (NodeId) and Number (UInt32).
+    # The Machinery ones are instances of the Machinery types (AddIns, also referenced from
+    # the machine itself so clients browsing machine/<state machine> keep finding them); the
+    # PackML state is a plain FiniteStateMachine in our namespace.
+    typed: dict[str, tuple[ua.NodeId, Mapping[int, ua.NodeId]]] = {
+        Tag.ITEM_STATE: (co.item_state_type, co.item_states),
+        Tag.OPERATION_MODE: (co.operation_mode_type, co.operation_modes),
+    }
     for obj_name, tag, enum in STATE_MACHINES:
         obj = nid(obj_name)
-        items.append(
-            _object(obj, machine, qn(obj_name), typedef=ua.ObjectIds.FiniteStateMachineType)
-        )
+        if tag in typed:
+            typeid, state_ids = typed[tag]
+            items.append(
+                _object(obj, machine, qn(obj_name, co.machinery), ref=_HAS_ADD_IN, typedef=typeid)
+            )
+            addins.append(obj)
+        else:
+            state_ids = {int(m): _state_id(ns, obj_name, m) for m in enum}
+            items.append(
+                _object(obj, machine, qn(obj_name), typedef=ua.ObjectIds.FiniteStateMachineType)
+            )
         first = min(enum, key=int)
         cur = nid(obj_name, names.CURRENT_STATE)
         items.append(
@@ -277,7 +305,7 @@ async def build_machine(
                 nid(obj_name, names.CURRENT_STATE, names.STATE_ID),
                 cur,
                 qn(names.STATE_ID, 0),
-                ua.Variant(_state_id(ns, obj_name, first), ua.VariantType.NodeId),
+                ua.Variant(state_ids[int(first)], ua.VariantType.NodeId),
                 ua.ObjectIds.NodeId,
                 prop=True,
             )
@@ -297,8 +325,7 @@ async def build_machine(
             id=nid(obj_name, names.CURRENT_STATE, names.STATE_ID),
             number=nid(obj_name, names.CURRENT_STATE, names.STATE_NUMBER),
             names={int(m): _state_text(m) for m in enum},
-            ns=ns,
-            machine=obj_name,
+            ids=state_ids,
         )
 
     # Never-reset counters
@@ -374,6 +401,17 @@ async def build_machine(
     # a speed set by another channel (e.g. a Sparkplug DCMD) arrives as a sample
     nodes.bindings[names.SPEED_SETPOINT] = ValueBinding(nodes.speed, ua.VariantType.Double)
     await _add(server, items)
+    refs = []
+    for target in addins:
+        ref = ua.AddReferencesItem()
+        ref.SourceNodeId = blocks
+        ref.ReferenceTypeId = _HAS_ADD_IN
+        ref.IsForward = True
+        ref.TargetNodeId = target
+        ref.TargetNodeClass = ua.NodeClass.Object
+        refs.append(ref)
+    for result in await server.iserver.isession.add_references(refs):
+        result.check()
 
     message = ua.Argument(
         Name="Message",
@@ -385,6 +423,19 @@ async def build_machine(
     for name in names.METHODS:
         await parent.add_method(nid(name), qn(name), method(name), [], [message])
     nodes.methods = tuple(nid(name) for name in names.METHODS)
+
+    # the PackML instance, fed by the PackML state and the operation mode samples
+    packml = await add_packml(server, machine, ns, co)
+    nodes.methods += packml.methods
+    for tag, writes in ((Tag.PACKML_STATE, packml.state_writes),
+                        (Tag.OPERATION_MODE, packml.mode_writes)):  # fmt: skip
+        binding = nodes.bindings[tag]
+        assert isinstance(binding, StateBinding)
+        binding.extra = writes
+        for nodeid, value in writes[min(binding.names)]:  # the initial state, as above
+            status = ua.StatusCode(ua.StatusCodes.Good if value is not None
+                                   else ua.StatusCodes.BadStateNotActive)  # fmt: skip
+            await server.write_attribute_value(nodeid, ua.DataValue(value, status))
     return nodes
 
 

@@ -28,9 +28,9 @@ from iiotbed.devices.opcua._nodes import (
     MachineNodes,
     StateBinding,
     ValueBinding,
-    add_machines_folder,
     build_machine,
 )
+from iiotbed.devices.opcua._nodesets import load_companions
 from iiotbed.devices.opcua._security import (
     RoleRuleset,
     Security,
@@ -50,6 +50,7 @@ _log = logging.getLogger(__name__)
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
 _UNCERTAIN = ua.StatusCode(ua.StatusCodes.Uncertain)
 _BAD = ua.StatusCode(ua.StatusCodes.Bad)
+_NOT_ACTIVE = ua.StatusCode(ua.StatusCodes.BadStateNotActive)  # an inactive sub-state machine
 _NULL = ua.Variant(None, ua.VariantType.Null)
 _TRUE = ua.Variant(True, ua.VariantType.Boolean)
 _FALSE = ua.Variant(False, ua.VariantType.Boolean)
@@ -174,13 +175,14 @@ class MachineServer(AsyncClosing):
         else:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
             server.set_identity_tokens([ua.AnonymousIdentityToken])
+        # ours first: its index stays 2, so NodeIds like ns=2;s=bonder-01/... do not move
         self._ns = await server.register_namespace(self.namespace)
-        folder = await add_machines_folder(server, self._ns)
+        companions = await load_companions(server)
         for spec in self.machines:
             control = self._controls.get(spec.path)
             speed = control.speed if control is not None else 1.0
             nodes = await build_machine(
-                server, self._ns, folder, spec, speed, self._method_factory(spec.path)
+                server, self._ns, companions, spec, speed, self._method_factory(spec.path)
             )
             await _stamp_at(server, nodes, self.epoch + dt.timedelta(seconds=self.started_at))
             self._by_path[spec.path] = nodes
@@ -276,12 +278,21 @@ class MachineServer(AsyncClosing):
         if rec.quality == Quality.Bad or rec.value is None:
             for nid in (b.text, b.id, b.number):
                 await write(nid, _SharedValue(_NULL, _BAD, ts, now))
+            for writes in b.extra.values():  # every state writes the same nodes
+                for nid, _ in writes:
+                    await write(nid, _SharedValue(_NULL, _BAD, ts, now))
+                break
             return
         text, sid, number = b.variants[int(rec.value)]  # KeyError outside the enumeration
         status = _UNCERTAIN if rec.quality == Quality.Uncertain else _GOOD
         await write(b.text, _SharedValue(text, status, ts, now))
         await write(b.id, _SharedValue(sid, status, ts, now))
         await write(b.number, _SharedValue(number, status, ts, now))
+        for nid, value in b.extra.get(int(rec.value), ()):
+            if value is None:
+                await write(nid, _SharedValue(_NULL, _NOT_ACTIVE, ts, now))
+            else:
+                await write(nid, _SharedValue(value, status, ts, now))
 
     async def _write_fault(
         self, nodes: MachineNodes, b: FaultBinding, rec: Sample, ts: dt.datetime, now: dt.datetime
@@ -392,7 +403,8 @@ async def _stamp_at(server: Server, nodes: MachineNodes, when: dt.datetime) -> N
     """Date a new machine's initial values ``when`` (the epoch, sim time 0): asyncua stamps
     a new node with the wall clock, which the gateway would take for sim time (issue 11)."""
     for b in nodes.bindings.values():
-        ids = (b.text, b.id, b.number) if isinstance(b, StateBinding) else (b.nodeid,)
+        ids: tuple[ua.NodeId, ...] = (b.nodeid,) if not isinstance(b, StateBinding) else (
+            b.text, b.id, b.number, *(n for n, _ in next(iter(b.extra.values()), ())))  # fmt: skip
         for nid in ids:
             dv = server.read_attribute_value(nid)
             await server.write_attribute_value(
