@@ -237,7 +237,9 @@ class Testbed:
     stores in ``store`` (default a SQLite file in ``workdir``) and serves on a free port.
     The devices' Sparkplug edge node takes the gateway's host as its Primary Host, as
     ``iiotbed run`` does (``primary_host``; None: none): its births wait for the host's STATE
-    online, and what it publishes while the host is away is stored and forwarded.
+    online, and what it publishes while the host is away is stored and forwarded. With a
+    ``uns_broker`` the gateway publishes the UNS there and the platform ingests from it (the
+    two zones of compose: ``broker`` is then the devices' own).
     Nothing starts until :meth:`start_platform` / :meth:`start_gateway` /
     :meth:`start_devices`; :meth:`close` stops whatever still runs.
     """
@@ -256,7 +258,9 @@ class Testbed:
         opcua_port: int | None = None,
         run_id: str | None = None,
         primary_host: str | None = "iiotbed-gateway",
+        uns_broker: Mosquitto | None = None,
     ) -> None:
+        self.uns_broker = uns_broker
         self.workdir, self.broker, self.scenario = workdir, broker, scenario
         self.primary_host = primary_host
         self.duration, self.speed = duration, speed
@@ -282,12 +286,15 @@ class Testbed:
     # the three services -------------------------------------------------------------
 
     def platform_args(self) -> list[str]:
-        return ["platform", "--broker", self.broker.url, "--store", self.store,
+        uns = self.uns_broker or self.broker
+        return ["platform", "--broker", uns.url, "--store", self.store,
                 "--port", str(self.api_port), "--scenario", str(self.scenario)]  # fmt: skip
 
     def gateway_args(self) -> list[str]:
         args = ["gateway", "--scenario", str(self.scenario), "--broker", self.broker.url,
                 "--opcua-port", str(self.opcua_port), "--buffer", str(self.buffer)]  # fmt: skip
+        if self.uns_broker is not None:
+            args += ["--uns-broker", self.uns_broker.url]
         if self.given_run_id is not None:
             args += ["--run-id", self.given_run_id]
         return args
@@ -448,7 +455,9 @@ class Postgres:
     """
 
     def __init__(self) -> None:
-        bins = "/usr/local/bin:/usr/lib/postgresql/16/bin:/usr/lib/postgresql/15/bin"
+        # Debian/Ubuntu keep the server binaries off PATH, per major version
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+        bins = ":".join(["/usr/local/bin", *map(str, versions)])
         self.initdb = shutil.which("initdb") or shutil.which("initdb", path=bins)
         self.pg_ctl = shutil.which("pg_ctl") or shutil.which("pg_ctl", path=bins)
         if self.initdb is None or self.pg_ctl is None:
