@@ -308,20 +308,24 @@ def test_users_from_secrets(tmp_path: Path) -> None:
 
     from iiotbed.devices.opcua._security import users_from_secrets
 
-    with pytest.raises(ValueError, match=r"opcua-users\.json: no OPC UA users; run 'iiotbed certs"):
+    with pytest.raises(ValueError, match=r"credentials\.json.*run `iiotbed certs"):
         users_from_secrets(tmp_path)
-    file = tmp_path / "opcua-users.json"
-    file.write_text(json.dumps({"operator": {"password": "a", "role": "operator"},
-                                "engineer": {"password": "b", "role": "engineer"}}))  # fmt: skip
+    file = tmp_path / "credentials.json"
+    base = {"version": 1, "mqtt": {"users": {}}, "api": {"token": "t"}}
+    file.write_text(json.dumps(base))
+    with pytest.raises(ValueError, match=r"no OPC UA users.*iiotbed certs --dir .* --force"):
+        users_from_secrets(tmp_path)
+    users = {"operator": {"password": "a", "role": "operator"},
+             "engineer": {"password": "b", "role": "engineer"}}  # fmt: skip
+    file.write_text(json.dumps({**base, "opcua": {"users": users}}))
     sec = Security.from_secrets(tmp_path, cert_dir=tmp_path / "pki")
     assert sec.profile == "secure" and dict(sec.users) == {"operator": "a", "engineer": "b"}
     assert [sec.role_of(u) for u in sec.users] == ["operator", "engineer"]
     for bad, message in (
-        ("[1]", "expected an object of users, got list"),
-        ("{", "cannot read the OPC UA users"),
-        ('{"x": {"password": ""}}', "user 'x' needs a non-empty 'password' string"),
-        ('{"x": {"password": "p", "role": "root"}}', "role must be one of operator, engineer"),
+        ({"x": {"password": ""}}, "OPC UA user 'x' needs a non-empty 'password' string"),
+        ({"x": {"password": "p", "role": "root"}}, "role must be one of operator, engineer"),
+        ({"x": "p"}, "OPC UA user 'x' needs"),
     ):
-        file.write_text(bad)
+        file.write_text(json.dumps({**base, "opcua": {"users": bad}}))
         with pytest.raises(ValueError, match=message):
             users_from_secrets(tmp_path)

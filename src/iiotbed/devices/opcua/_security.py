@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,38 +106,37 @@ class Security:
         return "engineer" if user == "engineer" else "operator"
 
 
-#: where ``users_from_secrets`` looks inside the secrets directory
-USERS_FILE: Final = "opcua-users.json"
-
-
 def users_from_secrets(directory: Path) -> tuple[dict[str, str], dict[str, Role]]:
     """Users (name -> password) and their roles from the secrets directory.
 
-    The one place that knows the layout: ``<directory>/opcua-users.json`` holding
-    ``{"<user>": {"password": "...", "role": "operator" | "engineer"}, ...}``.
+    The one place that knows where they are: the ``opcua`` section of the
+    ``credentials.json`` that ``iiotbed certs`` writes (:class:`iiotbed.security.SecretsDir`),
+    ``{"opcua": {"users": {"<user>": {"role": "operator" | "engineer", "password": "..."}}}}``.
     Raises ``ValueError`` naming the file and what is wrong.
     """
-    path = directory / USERS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    from iiotbed.security import SecretsDir  # the secrets layout lives there
+
+    secrets = SecretsDir(directory)
+    path = secrets.credentials
+    doc = secrets.read()  # ValueError with the fix when missing or not an `iiotbed certs` file
+    section = doc.get("opcua")
+    entries = section.get("users") if isinstance(section, dict) else None
+    if not isinstance(entries, dict) or not entries:
         raise ValueError(
-            f"{path}: no OPC UA users; run 'iiotbed certs --dir {directory}' first"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the OPC UA users: {exc}") from None
-    if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: expected an object of users, got {type(data).__name__}")
+            f"{path}: no OPC UA users (an 'opcua': {{'users': {{...}}}} section); "
+            f"run 'iiotbed certs --dir {directory} --force'"
+        )
     users: dict[str, str] = {}
     roles: dict[str, Role] = {}
-    for name, entry in data.items():
+    for name, entry in entries.items():
         password = entry.get("password") if isinstance(entry, dict) else None
         role = entry.get("role", "operator") if isinstance(entry, dict) else None
         if not isinstance(password, str) or not password:
-            raise ValueError(f"{path}: user {name!r} needs a non-empty 'password' string")
+            raise ValueError(f"{path}: OPC UA user {name!r} needs a non-empty 'password' string")
         if role not in ROLES:
             raise ValueError(
-                f"{path}: user {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}"
+                f"{path}: OPC UA user {name!r}: role must be one of {', '.join(ROLES)}, "
+                f"got {role!r}"
             )
         users[name] = password
         roles[name] = role
