@@ -11,7 +11,9 @@ In the same run:
 
 The workers' own time per replication (``wall_s`` of every result, from an in-process run
 of the same jobs) tells load imbalance and start-up apart from slower replications: the
-command's wall time = sum(wall_s) / cores + what the pool itself costs.
+in-process wall time = sum(wall_s) / cores + what the pool itself costs. On a machine
+busy with other jobs, t1 (measured alone, at one moment) and the command's time (at
+another) see different loads; the pool's own overhead, from one interval, does not.
 
 Run: ``python bench/replications.py [-n 30] [-d 7d] [--executor dask://HOST:PORT --cores N]
 [--skip-inprocess]``; the last line is ``wall <s> ideal <s> overhead <%>``.
@@ -89,6 +91,7 @@ def main() -> None:
     )
 
     # 3. where the time goes: the workers' own time per replication, same jobs
+    own = ""
     if not args.skip_inprocess:
         t0 = time.perf_counter()
         results = run_replications(
@@ -103,10 +106,13 @@ def main() -> None:
             f"/ {cores} cores = {busy / cores:.1f} s"
         )
         print(
-            f"  command - in-process run = {wall - inproc:.1f} s (start-up, loading, stats); "
-            f"in-process run - busy/cores = {inproc - busy / cores:.1f} s (pool, tail)"
+            f"  command - in-process run = {wall - inproc:.1f} s (start-up, loading, stats, "
+            f"and any change of load between the two); in-process run - busy/cores = "
+            f"{inproc - busy / cores:.1f} s (pool, tail)"
         )
-    print(f"wall {wall:.1f} ideal {ideal:.1f} overhead {100 * (wall / ideal - 1):.1f} %")
+        # measured over one interval, so a machine busy with other jobs slows both alike
+        own = f" (the pool's own, in-process: {100 * (inproc / (busy / cores) - 1):.1f} %)"
+    print(f"wall {wall:.1f} ideal {ideal:.1f} overhead {100 * (wall / ideal - 1):.1f} %{own}")
 
 
 if __name__ == "__main__":

@@ -79,14 +79,15 @@ class Cluster:
         self.logs.append(log)
         return proc
 
-    def add_workers(self, n: int, *extra: str) -> list[subprocess.Popen[bytes]]:
-        """Start ``n`` workers and wait until each has registered with the scheduler."""
+    def add_workers(self, *extras: list[str]) -> list[subprocess.Popen[bytes]]:
+        """Start a worker per list of extra arguments, and wait until each has registered
+        with the scheduler."""
         start = len(self.procs)
         args = ["distributed.cli.dask_worker", "--scheduler-file", str(self.file)]
-        new = [self._spawn("worker", [*args, *WORKER_ARGS, *extra]) for _ in range(n)]
+        new = [self._spawn("worker", [*args, *WORKER_ARGS, *extra]) for extra in extras]
         logs = self.logs[start:]
         _wait_for(
-            f"{n} workers registered",
+            f"{len(extras)} workers registered",
             lambda: all("Registered to" in p.read_text(errors="replace") for p in logs),
             self.procs,
         )
@@ -107,7 +108,7 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("dask"))
     try:
-        c.add_workers(2)
+        c.add_workers([], [])
         yield c
     finally:
         c.close()
@@ -193,17 +194,23 @@ def test_a_cluster_without_workers_exits_2(tmp_path: Path) -> None:
         c.close()
 
 
-def test_workers_of_another_iiotbed_version_exit_2(cluster: Cluster, tmp_path: Path) -> None:
-    # a worker whose iiotbed says another version (set by a preload before it serves)
-    preload = tmp_path / "other_version.py"
-    preload.write_text('import iiotbed\niiotbed.__version__ = "0.0.1"\n', encoding="utf-8")
-    (worker,) = cluster.add_workers(1, "--preload", str(preload))
+def test_workers_of_another_iiotbed_version_or_none_exit_2(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # preloads, run before a worker serves: one says another version, one cannot import it
+    other = tmp_path / "other_version.py"
+    other.write_text('import iiotbed\niiotbed.__version__ = "0.0.1"\n', encoding="utf-8")
+    hidden = tmp_path / "no_iiotbed.py"
+    hidden.write_text('import sys\nsys.modules["iiotbed"] = None\n', encoding="utf-8")
+    workers = cluster.add_workers(["--preload", str(other)], ["--preload", str(hidden)])
     try:
         res = iiotbed("simulate", str(UPGRADE), "-n", "2", "-d", "1h", "--executor", cluster.url)
     finally:
-        cluster.stop(worker)
+        for w in workers:
+            cluster.stop(w)
     assert res.returncode == 2, res.stderr
     msg = flat(res.stderr)
     assert f"the workers of {cluster.url} must run iiotbed" in msg
     assert "has iiotbed 0.0.1" in msg
+    assert "has no iiotbed" in msg
     assert "Traceback" not in res.stderr

@@ -176,15 +176,6 @@ def run_replications(
     return [r for r in results if r is not None]
 
 
-def _iiotbed_version() -> str | None:
-    """The iiotbed version a worker runs (None: it cannot import iiotbed)."""
-    try:
-        import iiotbed
-    except ImportError:
-        return None
-    return str(iiotbed.__version__)
-
-
 @contextmanager
 def _dask_client(executor: str, address: str) -> Iterator[Any]:
     """A client of the scheduler at ``address``, once its workers are known to run this
@@ -221,7 +212,21 @@ def _dask_client(executor: str, address: str) -> Iterator[Any]:
                 f"(none joined within {timeout:g} s); start some with "
                 f"`dask worker {address} --nthreads 1`"
             ) from None
-        versions: dict[str, str | None] = client.run(_iiotbed_version)
+
+        def iiotbed_version() -> str | None:
+            # defined here, so it travels by value: it runs where iiotbed may be missing
+            try:
+                import iiotbed
+            except ImportError:
+                return None
+            return str(iiotbed.__version__)
+
+        try:
+            versions: dict[str, str | None] = client.run(iiotbed_version)
+        except Exception as exc:  # a worker that cannot run it at all
+            raise ExecutorError(
+                f"cannot ask the workers of {executor} for their iiotbed version: {exc}"
+            ) from None
         wrong = {w: v for w, v in versions.items() if v != __version__}
         if wrong:
             listed = ", ".join(
