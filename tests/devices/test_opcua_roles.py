@@ -329,3 +329,29 @@ def test_users_from_secrets(tmp_path: Path) -> None:
         file.write_text(json.dumps({**base, "opcua": {"users": bad}}))
         with pytest.raises(ValueError, match=message):
             users_from_secrets(tmp_path)
+
+
+def test_gateway_settings_take_the_client_certificate(tmp_path: Path, pki: Path) -> None:
+    from iiotbed.errors import ScenarioError
+    from iiotbed.gateway.settings import load_settings
+
+    def write(opcua: str) -> Path:
+        path = tmp_path / "gw.yaml"
+        path.write_text(
+            "epoch: 2025-01-06T00:00:00Z\nline: tcl/huizhou/module-assembly/line-1\n"
+            "output: {broker: mqtt://127.0.0.1:1883}\n"
+            f"opcua:\n  endpoints: [opc.tcp://127.0.0.1:4840/iiotbed/]\n{opcua}"
+        )
+        return path
+
+    ok = load_settings(write(f"  user: operator\n  certificate: {pki / 'client.der'}\n"
+                             f"  private_key: {pki / 'client.pem'}\n"))  # fmt: skip
+    assert ok.opcua is not None and ok.opcua.certificate == pki / "client.der"
+    for opcua, message in (
+        (f"  certificate: {pki / 'client.der'}\n", "certificate and private_key together"),
+        (f"  certificate: {tmp_path / 'nope.der'}\n  private_key: {pki / 'client.pem'}\n",
+         "nope.der: no such file"),
+    ):  # fmt: skip
+        with pytest.raises(ScenarioError) as err:
+            load_settings(write(opcua))
+        assert message in str(err.value) and "gw.yaml" in str(err.value)

@@ -108,6 +108,7 @@ def build_collectors(settings: GatewaySettings, sink: Outbox) -> list[Collector]
                 o.endpoints, sink, epoch=settings.epoch, assets=o.assets,
                 sampling_interval=o.sampling_interval, publishing_interval=o.publishing_interval,
                 queue_size=o.queue_size, events=o.events, user=o.user, password=o.password,
+                certificate=o.certificate, private_key=o.private_key,
                 backoff_initial=o.backoff.initial, backoff_max=o.backoff.max,
             )
         )

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from iiotbed._yaml import Located, load_located
 from iiotbed.errors import ScenarioError, UnsError
@@ -104,8 +104,20 @@ class OpcUaSettings(_Model):
     events: bool = True
     user: str | None = None
     password: str | None = None
+    # with both: Basic256Sha256 SignAndEncrypt sessions (the servers' secure profile)
+    certificate: Path | None = Field(None, description="client certificate, DER or PEM")
+    private_key: Path | None = Field(None, description="its private key, PEM")
     assets: dict[str, str] = Field(default_factory=dict, description="browse name -> asset path")
     backoff: Backoff = Backoff()
+
+    @model_validator(mode="after")
+    def _pair(self) -> OpcUaSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("give certificate and private_key together (or neither)")
+        for path in (self.certificate, self.private_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file (certificate and private_key are files)")
+        return self
 
 
 class SparkplugSettings(_Model):
