@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from iiotbed.devices.sim import Factory, sample_names
+from iiotbed.devices.sim import Factory, record_names, sample_names
+from iiotbed.eventlog import load_records, write_event_log, write_event_log_columns
 from iiotbed.platform.kpi import compute_kpis, compute_kpis_columns
 from iiotbed.platform.layout import Layout
 from iiotbed.scenario import load_scenario
@@ -93,3 +94,31 @@ def test_feed_columns_is_feed_many_of_the_samples() -> None:
     b.feed_columns([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], names)
     assert _same(a.report(100.0).to_dict(), b.report(100.0).to_dict())
     assert b.report(100.0).line["good_count"] == a.report(100.0).line["good_count"]
+
+
+@pytest.mark.parametrize("name", ["single-machine", "tcl-huizhou-5g"])
+def test_event_log_from_columns_is_byte_identical(name: str, tmp_path: Path) -> None:
+    sc = load_scenario(ROOT / "scenarios" / f"{name}.yaml")
+    factory = Factory(sc, 0)
+    factory.run(DAY)
+    a, b = tmp_path / "records.jsonl", tmp_path / "columns.jsonl"
+    n = write_event_log_columns(*factory.columns(), record_names, b)
+    assert write_event_log(factory.records, a) == n == factory.record_count
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_event_log_from_columns_of_any_value(tmp_path: Path) -> None:
+    """Floats, ints, strings, None, non-ASCII names, a unit, an event: as dump_records."""
+    keys: list[tuple[bool, str, str, str | None]] = [
+        (False, "a/é", "T", None), (False, "a", "E", "KWH"), (True, "line", "X", None)]
+    rows: list[tuple[float, int, Any]] = [(0.0, 0, 1.5), (1.0, 0, 3), (2.0, 1, "s\u00e9\n"), (3.0, 1, None),
+            (4.0, 2, {"b": [1, 2.5], "a": "x"}), (5.5, 0, -0.0), (1e300, 1, 1e-300)]
+    times = [r[0] for r in rows]
+    ks = [r[1] for r in rows]
+    values = [r[2] for r in rows]
+    records = [Event(t, keys[k][1], keys[k][2], v) if keys[k][0]
+               else Sample(t, keys[k][1], keys[k][2], v, keys[k][3]) for t, k, v in rows]
+    n = write_event_log_columns(times, ks, values, lambda k: keys[k], tmp_path / "c.jsonl")
+    assert n == write_event_log(records, tmp_path / "r.jsonl") == len(rows)
+    assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "r.jsonl").read_bytes()
+    assert load_records(tmp_path / "c.jsonl") == records

@@ -5,10 +5,10 @@ injected sink; ``simulate`` collects them for batch runs.
 """
 
 from iiotbed.devices.sim.calendar import ProductionCalendar
-from iiotbed.devices.sim.factory import Factory, sample_names, simulate
+from iiotbed.devices.sim.factory import Factory, record_names, sample_names, simulate
 from iiotbed.devices.sim.states import STATES, State
 from iiotbed.devices.sim.station import StationControl
 from iiotbed.devices.sim.supply import AmrControl
 
 __all__ = ["STATES", "AmrControl", "Factory", "ProductionCalendar", "State", "StationControl",
-           "sample_names", "simulate"]
+           "record_names", "sample_names", "simulate"]

@@ -21,7 +21,8 @@ from iiotbed.devices.sim.rng import Sampler, Uniforms, make_generator
 from iiotbed.scenario import Dist, Scenario
 from iiotbed.telemetry import Event, Record, Sample
 
-__all__ = ["Context", "Counter", "Row", "Signal", "records_from", "sample_names", "to_record"]
+__all__ = ["Context", "Counter", "Row", "Signal", "record_names", "records_from", "sample_names",
+           "to_record"]
 
 Row = tuple[float, Any, Any]  # (t, Signal, value) or (t, (asset, event name), fields)
 
@@ -39,6 +40,14 @@ def sample_names(key: object) -> tuple[str, str] | None:
     if isinstance(key, Signal):
         return key.asset, key.tag
     return None
+
+
+def record_names(key: Any) -> tuple[bool, str, str, str | None]:
+    """What a row's key names: ``(False, asset, tag, unit)`` for a sample, ``(True, asset,
+    event name, None)`` for an event (``eventlog.dump_columns`` reads it)."""
+    if isinstance(key, Signal):
+        return False, key.asset, key.tag, key.unit
+    return True, key[0], key[1], None
 
 
 def _slot_setters() -> tuple[Callable[[Sample, Any], None], ...]:

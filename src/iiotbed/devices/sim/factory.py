@@ -9,7 +9,14 @@ from typing import Any
 
 import simpy
 
-from iiotbed.devices.sim._signals import Context, Row, records_from, sample_names, to_record
+from iiotbed.devices.sim._signals import (
+    Context,
+    Row,
+    record_names,
+    records_from,
+    sample_names,
+    to_record,
+)
 from iiotbed.devices.sim.calendar import ProductionCalendar
 from iiotbed.devices.sim.line import LineModel
 from iiotbed.devices.sim.network import LinkModel, LinkUser
@@ -20,7 +27,7 @@ from iiotbed.errors import SimulationError
 from iiotbed.scenario import Scenario
 from iiotbed.telemetry import Record
 
-__all__ = ["Factory", "sample_names", "simulate"]
+__all__ = ["Factory", "record_names", "sample_names", "simulate"]
 
 
 @contextmanager
@@ -137,7 +144,8 @@ class Factory:
 
         ``sample_names(key)`` is a sample's ``(asset, tag)``, None for an event (whose value
         is its fields): what ``platform.kpi.compute_kpis_columns`` reads, about four times
-        faster than building the records and feeding them.
+        faster than building the records and feeding them. ``record_names(key)`` is what
+        ``eventlog.write_event_log_columns`` reads to write the event log from them.
         """
         rows = self._rows
         return rows[0::3], rows[1::3], rows[2::3]
