@@ -59,19 +59,20 @@ def run_replication(
 ) -> ReplicationResult:
     """Simulate one replication and compute its KPIs; optionally write its event log."""
     # imported here: worker processes and `iiotbed --help` should not pay for what they skip
-    from iiotbed.devices.sim import Factory, sample_names
-    from iiotbed.eventlog import write_event_log
+    from iiotbed.devices.sim import Factory, record_names, sample_names
+    from iiotbed.eventlog import write_event_log_columns
     from iiotbed.platform.kpi import compute_kpis_columns
     from iiotbed.platform.layout import Layout
 
     started = time.perf_counter()
     factory = Factory(scenario, replication)
     factory.run()
+    columns = factory.columns()
+    # the event log and the KPIs read the run's rows as columns: no record objects built
     if events is not None:
-        write_event_log(factory.records, events)
-    # the KPIs read the run's rows as columns: no record objects built for them
+        write_event_log_columns(*columns, record_names, events)
     report = compute_kpis_columns(
-        *factory.columns(),
+        *columns,
         sample_names,
         Layout.from_scenario(scenario),
         start=scenario.run.warmup,
