@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
 from iiotbed.errors import CommandRefused, ConnectorError
-from iiotbed.mqtt import BrokerUrl, parse_broker_url
+from iiotbed.mqtt import BrokerUrl, parse_broker_url, stop_client
 from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
 from iiotbed.protocols.sparkplug.codec import command_payload, decode_payload, metric_value
 
@@ -60,7 +60,7 @@ class Peer:
 
     def close(self) -> None:
         self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)  # loop_stop, and paho's wake-up socket pair closed
 
 
 @pytest.fixture
@@ -450,3 +450,32 @@ def _drain(peer: Peer, seconds: float) -> list[paho.MQTTMessage]:
         except queue.Empty:
             break
     return out
+
+
+def test_a_refused_publish_mid_session_keeps_the_batch_and_ends_the_session(
+    group: str, peer: Peer
+) -> None:
+    # the link died and the loss is not yet handled: the connection refuses the DATA; the
+    # node keeps it (and what went out just before) for the next session, not only the latest
+    async def main() -> None:
+        async with make_node(group) as node:
+            await _next_of(peer, "DBIRTH", "press-01")
+            node.set("press-01", "Speed", 1.0, T0 + 1000)
+            await node.flush()
+            await _next_of(peer, "DDATA", "press-01")
+            publish = node.connection.publish
+            node.connection.publish = lambda *a, **k: False  # type: ignore[method-assign]
+            node.set("press-01", "Speed", 2.0, T0 + 2000)
+            await node.flush()
+            node.set("press-01", "Speed", 3.0, T0 + 3000)
+            await node.flush()
+            assert not node.born and node.stored > 0
+            node.connection.publish = publish  # type: ignore[method-assign]
+            node._publish_births()  # as on the next connection
+            dbirth = await _next_of(peer, "DBIRTH", "press-01")
+            data = await _next_of(peer, "DDATA", "press-01")
+            alias = by_name(dbirth)["Speed"].alias
+            got = [(ts, v) for a, ts, v in _historical(data) if a == alias]
+            assert got == [(T0 + 1000, 1.0), (T0 + 2000, 2.0), (T0 + 3000, 3.0)]
+
+    asyncio.run(main())

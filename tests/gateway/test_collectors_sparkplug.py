@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from iiotbed.devices.sparkplug import MetricDef, SparkplugEdgeNode
 from iiotbed.gateway.collectors import SparkplugHost
+from iiotbed.mqtt import stop_client
 from iiotbed.protocols.sparkplug import _sparkplug_b_pb2 as pb
 from iiotbed.protocols.uns import sample_id
 from iiotbed.telemetry import Quality
@@ -85,7 +86,7 @@ async def _births() -> None:
         await until(lambda: any(orjson.loads(p)["online"] is False for p in got_state if p), what="offline")
     finally:
         watcher.disconnect()
-        watcher.loop_stop()
+        stop_client(watcher)
     assert orjson.loads(got_state[0])["online"] is True
     counts = [s for s in sink.all if s.tag == "GoodCount"]
     # the birth had no value yet; the node's NDEATH on close marks it stale
@@ -147,7 +148,7 @@ async def _death() -> None:
         spy.loop_start()
         spy.publish(node.topic("NDEATH"), old.SerializeToString(), qos=1).wait_for_publish(5)
         spy.disconnect()
-        spy.loop_stop()
+        stop_client(spy)
         await asyncio.sleep(0.3)
         assert host.stats.deaths == 0
         n = len(sink.all)

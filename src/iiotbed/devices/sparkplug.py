@@ -243,10 +243,14 @@ class SparkplugEdgeNode(MqttAdapter):
                 payload.timestamp = newest
                 payload.seq = self._next_seq()
                 kind = "NDATA" if device is None else "DDATA"
-                if self._publish(self.topic(kind, device), payload):
-                    self._remember(sent)
-                    continue
-                self._begin_store()  # the link is gone and the loss not yet handled
+                published = self._publish(self.topic(kind, device), payload)
+                self._remember(sent)
+                if not published:
+                    # the link is gone and the loss not yet handled: the store starts with
+                    # the values before these (kept as unsure), and so does the session's end
+                    self._begin_store()
+                    self._born = False
+                continue
             for change, _ in sent:
                 self._keep(change)
 
