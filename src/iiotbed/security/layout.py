@@ -201,6 +201,14 @@ def generate(
             "clients": [list(rule) for rule in client_rules(amrs)],
         },
         "api": {"token": token},
+        # OPC UA users of the secure machine servers: operator (read, browse, subscribe),
+        # engineer (also the methods and SpeedSetpoint); devices/opcua/_security.py
+        "opcua": {
+            "users": {
+                name: {"role": name, "password": secrets.token_urlsafe(24)}
+                for name in ("operator", "engineer")
+            }
+        },
     }
     _write(s.credentials, json.dumps(doc, indent=2) + "\n")
     env = [
