@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from iiotbed.cli.security import SecurityOption, check_security
 from iiotbed.errors import IiotbedError
 
 if TYPE_CHECKING:
@@ -90,6 +92,15 @@ def run_cmd(
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     as_json: AsJson = False,
     html: HtmlReport = None,
+    security: SecurityOption = "open",
+    secrets_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets", file_okay=False,
+            help="Secure profile: secrets `iiotbed certs` wrote (default: new ones in the "
+            "run's directory).",
+        ),
+    ] = None,
 ) -> None:
     """The whole testbed: devices, broker, gateway, platform and dashboard; the KPI report."""
     import asyncio
@@ -103,6 +114,7 @@ def run_cmd(
         d = _duration(duration)
         info = _check_metric(metric)
         _check_broker(broker)
+        profile = check_security(security, broker, secrets_dir)
         _check_report(html)
         if store is not None:
             from iiotbed.platform.store import open_store
@@ -122,6 +134,7 @@ def run_cmd(
             opcua_port=opcua_port, sparkplug_group=sparkplug_group,
             verdict=not no_verdict, replications=replications,
             goal=goal, metric=metric, workers=workers, runs_dir=runs_dir,
+            security=profile, secrets=secrets_dir,
         )  # fmt: skip
         # the endpoints go to stdout, or to stderr when stdout carries the JSON report
         def say(message: str) -> None:
@@ -246,6 +259,8 @@ def _print_run_report(report: Any, info: dict[str, Any], *, live: bool = True) -
             f"(settled in {st.get('seconds')} s); wall time {report.wall_s:.1f} s, "
             f"worst lag behind the pace {report.live.get('max_lag_s')} s"
         )
+    if live:
+        typer.echo(_security_line(report))
     for w in report.warnings:
         typer.echo(f"warning: {w}")
     if report.verdict is not None and report.improvement is not None:
@@ -265,6 +280,19 @@ def _print_run_report(report: Any, info: dict[str, Any], *, live: bool = True) -
             )
     if live:
         typer.echo(f"dashboard (closed now): {report.dashboard}  store: {report.store}")
+
+
+def _security_line(report: Any) -> str:
+    """The run's profile and, secure, how many publishes the broker's ACL refused."""
+    profile = report.endpoints.get("security", "open")
+    denied = report.settle.get("denied")
+    if profile != "secure":
+        return f"security: {profile}"
+    counted = (
+        "not counted (not the embedded broker)" if denied is None
+        else f"{denied} publish{'es' if denied != 1 else ''} denied by the broker's ACL"
+    )  # fmt: skip
+    return f"security: secure (TLS, logins, ACLs, OPC UA SignAndEncrypt, API token); {counted}"
 
 
 def _nan(x: float | None) -> float:

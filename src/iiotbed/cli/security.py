@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -13,7 +13,26 @@ from iiotbed.cli._common import app
 if TYPE_CHECKING:
     from iiotbed.security.layout import SecretsDir
 
-__all__ = ["certs", "secure_platform"]
+__all__ = ["SecretsOption", "SecurityOption", "certs", "check_security", "secure_platform"]
+
+#: ``--security`` of devices, gateway and run: one switch for every part
+SecurityOption = Annotated[
+    str,
+    typer.Option(
+        "--security",
+        envvar="IIOTBED_SECURITY",
+        help="'open', or 'secure': MQTT over TLS with logins and ACLs, OPC UA SignAndEncrypt "
+        "with user logins (docs/security.md).",
+    ),
+]
+#: ``--secrets`` of devices and gateway (``run`` has its own default: the run's directory)
+SecretsOption = Annotated[
+    Path,
+    typer.Option(
+        "--secrets", envvar="IIOTBED_SECRETS", file_okay=False,
+        help="Secrets `iiotbed certs` wrote (secure profile).",
+    ),
+]
 
 _HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
 
@@ -119,3 +138,29 @@ def secure_platform(
     if len(token) < 16:
         raise typer.BadParameter("use at least 16 characters", param_hint="--api-token")
     return token, SecretsDir(secrets_dir)
+
+
+def check_security(
+    security: str, broker: str | None, secrets_dir: Path | None
+) -> Literal["open", "secure"]:
+    """``--security`` of devices, gateway and run, checked: a secure profile needs an
+    ``mqtts://`` broker (when one is given) and readable secrets (when a directory is
+    given); each mistake is a usage error (exit 2)."""
+    if security not in ("open", "secure"):
+        raise typer.BadParameter(f"{security!r}: use 'open' or 'secure'", param_hint="--security")
+    if security == "open":
+        return "open"
+    if broker is not None and not broker.startswith("mqtts://"):
+        raise typer.BadParameter(
+            "the secure profile talks TLS: give an mqtts:// broker URL, e.g. "
+            "'mqtts://127.0.0.1:8883?secrets=.iiotbed/secrets'",
+            param_hint="--broker",
+        )
+    if secrets_dir is not None:
+        from iiotbed.security.layout import SecretsDir
+
+        try:
+            SecretsDir(secrets_dir).read()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--secrets") from None
+    return "secure"

@@ -1,8 +1,9 @@
 """What one ``iiotbed run`` will do, decided before anything starts: a pure function.
 
 :func:`plan_run` turns a scenario and the :class:`RunOptions` into a :class:`RunPlan`:
-the run id, its directory and files, the store URL, the KPI window and, with
-``extends:``, the baseline's run id. No sockets, no files, no clock but the one given.
+the run id, its directory and files, the store URL, the KPI window, with
+``extends:`` the baseline's run id, and with ``security="secure"`` where the secrets and the
+OPC UA servers' certificates are. No sockets, no files, no clock but the one given.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from iiotbed.gateway.settings import new_run_id
 
@@ -61,6 +62,10 @@ class RunOptions:
     ready_timeout: float = 30.0  # collectors subscribed before the simulation starts
     settle_timeout: float = 120.0  # everything forwarded is stored
     quiet_s: float = 0.5  # no new telemetry for this long (wall s) = the gateway has it all
+    # "secure": TLS broker with logins and ACLs, OPC UA SignAndEncrypt with user logins, API
+    # writes with the bearer token (docs/security.md, "One switch")
+    security: Literal["open", "secure"] = "open"
+    secrets: Path | None = None  # secure: these secrets (default: generated into the run's dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,9 @@ class RunPlan:
     duration: float  # sim s the simulation runs to, unless stopped
     embedded_broker: bool
     baseline_run_id: str | None  # with a base scenario: its run in the store
+    security: Literal["open", "secure"] = "open"
+    secrets_dir: Path | None = None  # secure: the secrets (given, or <run_dir>/secrets)
+    pki_dir: Path | None = None  # secure: the OPC UA servers' certificates
 
     @property
     def host_id(self) -> str:
@@ -110,6 +118,7 @@ def plan_run(
     run_id = run_id or run_id_for(scenario)
     run_dir = options.runs_dir / run_id
     duration = options.duration if options.duration is not None else scenario.run.duration
+    secure = options.security == "secure"
     return RunPlan(
         run_id=run_id,
         run_dir=run_dir,
@@ -120,4 +129,7 @@ def plan_run(
         duration=duration,
         embedded_broker=options.broker is None,
         baseline_run_id=f"{run_id}-baseline" if has_base else None,
+        security=options.security,
+        secrets_dir=(options.secrets or run_dir / "secrets") if secure else None,
+        pki_dir=run_dir / "pki" if secure else None,
     )

@@ -6,6 +6,13 @@ time 0**, and the gateway derived from the scenario; it returns once every colle
 subscribed, so telemetry starts with the first record. The devices start before the
 gateway, paused: the Sparkplug edge waits for the gateway host's STATE before its births.
 
+With ``plan.security == "secure"`` every part is secured from one secrets directory
+(:mod:`iiotbed.testbed.secure`; generated into the run's directory unless given): the
+embedded broker is Mosquitto with TLS, logins and ACLs (each client logs in by its client
+id), the OPC UA servers speak Basic256Sha256 SignAndEncrypt to user logins only, the gateway
+collects as ``operator`` with its own client certificate, and API writes need the token.
+The ACL's refusals are counted (``settle()["denied"]``: 0 in a clean run).
+
 They close in reverse: gateway first (no reconnect attempts to closing servers), then the
 devices (closing their event log, the answer key's source), the platform, the broker.
 :meth:`Services.close_factory` closes the first two early, once the run's window has been
@@ -27,10 +34,13 @@ if TYPE_CHECKING:
     from iiotbed.devices.live import LiveFactory
     from iiotbed.gateway.service import Gateway
     from iiotbed.gateway.settings import GatewaySettings
+    from iiotbed.platform.broker import EmbeddedBroker
     from iiotbed.platform.service import Platform
     from iiotbed.platform.store import Store
     from iiotbed.scenario import Scenario
+    from iiotbed.security.layout import SecretsDir
     from iiotbed.testbed.plan import RunOptions, RunPlan
+    from iiotbed.testbed.secure import GatewayOpcUa
 
 __all__ = ["Ended", "Services", "preload"]
 
@@ -80,6 +90,8 @@ class Services:
         self._platform: Platform | None = None
         self._live: LiveFactory | None = None
         self._gateway: Gateway | None = None
+        self._broker: EmbeddedBroker | None = None
+        self._secrets: SecretsDir | None = None
 
     # ------------------------------------------------------------------ the parts
 
@@ -109,6 +121,18 @@ class Services:
         return self._gateway
 
     @property
+    def secrets(self) -> SecretsDir | None:
+        """The secure profile's secrets directory (None when open)."""
+        return self._secrets
+
+    def denied(self) -> int | None:
+        """PUBLISH packets the embedded secure broker's ACL refused so far (blocking read of
+        its log); None when nothing counts them (the open profile, or a broker of --broker)."""
+        if self._broker is None or self._broker.secrets is None:
+            return None
+        return self._broker.denied()
+
+    @property
     def uns(self) -> str:
         """The run's UNS stream topic root."""
         return f"{self.gateway.settings.output.root}/_stream/{self.scenario.line_path}"
@@ -124,12 +148,19 @@ class Services:
             "store": self.store.url,
             "devices": self.live.endpoints,
             "uns": self.uns,
+            "security": self.plan.security,
+            **({"secrets": str(self._secrets.root)} if self._secrets is not None else {}),
         }
 
     def describe(self) -> list[str]:
         """The endpoint lines ``iiotbed run`` prints as soon as they are up."""
         url, gw = self.platform.url, self.gateway
         embedded = "  (embedded)" if self.plan.embedded_broker else ""
+        secure = (
+            [f"  security   secure: MQTT TLS with logins and ACLs, OPC UA SignAndEncrypt with "
+             f"user logins, API writes need the token (secrets {self._secrets.root})"]
+            if self._secrets is not None else ["  security   open"]
+        )  # fmt: skip
         return [
             f"run {self.plan.run_id}",
             f"  dashboard  {url}/   (API {url}/docs)",
@@ -138,6 +169,7 @@ class Services:
             *(f"  {line}" for line in self.live.endpoints),
             f"  gateway    {gw.settings.id}: {', '.join(gw.settings.collector_names())} -> "
             f"{self.uns}",
+            *secure,
         ]
 
     # ------------------------------------------------------------------ lifecycle
@@ -148,10 +180,14 @@ class Services:
         from iiotbed.platform.service import Platform
 
         opts, plan = self.options, self.plan
+        token: str | None = None
+        opcua: GatewayOpcUa | None = None
+        if plan.security == "secure":
+            token, opcua = await self._secure()
         async with AsyncExitStack() as stack:
             if self._broker_url is None:
-                broker = await stack.enter_async_context(EmbeddedBroker())
-                self._broker_url = broker.url
+                broker = await stack.enter_async_context(EmbeddedBroker(secrets=self._secrets))
+                self._broker, self._broker_url = broker, broker.url
             self._platform = await stack.enter_async_context(
                 Platform(
                     broker=self._broker_url,
@@ -159,11 +195,12 @@ class Services:
                     host=opts.host,
                     port=opts.port,
                     scenario=self.scenario,
+                    api_token=token,
                 )
             )
             if self._on_platform is not None:
                 await self._on_platform(self.store)
-            settings = self._gateway_settings()
+            settings = self._gateway_settings(opcua)
             live = self._live = self._live_factory(settings)
             # left by the outer stack with the body's exception, or early by close_factory
             await stack.enter_async_context(self._factory)
@@ -247,6 +284,7 @@ class Services:
             await asyncio.sleep(0.05)
         m = gw.metrics()
         im = ingest.metrics
+        denied = await asyncio.to_thread(self.denied)
         return {
             "seconds": round(loop.time() - started, 3),
             "timed_out": timed_out,
@@ -258,11 +296,29 @@ class Services:
             "stored": im.stored + im.events_stored,
             "duplicates": im.duplicates,
             "malformed": im.malformed + m["malformed"],
+            "denied": denied,  # the ACL's refusals (secure, embedded broker); else None
         }
 
     # ------------------------------------------------------------------ internals
 
-    def _gateway_settings(self) -> GatewaySettings:
+    async def _secure(self) -> tuple[str, GatewayOpcUa]:
+        """The secrets (generated when absent), the API token and the gateway's OPC UA
+        credentials; a plain ``mqtt://`` broker is refused (ValueError)."""
+        from iiotbed.testbed.secure import amrs_of, ensure_secrets, gateway_opcua
+
+        plan = self.plan
+        if self._broker_url is not None and not self._broker_url.startswith("mqtts://"):
+            raise ValueError(
+                "the secure profile talks TLS: give an mqtts:// broker URL "
+                "(e.g. mqtts://host:8883?secrets=DIR), or none for the embedded broker"
+            )
+        assert plan.secrets_dir is not None
+        secrets = await asyncio.to_thread(ensure_secrets, plan.secrets_dir, amrs_of(self.scenario))
+        self._secrets = secrets
+        doc = await asyncio.to_thread(secrets.read)
+        return str(doc["api"]["token"]), await gateway_opcua(secrets)
+
+    def _gateway_settings(self, opcua: GatewayOpcUa | None = None) -> GatewaySettings:
         from iiotbed.gateway.settings import settings_from_scenario
 
         opts, plan = self.options, self.plan
@@ -276,12 +332,24 @@ class Services:
             # another one that happens to share the broker
             host = settings.sparkplug.model_copy(update={"host_id": plan.host_id})
             settings = settings.model_copy(update={"sparkplug": host})
+        if opcua is not None and settings.opcua is not None:
+            # validated again: the certificate files must exist
+            secured = settings.opcua.model_validate(
+                {**settings.opcua.model_dump(), **opcua.settings()}
+            )
+            settings = settings.model_copy(update={"opcua": secured})
         return settings
 
     def _live_factory(self, settings: GatewaySettings) -> LiveFactory:
         from iiotbed.devices.live import LiveFactory, LiveOptions
 
         opts, plan = self.options, self.plan
+        security = None
+        if self._secrets is not None:
+            from iiotbed.testbed.secure import server_security
+
+            assert plan.pki_dir is not None
+            security = server_security(self._secrets, plan.pki_dir)
         return LiveFactory(
             self.scenario,
             LiveOptions(
@@ -289,7 +357,7 @@ class Services:
                 host=opts.host, opcua_port=opts.opcua_port, broker=self.broker_url,
                 sparkplug_group=opts.sparkplug_group,
                 primary_host=settings.sparkplug.host_id if settings.sparkplug else None,
-                events=plan.events, fast_forward=opts.fast_forward,
+                events=plan.events, fast_forward=opts.fast_forward, security=security,
             ),
         )  # fmt: skip
 
