@@ -26,6 +26,7 @@ from iiotbed.cli._common import (
     _user_errors,
     app,
 )
+from iiotbed.cli.security import SecretsOption, SecurityOption, check_security
 
 __all__ = ["devices", "gateway", "platform"]
 
@@ -60,12 +61,14 @@ def devices(
             help="Address the OPC UA servers listen on and advertise (a container: its name).",
         ),
     ] = "127.0.0.1",
-    security: Annotated[
-        str, typer.Option("--security", help="OPC UA security: 'open' or 'secure'.")
-    ] = "open",
+    security: SecurityOption = "open",
+    secrets_dir: SecretsOption = Path(".iiotbed/secrets"),
     opcua_user: Annotated[
         str | None,
-        typer.Option("--opcua-user", envvar="IIOTBED_OPCUA_USER", help="User (secure profile)."),
+        typer.Option(
+            "--opcua-user", envvar="IIOTBED_OPCUA_USER",
+            help="Secure profile: this one user instead of --secrets' operator and engineer.",
+        ),
     ] = None,
     opcua_password: Annotated[
         str | None,
@@ -126,20 +129,27 @@ def devices(
 
     with _user_errors():
         _check_opcua_layout(opcua_layout)
-        if security not in ("open", "secure"):
-            raise typer.BadParameter(f"{security!r}: use 'open' or 'secure'", param_hint="--security")
         _check_broker(broker)
+        # secure: OPC UA users from --secrets (or the one --opcua-user), MQTT over mqtts://
+        explicit = opcua_user is not None or opcua_password is not None
+        profile = check_security(security, broker, None if explicit else secrets_dir)
         sec: Any = None
-        if security == "secure":
-            if not opcua_user or not opcua_password:
-                raise typer.BadParameter(
-                    "the secure profile needs --opcua-user and --opcua-password "
-                    "(or IIOTBED_OPCUA_USER / IIOTBED_OPCUA_PASSWORD)",
-                    param_hint="--security",
-                )
+        if profile == "secure":
             from iiotbed.devices.opcua import Security
 
-            sec = Security("secure", {opcua_user: opcua_password}, cert_dir)
+            if explicit and not (opcua_user and opcua_password):
+                raise typer.BadParameter(
+                    "give --opcua-user and --opcua-password together (or neither: the users "
+                    "of --secrets)", param_hint="--opcua-user",
+                )  # fmt: skip
+            try:
+                sec = (
+                    Security("secure", {opcua_user: opcua_password}, cert_dir)
+                    if opcua_user and opcua_password
+                    else Security.from_secrets(secrets_dir, cert_dir=cert_dir)
+                )
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--secrets") from None
         scenario = _load(file, duration=_duration(duration), seed=seed)
         options = LiveOptions(
             speed=speed,
