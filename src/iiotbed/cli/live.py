@@ -257,6 +257,8 @@ def gateway(
             "continue a run after a restart).",
         ),
     ] = None,
+    security: SecurityOption = "open",
+    secrets_dir: SecretsOption = Path(".iiotbed/secrets"),
 ) -> None:
     """Collect OPC UA, Sparkplug B, VDA 5050 and JSON devices into the UNS over MQTT."""
     import asyncio
@@ -269,6 +271,11 @@ def gateway(
         if (scenario_file is None) == (config is None):
             raise typer.BadParameter("give either --scenario FILE --broker URL or --config FILE")
         _check_opcua_layout(opcua_layout)
+        profile = check_security(security, broker, secrets_dir)
+        if profile == "secure" and broker is None and config is None:
+            from iiotbed.security.layout import SecretsDir
+
+            broker = SecretsDir(secrets_dir).broker_url()  # logins by client id, the CA
         if run_id is not None and not 0 < len(run_id) <= 200:
             raise typer.BadParameter("a run id has 1 to 200 characters", param_hint="--run-id")
         given: dict[str, Any] = {} if run_id is None else {"run_id": run_id}
@@ -296,6 +303,10 @@ def gateway(
                     "sparkplug": settings.sparkplug and settings.sparkplug.model_copy(update=on_ot),
                     "vda5050": settings.vda5050 and settings.vda5050.model_copy(update=on_ot),
                 })  # fmt: skip
+        if profile == "secure":
+            from iiotbed.cli.security import secure_gateway
+
+            settings = secure_gateway(settings, secrets_dir)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings.output.buffer.parent.mkdir(parents=True, exist_ok=True)
 

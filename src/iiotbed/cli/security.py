@@ -11,9 +11,11 @@ import typer
 from iiotbed.cli._common import app
 
 if TYPE_CHECKING:
+    from iiotbed.gateway.settings import GatewaySettings
     from iiotbed.security.layout import SecretsDir
 
-__all__ = ["SecretsOption", "SecurityOption", "certs", "check_security", "secure_platform"]
+__all__ = ["SecretsOption", "SecurityOption", "certs", "check_security", "secure_gateway",
+           "secure_platform"]
 
 #: ``--security`` of devices, gateway and run: one switch for every part
 SecurityOption = Annotated[
@@ -164,3 +166,34 @@ def check_security(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--secrets") from None
     return "secure"
+
+
+def secure_gateway(settings: GatewaySettings, secrets_dir: Path) -> GatewaySettings:
+    """``iiotbed gateway --security secure``: every broker ``mqtts://``, the OPC UA collector
+    logged in as operator with its client certificate (made in ``secrets_dir`` when absent);
+    what the settings already give (a --config's user, certificate) is kept."""
+    import asyncio
+
+    from iiotbed.security.layout import SecretsDir
+    from iiotbed.testbed.secure import gateway_opcua
+
+    brokers = [settings.output.broker]
+    brokers += [p.broker for p in (settings.sparkplug, settings.vda5050) if p and p.broker]
+    if any(not b.startswith("mqtts://") for b in brokers):
+        raise typer.BadParameter(
+            "the secure profile talks TLS: every broker URL must be mqtts://", param_hint="--broker"
+        )
+    if settings.opcua is None:
+        return settings
+    try:
+        creds = asyncio.run(gateway_opcua(SecretsDir(secrets_dir)))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--secrets") from None
+    given = settings.opcua.model_dump()
+    if given["certificate"] is not None:  # the config's own certificate and key stay
+        given.pop("certificate"), given.pop("private_key")
+    if given["user"] is not None:
+        given.pop("user"), given.pop("password")
+    filled = {k: v for k, v in creds.settings().items() if k in given}
+    opcua = settings.opcua.model_validate({**settings.opcua.model_dump(), **filled})
+    return settings.model_copy(update={"opcua": opcua})
