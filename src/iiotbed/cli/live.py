@@ -95,6 +95,14 @@ def devices(
             help="Sparkplug Primary Host id to wait for before births.",
         ),
     ] = None,
+    wait_for_host: Annotated[
+        bool,
+        typer.Option(
+            "--wait-for-host/--no-wait-for-host", envvar="IIOTBED_WAIT_FOR_HOST",
+            help="Hold sim time until the Primary Host is online (a gateway started after "
+            "the devices then sees the run from its start; needs --primary-host).",
+        ),
+    ] = False,
     events: Annotated[
         Path | None,
         typer.Option(
@@ -130,6 +138,11 @@ def devices(
     with _user_errors():
         _check_opcua_layout(opcua_layout)
         _check_broker(broker)
+        if wait_for_host and (primary_host is None or broker is None):
+            raise typer.BadParameter(
+                "needs --primary-host and --broker (the host's STATE comes over MQTT)",
+                param_hint="--wait-for-host",
+            )
         # secure: OPC UA users from --secrets (or the one --opcua-user), MQTT over mqtts://
         explicit = opcua_user is not None or opcua_password is not None
         profile = check_security(security, broker, None if explicit else secrets_dir)
@@ -180,8 +193,19 @@ def devices(
             sys.stdout.flush()
 
         async def main() -> None:
-            async with LiveFactory(scenario, options) as live:
+            live = LiveFactory(scenario, options)
+            if wait_for_host:
+                live.pacer.pause()  # sim time holds until the host listens
+            async with live:
                 ready(live)
+                if wait_for_host:
+                    typer.echo(f"holding sim time at {live.now:g} s until {primary_host} is online")
+                    sys.stdout.flush()
+                    while True:  # the edge births once the host's STATE says online
+                        if live.edge is None or live.edge.born:
+                            break
+                        await asyncio.sleep(0.05)
+                    live.pacer.resume()
                 async with ProgressLine(lambda: live_progress(live), progress_mode(as_json=False)):
                     await live.wait()
                 # the endpoints stay up a moment: an OPC UA subscription publishes the last
