@@ -7,7 +7,9 @@ In the same run:
 2. the command itself, as a user runs it (a new process: start-up, scenario loading, the
    process pool or the Dask cluster, the statistics, the JSON), timed from outside;
 3. the ideal: ``t1 x 60 / cores`` (cores: the local pool's workers, or ``--cores`` for a
-   cluster), and the overhead of the command over it in %.
+   cluster), and the overhead of the command over it in %; with the local pool also the
+   CPU time of the command and its workers / cores, which other jobs on the machine do
+   not inflate.
 
 The workers' own time per replication (``wall_s`` of every result, from an in-process run
 of the same jobs) tells load imbalance and start-up apart from slower replications: the
@@ -31,6 +33,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import time
@@ -77,9 +80,14 @@ def main() -> None:
     ]  # fmt: skip
     if args.executor:
         cmd += ["--executor", args.executor]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the command and of its pool's workers (reaped by it): what a machine with the
+    # cores to itself would spend, whatever else runs here meanwhile
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if res.returncode != 0:
         sys.exit(f"compare failed ({res.returncode}):\n{res.stderr}")
     verdict = json.loads(res.stdout)["verdict"]
@@ -89,6 +97,11 @@ def main() -> None:
         f"compare -n {args.n} -d {args.d} ({jobs} replications, "
         f"{args.executor or f'local pool of {cores}'}): {wall:.1f} s, verdict {verdict}"
     )
+    if not args.executor:
+        print(
+            f"  CPU time of the command and its workers: {cpu:.1f} s, / {cores} cores = "
+            f"{cpu / cores:.1f} s (its wall time on idle cores, at best)"
+        )
 
     # 3. where the time goes: the workers' own time per replication, same jobs
     own = ""
