@@ -301,6 +301,13 @@ def test_collector_certificate_mistakes(tmp_path: Path, pki: Path) -> None:
     with pytest.raises(ValueError, match=r"bad\.der: not a usable OPC UA client certificate"):
         OpcUaCollector(["opc.tcp://x:1"], _Sink(), epoch=epoch, certificate=bad,
                        private_key=pki / "client.pem")  # fmt: skip
+    # a key asyncua could not load is refused at the start with its name, not at connect
+    # time inside the collector's task group (which took the gateway down)
+    key = tmp_path / "broken.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ValueError, match=r"broken\.pem: not a usable OPC UA client private key"):
+        OpcUaCollector(["opc.tcp://x:1"], _Sink(), epoch=epoch, certificate=pki / "client.der",
+                       private_key=key)  # fmt: skip
 
 
 def test_users_from_secrets(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Final
 from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from iiotbed.errors import ConnectorError, UnsError
 from iiotbed.gateway.collectors.base import Backoff, CollectorStats, MalformedLog, Sink
@@ -73,6 +74,22 @@ def _application_uri(certificate: Path) -> str:
     if not uris:
         raise ValueError(f"{certificate}: the certificate names no application URI (SAN URI)")
     return str(uris[0])
+
+
+def _check_private_key(path: Path) -> None:
+    """Refuse, with the file's name, a key asyncua could not load at connect time (it picks
+    the format by the suffix: ``.pem`` is PEM, anything else DER)."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".pem":
+            serialization.load_pem_private_key(raw, password=None)
+        else:
+            serialization.load_der_private_key(raw, password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: not a usable OPC UA client private key (unencrypted PEM named *.pem, "
+            f"or DER): {exc}"
+        ) from None
 
 
 class _Handler:
@@ -195,6 +212,8 @@ class OpcUaCollector:
         self.certificate = certificate
         self.private_key = private_key
         self._app_uri = _application_uri(certificate) if certificate is not None else None
+        if private_key is not None:
+            _check_private_key(private_key)
         self.timeout = timeout
         self.watchdog_interval = watchdog_interval
         self.backoff_initial = backoff_initial
@@ -250,12 +269,18 @@ class OpcUaCollector:
         if self.certificate is not None and self.private_key is not None:
             assert self._app_uri is not None
             client.application_uri = self._app_uri  # must match the certificate's URI
-            await client.set_security(
-                SecurityPolicyBasic256Sha256,
-                str(self.certificate),
-                str(self.private_key),
-                mode=ua.MessageSecurityMode.SignAndEncrypt,
-            )
+            try:
+                await client.set_security(
+                    SecurityPolicyBasic256Sha256,
+                    str(self.certificate),
+                    str(self.private_key),
+                    mode=ua.MessageSecurityMode.SignAndEncrypt,
+                )
+            except (ValueError, TypeError) as exc:  # changed on disk since the start
+                raise ConnectorError(
+                    f"OPC UA client certificate {self.certificate} / key {self.private_key}: "
+                    f"{exc}", endpoint=url,
+                ) from exc
         lost = asyncio.Event()
 
         async def on_lost(exc: Exception) -> None:
