@@ -4,8 +4,10 @@ Must hold: the durable buffer replays what the dead gateway had not yet sent, no
 stored twice, the counters agree exactly with the answer key, and every sample the devices
 published outside the dead window is stored. What the devices publish while no gateway
 listens is not the gateway's to keep: an OPC UA subscription dies with its session (the
-server keeps no history for a new one) and Sparkplug NDATA is QoS 0 (only an edge node's
-store-and-forward could replay it); that window is measured and printed, see docs/gateway.md.
+server keeps no history for a new one); Sparkplug NDATA is QoS 0, but the kit's edge node
+has the gateway's host as Primary Host: the dead host's STATE offline makes it store, and
+it forwards that as history once the restarted host is online. The window still lost (the
+OPC UA part) is measured and printed, see docs/gateway.md.
 """
 
 from __future__ import annotations
