@@ -30,9 +30,36 @@ from iiotbed.cli.security import SecretsOption, SecurityOption, check_security
 
 __all__ = ["devices", "gateway", "platform"]
 
+LineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--line", envvar="IIOTBED_LINE",
+        help="Which line of a plant scenario (run.lines > 1), e.g. line-1-2: its own OPC UA "
+        "port (base + index - 1 unless --opcua-port), edge node, AMR ids and seed.",
+    ),
+]
+
+
+def _plant_line(ctx: typer.Context, file: Path, scenario: Any, line: str | None, port: int,
+                layout: str) -> tuple[Any, int]:  # fmt: skip
+    """The ``--line`` of a plant scenario, and its first OPC UA port (``port`` itself when
+    --opcua-port was given, else the base port shifted by the line's index)."""
+    from click.core import ParameterSource
+
+    from iiotbed.scenario.plant import opcua_port, select_line
+
+    scenario = select_line(scenario, line, file)
+    if ctx.get_parameter_source("opcua_port") in (None, ParameterSource.DEFAULT):
+        port = opcua_port(scenario, port, per_machine=layout == "machine")
+        if port > 65535:
+            raise typer.BadParameter(f"line {line}'s port {port} is above 65535: give "
+                                     "--opcua-port", param_hint="--line")  # fmt: skip
+    return scenario, port
+
 
 @app.command()
 def devices(
+    ctx: typer.Context,
     file: FileArg,
     speed: Annotated[
         float,
@@ -127,6 +154,7 @@ def devices(
             "process continues from its sim time instead of t = 0 (removed at the run's end).",
         ),
     ] = None,
+    line: LineOption = None,
 ) -> None:
     """Run the factory live: OPC UA machines, Sparkplug B meters, VDA 5050 AMRs."""
     import asyncio
@@ -163,12 +191,16 @@ def devices(
                 )
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint="--secrets") from None
-        scenario = _load(file, duration=_duration(duration), seed=seed)
+        from iiotbed.scenario.plant import vda_manufacturer
+
+        scenario, opcua_port = _plant_line(ctx, file, _load(file, duration=_duration(duration),
+                                           seed=seed), line, opcua_port, opcua_layout)  # fmt: skip
         options = LiveOptions(
             speed=speed,
             replication=replication,
             host=host,
             opcua_port=opcua_port,
+            vda_manufacturer=vda_manufacturer(scenario),
             opcua_layout="machine" if opcua_layout == "machine" else "line",
             security=sec,
             broker=broker,
@@ -229,6 +261,7 @@ def devices(
 
 @app.command()
 def gateway(
+    ctx: typer.Context,
     scenario_file: Annotated[
         Path | None,
         typer.Option("--scenario", dir_okay=False, help="Derive the settings from this scenario."),
@@ -283,6 +316,7 @@ def gateway(
     ] = None,
     security: SecurityOption = "open",
     secrets_dir: SecretsOption = Path(".iiotbed/secrets"),
+    line: LineOption = None,
 ) -> None:
     """Collect OPC UA, Sparkplug B, VDA 5050 and JSON devices into the UNS over MQTT."""
     import asyncio
@@ -294,6 +328,9 @@ def gateway(
     with _user_errors():
         if (scenario_file is None) == (config is None):
             raise typer.BadParameter("give either --scenario FILE --broker URL or --config FILE")
+        if line is not None and scenario_file is None:
+            raise typer.BadParameter("goes with --scenario (a gateway.yaml names its endpoints)",
+                                     param_hint="--line")  # fmt: skip
         _check_opcua_layout(opcua_layout)
         profile = check_security(security, broker, secrets_dir)
         if profile == "secure" and broker is None and config is None:
@@ -311,13 +348,18 @@ def gateway(
                 raise typer.BadParameter("--scenario needs --broker mqtt://host:port")
             _check_broker(broker)
             _check_broker(uns_broker)
+            from iiotbed.scenario.plant import vda_manufacturer
+
+            scenario, opcua_port = _plant_line(ctx, scenario_file, _load(scenario_file), line,
+                                               opcua_port, opcua_layout)  # fmt: skip
             try:
                 settings = settings_from_scenario(
-                    _load(scenario_file), uns_broker or broker, opcua_port=opcua_port,
+                    scenario, uns_broker or broker, opcua_port=opcua_port,
                     host=opcua_host,
                     opcua_layout="machine" if opcua_layout == "machine" else "line",
                     replication=replication, root=root, buffer=buffer,
-                    sparkplug_group=sparkplug_group, **given,
+                    sparkplug_group=sparkplug_group,
+                    vda_manufacturer=vda_manufacturer(scenario), **given,
                 )  # fmt: skip
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise typer.BadParameter(str(exc)) from None

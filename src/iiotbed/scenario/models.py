@@ -432,6 +432,12 @@ class RunSettings(Model):
     warmup: NonNegSeconds = 0.0
     seed: int = Field(default=1, ge=0)
     replications: int = Field(default=10, ge=1)
+    lines: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="copies of the line (a plant): copy i is named <line>-i, seeded seed + i - 1",
+    )
 
     @model_validator(mode="after")
     def _warm(self) -> Self:
@@ -460,6 +466,8 @@ class Scenario(Model):
     # set by load_scenario, not by the file
     source_path: Path | None = Field(default=None, exclude=True)
     base_path: Path | None = Field(default=None, exclude=True)
+    # set by iiotbed.scenario.plant.line_copy: which copy of a plant's line this is (1-based)
+    line_index: int | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -495,6 +503,13 @@ class Scenario(Model):
                 )
         if any(s.kits is not None for s in self.line.stages) and self.supply is None:
             raise ValueError("stages with kits need a 'supply' section (manual or amr)")
+        if self.run.lines > 1:
+            last = f"{self.plant.line}-{self.run.lines}"  # the longest copy name
+            if len(last) > 64:
+                raise ValueError(
+                    f"run.lines: {self.run.lines} copies of line {self.plant.line!r} would be "
+                    f"named up to {last!r}, longer than 64 characters; shorten plant.line"
+                )
         if self.maintenance.predictive.enabled and not any(
             s.failures is not None and s.degradation is not None for s in self.line.stages
         ):
