@@ -44,12 +44,11 @@ def _plant_line(ctx: typer.Context, file: Path, scenario: Any, line: str | None,
                 layout: str) -> tuple[Any, int]:  # fmt: skip
     """The ``--line`` of a plant scenario, and its first OPC UA port (``port`` itself when
     --opcua-port was given, else the base port shifted by the line's index)."""
-    from click.core import ParameterSource
-
     from iiotbed.scenario.plant import opcua_port, select_line
 
     scenario = select_line(scenario, line, file)
-    if ctx.get_parameter_source("opcua_port") in (None, ParameterSource.DEFAULT):
+    source = ctx.get_parameter_source("opcua_port")  # DEFAULT: not on the command line
+    if source is None or source.name == "DEFAULT":
         port = opcua_port(scenario, port, per_machine=layout == "machine")
         if port > 65535:
             raise typer.BadParameter(f"line {line}'s port {port} is above 65535: give "
