@@ -105,6 +105,15 @@ def validate(
             f"{path}: ok - {scenario.name!r}: {len(scenario.line.stages)} stages, {n} stations, "
             f"{len(scenario.products)} products"
         )
+        if scenario.run.lines > 1:
+            from iiotbed.scenario.plant import line_names
+
+            names = line_names(scenario)
+            typer.echo(
+                f"  a plant of {len(names)} lines: {', '.join(names[:12])}"
+                f"{', ...' if len(names) > 12 else ''} (seeds {scenario.run.seed}.."
+                f"{scenario.run.seed + len(names) - 1}); run each with --line NAME"
+            )
     if failed:
         raise typer.Exit(2)
 
@@ -124,11 +133,23 @@ def simulate(
         ),
     ] = None,
     as_json: AsJson = False,
+    line: Annotated[
+        str | None,
+        typer.Option(
+            "--line",
+            envvar="IIOTBED_LINE",
+            help="Which line of a plant scenario (run.lines > 1), e.g. line-1-2: that line's "
+            "answer key (its own seed and asset paths).",
+        ),
+    ] = None,
 ) -> None:
     """Run replications of a scenario; print each KPI's mean and 95 % confidence interval."""
+    from iiotbed.scenario.plant import select_line
+
     _check_executor(executor)
     with _user_errors():
         scenario = _load(file, duration=_duration(duration), seed=seed, replications=replications)
+        scenario = select_line(scenario, line, file)
         n = scenario.run.replications
         results: list[ReplicationResult] = []
         jobs = [(scenario, i) for i in range(n)]
