@@ -181,6 +181,7 @@ class RunCatalog:
         self._by_file: dict[str, Scenario | None] = {}
         self._layouts: dict[int, Layout] = {}
         self._expected: set[str] = set()
+        self._lines: dict[tuple[int, str], Scenario] = {}  # a plant's lines, kept (layout cache)
 
     def expect(self, *run_ids: str) -> None:
         """Accept these runs on the wire although the store does not describe them yet."""
@@ -218,10 +219,39 @@ class RunCatalog:
             # loading parses YAML: small, once per file, cached
             sc = self._load(run.scenario_file)
             if sc is not None:
-                return sc
+                return self._line(sc, run.scenario)
         if self.default is not None and (run is None or run.scenario == self.default.name):
             return self.default
+        if self.default is not None and self.default.run.lines > 1 and run is not None:
+            line = self._line(self.default, run.scenario)
+            return line if line is not self.default else None
         return None
+
+    def _line(self, scenario: Scenario, name: str) -> Scenario:
+        """The line of a plant scenario (``run.lines`` > 1) whose scenario name is ``name``
+        (``scenario`` itself for a single line or no such line)."""
+        if scenario.run.lines == 1:
+            return scenario
+        key = (id(scenario), name)
+        if key not in self._lines:
+            from iiotbed.scenario.plant import plant_lines
+
+            found = [sc for sc in plant_lines(scenario) if sc.name == name]
+            if not found:
+                return scenario
+            self._lines[key] = found[0]
+        return self._lines[key]
+
+    def default_for(self, asset: str | None) -> Scenario | None:
+        """The default scenario of a new run whose data names ``asset``: of a plant scenario,
+        the line holding that asset (None: no line does)."""
+        d = self.default
+        if d is None or d.run.lines == 1:
+            return d
+        from iiotbed.scenario.plant import line_for_asset
+
+        line = None if asset is None else line_for_asset(d, asset)
+        return None if line is None else self._line(d, line.name)
 
     def layout_of(self, scenario: Scenario) -> Layout:
         key = id(scenario)

@@ -372,10 +372,10 @@ class Ingest(AsyncClosing):
             self.metrics.events += len(events)
         return out
 
-    async def _register(self, run_id: str) -> LiveRun:
+    async def _register(self, run_id: str, asset: str | None = None) -> LiveRun:
         run = await self.store.get_run(run_id)
         if run is None:
-            default = self.catalog.default
+            default = self.catalog.default_for(asset)  # of a plant: the line of ``asset``
             if default is not None:
                 await self.store.upsert_run(run_info(default, run_id))
                 await self.store.upsert_assets(scenario_assets(default))
@@ -436,7 +436,8 @@ class Ingest(AsyncClosing):
                         len(d.samples.pop(run_id, ())) + len(d.events.pop(run_id, ())),
                     )
                     continue
-                live = await self._register(run_id)
+                first = d.samples.get(run_id) or d.events.get(run_id)
+                live = await self._register(run_id, first[0].asset if first else None)
             samples = d.samples.get(run_id, [])
             if samples:
                 inserted = await self.store.write_samples(samples, run_id)
