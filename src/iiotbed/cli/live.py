@@ -362,6 +362,13 @@ def gateway(
                 )  # fmt: skip
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
                 raise typer.BadParameter(str(exc)) from None
+            spb = settings.sparkplug
+            if scenario.line_index is not None and spb is not None:  # a plant's line: its own
+                host = f"{spb.host_id}-{scenario.plant.line}"  # host (STATE, Will) per gateway
+                settings = settings.model_copy(update={"sparkplug": spb.model_copy(
+                    update={"host_id": host})})  # fmt: skip
+                typer.echo(f"Sparkplug host id {host} (give it to this line's devices as "
+                           "--primary-host)")  # fmt: skip
             if uns_broker is not None:  # the devices' protocols stay on the OT broker
                 on_ot = {"broker": broker}
                 settings = settings.model_copy(update={
