@@ -125,8 +125,9 @@ def devices(
         bool,
         typer.Option(
             "--wait-for-host/--no-wait-for-host", envvar="IIOTBED_WAIT_FOR_HOST",
-            help="Hold sim time until the Primary Host is online (a gateway started after "
-            "the devices then sees the run from its start; needs --primary-host).",
+            help="Hold sim time until the Primary Host is online and every OPC UA server has "
+            "a subscription (a gateway started after the devices then sees the run from its "
+            "start; needs --primary-host).",
         ),
     ] = False,
     events: Annotated[
@@ -230,10 +231,16 @@ def devices(
             async with live:
                 ready(live)
                 if wait_for_host:
-                    typer.echo(f"holding sim time at {live.now:g} s until {primary_host} is online")
+                    typer.echo(
+                        f"holding sim time at {live.now:g} s until {primary_host} is online "
+                        "and the OPC UA servers have a subscriber"
+                    )
                     sys.stdout.flush()
                     while True:  # the edge births once the host's STATE says online
-                        if live.edge is None or live.edge.born:
+                        servers = live.servers
+                        if (live.edge is None or live.edge.born) and (
+                            servers is None or servers.subscribed
+                        ):
                             break
                         await asyncio.sleep(0.05)
                     live.pacer.resume()

@@ -220,6 +220,13 @@ class MachineServer(AsyncClosing):
         """Asset paths of the machines this server hosts."""
         return [m.path for m in self.machines]
 
+    @property
+    def subscriptions(self) -> int:
+        """Subscriptions clients hold on this server now (0 while it is closed)."""
+        if self._server is None:
+            return 0
+        return len(self._server.iserver.subscription_service.subscriptions)
+
     def attach(self, control: StationControl) -> None:
         """Route this station's method calls and setpoint writes to ``control``."""
         if control.path not in {m.path for m in self.machines}:
@@ -439,6 +446,11 @@ class MachineServers(AsyncClosing):
     @property
     def endpoints(self) -> list[str]:
         return [s.endpoint for s in self.servers]
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether every server has at least one subscription (a collector listens)."""
+        return all(s.subscriptions > 0 for s in self.servers)
 
     def attach(self, control: StationControl) -> None:
         """Route a station's commands to ``control`` on whichever server hosts it."""
