@@ -17,19 +17,29 @@ pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
 COUNTERS = ("good_count", "scrap_count", "processed", "failures")
 
 
-def _connects(host: str, port: int) -> str:
-    """Python that exits 0 when a TCP connection to host:port opens within 3 s, else 1."""
-    return (
-        "import socket, sys\n"
-        "try:\n"
-        f"    socket.create_connection(({host!r}, {port}), timeout=3).close()\n"
-        "except OSError as e:\n"
-        "    print(type(e).__name__, e); sys.exit(1)\n"
+def _reach(stack: Stack, service: str, targets: list[tuple[str, int]], *,
+           running: bool = True) -> dict[str, bool]:  # fmt: skip
+    """Which ``host:port`` a TCP connection opens to (3 s each) from where ``service`` sits:
+    one Python run in its container (``exec``) or, when it may have exited, a fresh one."""
+    code = (
+        "import json, socket, sys\n"
+        "out = {}\n"
+        f"for host, port in {targets!r}:\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=3).close()\n"
+        "        out[f'{host}:{port}'] = True\n"
+        "    except OSError:\n"
+        "        out[f'{host}:{port}'] = False\n"
+        "print(json.dumps(out))\n"
     )
+    r = stack.python(service, code, running=running)
+    assert r.returncode == 0, (service, r.stdout, r.stderr)
+    result: dict[str, bool] = json.loads(r.stdout.strip().splitlines()[-1])
+    return result
 
 
 def test_config_is_valid(stack: Stack) -> None:
-    r = stack.compose("config", "--format", "json")
+    r = stack.compose("--profile", "report", "config", "--format", "json")
     doc = json.loads(r.stdout)
     assert set(SERVICES) | {"report"} == set(doc["services"])
     assert doc["networks"]["ot"].get("internal") is True
@@ -74,21 +84,20 @@ def test_report_prints_the_table_and_verdict(stack: Stack) -> None:
 def test_ot_and_it_are_segmented(stack: Stack) -> None:
     ips = {s: stack.ip(s) for s in ("broker-ot", "broker-it", "postgres", "platform")}
     # the one conduit reaches both zones (else the negative checks below prove nothing)
-    for host, port in (("broker-ot", 1883), ("broker-it", 1883), ("postgres", 5432)):
-        r = stack.python("gateway", _connects(host, port))
-        assert r.returncode == 0, (f"gateway -> {host}", r.stdout, r.stderr)
-    # the OT zone: the devices reach their broker and nothing of IT, by name or address
-    ok = stack.python("devices", _connects("broker-ot", 1883), running=False)
-    assert ok.returncode == 0, ("devices -> broker-ot", ok.stdout, ok.stderr)
-    for host, port in (("postgres", 5432), ("broker-it", 1883),
-                       (ips["postgres"]["it"], 5432), (ips["broker-it"]["it"], 1883),
-                       (ips["platform"]["it"], 8000), ("1.1.1.1", 443)):  # fmt: skip
-        r = stack.python("devices", _connects(host, port), running=False)
-        assert r.returncode == 1, (f"devices reached {host}:{port}", r.stdout, r.stderr)
+    gw = _reach(stack, "gateway", [("broker-ot", 1883), ("broker-it", 1883), ("postgres", 5432)])
+    assert all(gw.values()), gw
+    # the OT zone: the devices reach their broker and nothing of IT, by name or address,
+    # nor anything outside the host
+    it = [("postgres", 5432), ("broker-it", 1883), (ips["postgres"]["it"], 5432),
+          (ips["broker-it"]["it"], 1883), (ips["platform"]["it"], 8000), ("1.1.1.1", 443)]  # fmt: skip
+    dev = _reach(stack, "devices", [("broker-ot", 1883), *it], running=False)
+    assert dev.pop("broker-ot:1883"), dev
+    assert not any(dev.values()), f"devices reached {[t for t, ok in dev.items() if ok]}"
     # the IT zone: the platform reaches nothing of OT
-    for host, port in (("devices", 4840), ("broker-ot", 1883), (ips["broker-ot"]["ot"], 1883)):
-        r = stack.python("platform", _connects(host, port))
-        assert r.returncode == 1, (f"platform reached {host}:{port}", r.stdout, r.stderr)
+    ot = [("devices", 4840), ("broker-ot", 1883), (ips["broker-ot"]["ot"], 1883)]
+    plat = _reach(stack, "platform", [("postgres", 5432), *ot])
+    assert plat.pop("postgres:5432"), plat
+    assert not any(plat.values()), f"platform reached {[t for t, ok in plat.items() if ok]}"
 
 
 def test_down_v_leaves_nothing(stack: Stack) -> None:
