@@ -372,12 +372,11 @@ def gateway(
             spb = settings.sparkplug
             if scenario.line_index is not None and spb is not None:  # a plant's line: its own
                 host = f"{spb.host_id}-{scenario.plant.line}"  # host (STATE, Will) per gateway
-                # only this line's edge node (the host subscribes spBv1.0/<group entry>/#):
-                # another line's devices have the same names and would map to this line
+                # only this line's edge node: another line's devices have the same names
+                # and would map to this line
                 edge = f"{scenario.plant.area}-{scenario.plant.line}"
-                nodes = [f"{g}/+/{edge}" for g in spb.groups]
                 settings = settings.model_copy(update={"sparkplug": spb.model_copy(
-                    update={"host_id": host, "groups": nodes})})  # fmt: skip
+                    update={"host_id": host, "edge_nodes": [edge]})})  # fmt: skip
                 typer.echo(f"Sparkplug host id {host} (give it to this line's devices as "
                            "--primary-host)")  # fmt: skip
             if uns_broker is not None:  # the devices' protocols stay on the OT broker

@@ -119,7 +119,8 @@ def build_collectors(settings: GatewaySettings, sink: Outbox) -> list[Collector]
         out.append(
             SparkplugHost(
                 s.broker or default_broker, sink, epoch=epoch_s, host_id=s.host_id,
-                groups=s.groups, assets=s.assets, rebirth_interval=s.rebirth_interval,
+                groups=s.groups, edge_nodes=s.edge_nodes, assets=s.assets,
+                rebirth_interval=s.rebirth_interval,
                 client_id=f"iiotbed-{settings.id}-spb-host",
                 backoff_initial=s.backoff.initial, backoff_max=s.backoff.max,
             )

@@ -126,6 +126,8 @@ class SparkplugSettings(_Model):
     broker: str | None = None  # default: the output broker
     host_id: str = Field("iiotbed-gateway", pattern=_ID)
     groups: list[Annotated[str, Field(pattern=_ID)]] = Field(default_factory=list)
+    # only these edge nodes (a plant's line: another line's devices have the same names)
+    edge_nodes: list[Annotated[str, Field(pattern=_ID)]] = Field(default_factory=list)
     assets: dict[str, str] = Field(default_factory=dict)
     rebirth_interval: Seconds = 2.0
     backoff: Backoff = Backoff()

@@ -118,6 +118,7 @@ class SparkplugHost(MqttCollector):
         epoch: float,
         host_id: str = "iiotbed-gateway",
         groups: Sequence[str] = (),
+        edge_nodes: Sequence[str] = (),
         assets: Mapping[str, str] | None = None,
         name: str = "sparkplug",
         client_id: str | None = None,
@@ -132,6 +133,7 @@ class SparkplugHost(MqttCollector):
         self.epoch = epoch
         self.host_id = host_id
         self.groups = tuple(groups)
+        self.edge_nodes = tuple(edge_nodes)
         self.assets = dict(assets or {})
         self.name = name
         self.client_id = client_id or f"iiotbed-host-{host_id}"
@@ -147,7 +149,11 @@ class SparkplugHost(MqttCollector):
     # ------------------------------------------------------------------ lifecycle
 
     def _subscriptions(self) -> list[tuple[str, int]]:
-        filters = [f"{NAMESPACE}/{g}/#" for g in self.groups] or [f"{NAMESPACE}/#"]
+        groups = self.groups or ("+",)
+        if self.edge_nodes:  # spBv1.0/<group>/<type>/<edge>[/<device>]
+            filters = [f"{NAMESPACE}/{g}/+/{e}/#" for g in groups for e in self.edge_nodes]
+        else:
+            filters = [f"{NAMESPACE}/{g}/#" for g in self.groups] or [f"{NAMESPACE}/#"]
         return [(f, 1) for f in filters]
 
     async def run(self) -> None:
