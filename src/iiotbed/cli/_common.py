@@ -161,6 +161,12 @@ Goal = Annotated[
     float,
     typer.Option("--goal", min=-1.0, max=100.0, help="Relative improvement to reach (0.20 = +20 %)."),
 ]
+VerdictMetric = Annotated[
+    str, typer.Option("--metric", help="KPI of the verdict (see the README's KPI list).")
+]
+NoVerdict = Annotated[
+    bool, typer.Option("--no-verdict", help="Skip the batch comparison with the base scenario.")
+]
 OpcuaPort = Annotated[
     int, typer.Option("--opcua-port", min=1, max=65535, help="Port of the first OPC UA server.")
 ]

@@ -26,7 +26,9 @@ from iiotbed.cli._common import (
     AsJson,
     FileArg,
     Goal,
+    NoVerdict,
     Replications,
+    VerdictMetric,
     Workers,
     _check_metric,
     _duration,
@@ -215,13 +217,9 @@ def report(
     ] = 0.0,
     replications: Replications = None,
     goal: Goal = 0.20,
-    metric: Annotated[
-        str, typer.Option("--metric", help="KPI of the verdict (see the README's KPI list).")
-    ] = "labour_productivity",
+    metric: VerdictMetric = "labour_productivity",
     workers: Workers = None,
-    no_verdict: Annotated[
-        bool, typer.Option("--no-verdict", help="Skip the batch comparison with the base scenario.")
-    ] = False,
+    no_verdict: NoVerdict = False,
     as_json: AsJson = False,
 ) -> None:
     """The report of a run made by separate services (docker compose run --rm report)."""

@@ -24,9 +24,11 @@ from iiotbed.cli._common import (
     FileArg,
     Goal,
     HtmlReport,
+    NoVerdict,
     Replications,
     RunsDir,
     SparkplugGroup,
+    VerdictMetric,
     Workers,
     _check_broker,
     _check_metric,
@@ -82,13 +84,9 @@ def run_cmd(
     sparkplug_group: SparkplugGroup = None,
     replications: Replications = None,
     goal: Goal = 0.20,
-    metric: Annotated[
-        str, typer.Option("--metric", help="KPI of the verdict (see the README's KPI list).")
-    ] = "labour_productivity",
+    metric: VerdictMetric = "labour_productivity",
     workers: Workers = None,
-    no_verdict: Annotated[
-        bool, typer.Option("--no-verdict", help="Skip the batch comparison with the base scenario.")
-    ] = False,
+    no_verdict: NoVerdict = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     as_json: AsJson = False,
     html: HtmlReport = None,
