@@ -484,17 +484,35 @@ def platform(
             help="Secrets `iiotbed certs` wrote (secure profile).",
         ),
     ] = Path(".iiotbed/secrets"),
+    share: Annotated[
+        str | None,
+        typer.Option(
+            "--share", envvar="IIOTBED_INGEST_SHARE",
+            help="Ingest on the MQTT shared subscription $share/GROUP/...: platforms of one "
+            "group on one store each store part of the stream (docs/scaling.md). A member's "
+            "session is named by host and --port: restart it on the same port.",
+        ),
+    ] = None,
 ) -> None:
     """Ingest the UNS into a store and serve the HTTP API and the live dashboard."""
     import asyncio
 
     from iiotbed.mqtt import redact_url
+    from iiotbed.platform.ingest import check_share
     from iiotbed.platform.service import Platform
 
     with _user_errors():
         _check_broker(broker)
         from iiotbed.cli.security import secure_platform
 
+        if share is not None:
+            try:
+                check_share(share)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--share") from None
+            if broker is None:
+                raise typer.BadParameter("a shared subscription needs --broker (the broker the "
+                                         "group's members share)", param_hint="--share")  # fmt: skip
         api_token, secrets = secure_platform(security, broker, api_token, secrets_dir)
         scenario = _load(scenario_file) if scenario_file is not None else None
 
@@ -508,10 +526,13 @@ def platform(
                 current_values=current_values,
                 api_token=api_token,
                 secrets=secrets if broker is None else None,
+                share=share,
             ) as p:
                 typer.echo(f"platform: dashboard and API at {p.url}/ (docs {p.url}/docs)")
                 shown = redact_url(p.broker_url) if p.broker_url is not None else None
-                typer.echo(f"  ingesting {p.root}/_stream/# from {shown}")
+                group = f"$share/{share}/" if share is not None else ""
+                typer.echo(f"  ingesting {group}{p.root}/_stream/# from {shown}"
+                           + (f" as {p.ingest.client_id}" if share and p.ingest else ""))  # fmt: skip
                 typer.echo(f"  store {p.store.url if p.store is not None else store}")
                 typer.echo("Ctrl-C stops.")
                 sys.stdout.flush()

@@ -12,6 +12,14 @@ under a client id derived from its store and acknowledges (PUBACK) a message onl
 is stored, so the broker queues the stream for it and resends what was not acknowledged; a
 failing store is retried, not skipped. A malformed payload, a sample outside its run's
 window and a run nobody registered are counted and logged (rate-limited), never fatal.
+
+With ``share=GROUP`` the ingest subscribes ``$share/GROUP/<filter>`` (an MQTT shared
+subscription, which Mosquitto 2 serves to MQTT 3.1.1 clients too): the broker hands each
+message to one member of the group, so several ingest processes writing to one store each
+store part of the stream. Each member needs its own client id (:func:`client_id_for` with a
+``member`` name); its live KPI view then covers its part only, while KPIs read from the
+store are whole. Mosquitto keeps dealing an absent member (a persistent session) its part,
+queued until it reconnects under the same id: a member must come back, under its name.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from iiotbed.platform.timeline import StateTimeline
 from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, decode_batch, decode_sample
 from iiotbed.telemetry import Event, Sample, Tag
 
-__all__ = ["MAX_T", "Ingest", "IngestMetrics", "LiveRun", "client_id_for"]
+__all__ = ["MAX_T", "Ingest", "IngestMetrics", "LiveRun", "check_share", "client_id_for"]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +61,27 @@ def _logged(n: int) -> bool:
     return n <= _LOGGED_MALFORMED or n % 1000 == 0
 
 
-def client_id_for(store_url: str, root: str = DEFAULT_ROOT) -> str:
-    """The ingest's fixed MQTT client id: the same store and root resume the same session."""
-    return f"iiotbed-platform-{hashlib.sha256(f'{store_url}|{root}'.encode()).hexdigest()[:12]}"
+def client_id_for(
+    store_url: str, root: str = DEFAULT_ROOT, share: str | None = None, member: str = ""
+) -> str:
+    """The ingest's fixed MQTT client id: the same store and root resume the same session.
+
+    With a shared subscription (``share``), the members of the group write to one store, so
+    the id also names the group and the ``member`` (e.g. host and HTTP port): each member
+    has a session of its own, resumed when that member restarts.
+    """
+    key = f"{store_url}|{root}" if share is None else f"{store_url}|{root}|{share}|{member}"
+    return f"iiotbed-platform-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def check_share(group: str) -> str:
+    """A shared subscription's group name, checked: ValueError says what is wrong."""
+    if not group or any(c in group for c in "/+#") or len(group) > 200:
+        raise ValueError(
+            f"a shared subscription's group is a name of 1 to 200 characters without "
+            f"'/', '+' or '#' (it goes in $share/GROUP/...); got {group!r}"
+        )
+    return group
 
 
 @dataclass
@@ -133,6 +159,10 @@ class Ingest(AsyncClosing):
     sight with the epoch read off the payload). Samples of any other run are refused.
     ``client_id`` defaults to :func:`client_id_for` the store, so a restarted platform
     resumes its persistent session and receives what the broker queued meanwhile.
+    ``share`` subscribes ``$share/<share>/<filter>`` instead (give each member of the
+    group its own ``client_id``); the readiness probe then goes to a topic of its own,
+    ``<root>/_ingest/<client id>``, subscribed directly, as a shared subscription would
+    hand it to any member.
     ``reorder_s`` (sim seconds) and ``reorder_wall_s`` (wall seconds since arrival) are the
     hold-back that puts samples of different sources back in time order before the live
     KPI view sees them: both must pass, as a fast run's sources differ by many sim seconds.
@@ -147,6 +177,7 @@ class Ingest(AsyncClosing):
         root: str = DEFAULT_ROOT,
         current_values: bool = False,
         client_id: str | None = None,
+        share: str | None = None,
         runs: Sequence[str] = (),
         dedup_window: int = 500_000,
         reorder_s: float = 5.0,
@@ -158,7 +189,8 @@ class Ingest(AsyncClosing):
         self.catalog = catalog if catalog is not None else RunCatalog(store)
         self.root = root
         self.current_values = current_values
-        self.client_id = client_id or client_id_for(store.url, root)
+        self.share = check_share(share) if share is not None else None
+        self.client_id = client_id or client_id_for(store.url, root, self.share)
         self.catalog.expect(*runs)
         self.dedup_window = dedup_window
         self.reorder_s = reorder_s
@@ -170,6 +202,10 @@ class Ingest(AsyncClosing):
         self._stream_prefix = f"{root}/{STREAM_LEVEL}/"
         # our own message on a topic we subscribed: when it comes back, the subscription is live
         self._probe_topic = f"{self._stream_prefix}_ingest/{self.client_id}"
+        if self.share is not None:  # outside the shared filter (a stream topic's level 2)
+            self._probe_topic = f"{root}/_ingest/{self.client_id}"
+        # other ingests' probes (a shared subscription may hand them to us): not data
+        self._probes = (f"{self._stream_prefix}_ingest/", f"{root}/_ingest/")
         self._conn: MqttConnection | None = None
         self._inbox: list[Message] = []
         self._wake = asyncio.Event()
@@ -211,6 +247,9 @@ class Ingest(AsyncClosing):
     async def run(self) -> None:
         """Connect (retrying while the broker is away), subscribe and store until cancelled."""
         subs = [(f"{self.root}/#", 1)] if self.current_values else [(f"{self._stream_prefix}#", 1)]
+        if self.share is not None:
+            subs = [(f"$share/{self.share}/{t}", q) for t, q in subs]
+            subs.append((self._probe_topic, 1))  # subscribed after the shared filter
         backoff = Backoff(0.2, 10.0)
         while True:
             self._conn = conn = MqttConnection(
@@ -253,6 +292,10 @@ class Ingest(AsyncClosing):
                 self._conn.ack(msg)
             self.metrics.connected = True
             self.ready.set()
+            return
+        if msg.topic.startswith(self._probes):  # another ingest's probe
+            if self._conn is not None:
+                self._conn.ack(msg)
             return
         self._inbox.append(msg)
         self.metrics.messages += 1

@@ -21,7 +21,7 @@ from iiotbed.errors import ConnectorError
 from iiotbed.platform.api import create_app
 from iiotbed.platform.broker import EmbeddedBroker
 from iiotbed.platform.catalog import RunCatalog
-from iiotbed.platform.ingest import Ingest
+from iiotbed.platform.ingest import Ingest, check_share, client_id_for
 from iiotbed.platform.queries import PlatformView
 from iiotbed.platform.store import Store, open_store
 from iiotbed.protocols.uns import DEFAULT_ROOT
@@ -48,7 +48,11 @@ class Platform(AsyncClosing):
 
     ``broker`` None starts an embedded broker on a free port (:attr:`broker_url` says
     which); ``port`` 0 takes a free port (:attr:`url` says which). ``scenario`` is the
-    default scenario for runs the store does not describe.
+    default scenario for runs the store does not describe. ``share`` makes the ingest a
+    member of an MQTT shared subscription group (``$share/<share>/...``): several platforms
+    on one store each ingest part of the stream; each member's MQTT session is named by
+    the store, the group, this host's name and the HTTP port (:func:`client_id_for`), so
+    give a member the same ``port`` when it restarts, to resume its session.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Platform(AsyncClosing):
         current_values: bool = False,
         api_token: str | None = None,
         secrets: SecretsDir | None = None,
+        share: str | None = None,
     ) -> None:
         self.api_token = api_token  # writes need it as a bearer token (the secure profile)
         self.secrets = secrets  # the embedded broker's TLS, logins and ACL (secure profile)
@@ -73,6 +78,7 @@ class Platform(AsyncClosing):
         self.scenario = scenario
         self.root = root
         self.current_values = current_values
+        self.share = check_share(share) if share is not None else None
         self.store: Store | None = None
         self.ingest: Ingest | None = None
         self.view: PlatformView | None = None
@@ -99,17 +105,22 @@ class Platform(AsyncClosing):
             self.broker_url = broker.url
         self.store = await stack.enter_async_context(open_store(self.store_url))
         catalog = RunCatalog(self.store, self.scenario)
+        sock = self._bind()  # before the ingest: a member of a share group is named by its port
+        stack.callback(sock.close)
+        member = f"{socket.gethostname()}-{self.port}"
         self.ingest = Ingest(
             self.store,
             self.broker_url,
             catalog=catalog,
             root=self.root,
             current_values=self.current_values,
+            share=self.share,
+            client_id=client_id_for(self.store.url, self.root, self.share, member)
+            if self.share is not None
+            else None,
         )
         self.view = PlatformView(self.store, catalog, self.ingest)
         app = create_app(self.view, broker=self.broker_url, api_token=self.api_token)
-        sock = self._bind()
-        stack.callback(sock.close)
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = server = _Server(config)
         # the TaskGroup is entered last, so it is left first: tasks stop before the store closes
