@@ -105,8 +105,7 @@ ENV
 if [ -s "$CA_BUNDLE" ] && ! cmp -s "$CA_BUNDLE" docker/ca/pip-ca.crt; then
     cp "$CA_BUNDLE" docker/ca/pip-ca.crt
 fi
-docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$MQTT_IMAGE" docker/mosquitto >/dev/null
-docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$POSTGRES_IMAGE" docker/postgres >/dev/null
+BASE_IMAGE="$BASE_IMAGE" docker compose -f docker/offline.yml build -q
 took "stand-in images" $((SECONDS - step))
 step=$SECONDS
 docker compose build -q
