@@ -103,3 +103,10 @@ def test_report_says_when_the_run_has_not_started(tmp_path: Path) -> None:
                             "--events", str(tmp_path / "events.jsonl")])  # fmt: skip
     assert r.exit_code == 1, r.output
     assert "has not started" in r.output and "Traceback" not in r.output
+
+
+def test_devices_wait_for_host_needs_a_host_and_a_broker() -> None:
+    sc = str(ROOT / "scenarios/single-machine.yaml")
+    r = runner.invoke(app, ["devices", sc, "--wait-for-host"], env={"IIOTBED_PRIMARY_HOST": ""})
+    assert r.exit_code == 2, r.output
+    assert "--wait-for-host" in r.output and "Traceback" not in r.output
