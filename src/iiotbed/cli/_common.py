@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from iiotbed.testbed.experiment import ReplicationResult
 
 __all__ = ["app"]
+
+_T = TypeVar("_T")
 
 app = typer.Typer(
     name="iiotbed",
@@ -327,3 +330,70 @@ def _print_table(title: str, columns: dict[str, dict[str, Summary]], info: dict[
     Console(width=max(100, Console().width)).print(table)
 
 
+
+LogLevel = Annotated[
+    str | None,
+    typer.Option(
+        "--log-level", envvar="IIOTBED_LOG_LEVEL",
+        help="Log level: debug, info, warning, error or critical (default: this command's).",
+    ),
+]
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _logging(level: str | None, default: str) -> None:
+    """Log to stderr at ``level`` (--log-level / IIOTBED_LOG_LEVEL), else at ``default``."""
+    import logging
+
+    name = (level if level is not None else default).strip().lower()
+    if name not in _LEVELS:
+        raise typer.BadParameter(
+            f"{level!r} is no log level; choose one of {', '.join(_LEVELS)}",
+            param_hint="--log-level (IIOTBED_LOG_LEVEL)",
+        )
+    logging.basicConfig(level=name.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(name.upper())
+
+
+class _Terminated(Exception):
+    """The service's main task was cancelled by SIGTERM."""
+
+
+def _serve(main: Callable[[], Coroutine[Any, Any, _T]]) -> _T | None:
+    """``asyncio.run(main())`` that ends on SIGTERM as on Ctrl-C (SIGINT): the main task is
+    cancelled, so its ``async with`` blocks drain and close as they do on Ctrl-C, then
+    "stopped" is printed and None returned (the command exits 0). Docker, systemd and
+    Kubernetes stop a process with SIGTERM."""
+    import asyncio
+    import signal
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        terminated = False
+
+        def on_term() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        # no signal handlers on Windows' event loops: SIGTERM ends the process there
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, on_term)
+        try:
+            return await main()
+        except asyncio.CancelledError:
+            if terminated:
+                raise _Terminated from None
+            raise
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except (KeyboardInterrupt, _Terminated):
+        typer.echo("stopped")
+        sys.stdout.flush()
+        return None

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 from iiotbed.cli._common import (
     FileArg,
+    LogLevel,
     OpcuaLayout,
     OpcuaPort,
     Seed,
@@ -23,6 +24,8 @@ from iiotbed.cli._common import (
     _check_opcua_layout,
     _duration,
     _load,
+    _logging,
+    _serve,
     _user_errors,
     app,
 )
@@ -155,6 +158,7 @@ def devices(
         ),
     ] = None,
     line: LineOption = None,
+    log_level: LogLevel = None,
 ) -> None:
     """Run the factory live: OPC UA machines, Sparkplug B meters, VDA 5050 AMRs."""
     import asyncio
@@ -164,6 +168,7 @@ def devices(
     from iiotbed.testbed.progress import live_progress
 
     with _user_errors():
+        _logging(log_level, "warning")
         _check_opcua_layout(opcua_layout)
         _check_broker(broker)
         if wait_for_host and (primary_host is None or broker is None):
@@ -251,9 +256,7 @@ def devices(
                 await asyncio.sleep(1.0)
 
         try:
-            asyncio.run(main())
-        except KeyboardInterrupt:
-            typer.echo("stopped")
+            _serve(main)  # Ctrl-C or SIGTERM: the death certificates go out, then the summary
         except OSError as exc:
             if events is None or exc.filename != str(events):
                 raise
@@ -323,15 +326,16 @@ def gateway(
     security: SecurityOption = "open",
     secrets_dir: SecretsOption = Path(".iiotbed/secrets"),
     line: LineOption = None,
+    log_level: LogLevel = None,
 ) -> None:
     """Collect OPC UA, Sparkplug B, VDA 5050 and JSON devices into the UNS over MQTT."""
     import asyncio
-    import logging
 
     from iiotbed.gateway.service import Gateway
     from iiotbed.gateway.settings import load_settings, settings_from_scenario
 
     with _user_errors():
+        _logging(log_level, "info")
         if (scenario_file is None) == (config is None):
             raise typer.BadParameter("give either --scenario FILE --broker URL or --config FILE")
         if line is not None and scenario_file is None:
@@ -389,7 +393,6 @@ def gateway(
             from iiotbed.cli.security import secure_gateway
 
             settings = secure_gateway(settings, secrets_dir)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings.output.buffer.parent.mkdir(parents=True, exist_ok=True)
 
         async def main() -> None:
@@ -417,10 +420,7 @@ def gateway(
                         f"duplicates {m['duplicates']}, malformed {m['malformed']}"
                     )
 
-        try:
-            asyncio.run(main())
-        except KeyboardInterrupt:
-            typer.echo("stopped")
+        _serve(main)  # Ctrl-C or SIGTERM: the buffer drains, the counts are printed
 
 
 @app.command()
@@ -493,15 +493,15 @@ def platform(
             "session is named by host and --port: restart it on the same port.",
         ),
     ] = None,
+    log_level: LogLevel = None,
 ) -> None:
     """Ingest the UNS into a store and serve the HTTP API and the live dashboard."""
-    import asyncio
-
     from iiotbed.mqtt import redact_url
     from iiotbed.platform.ingest import check_share
     from iiotbed.platform.service import Platform
 
     with _user_errors():
+        _logging(log_level, "warning")
         _check_broker(broker)
         from iiotbed.cli.security import secure_platform
 
@@ -538,7 +538,4 @@ def platform(
                 sys.stdout.flush()
                 await p.serve_forever()
 
-        try:
-            asyncio.run(serve())
-        except KeyboardInterrupt:
-            typer.echo("stopped")
+        _serve(serve)  # Ctrl-C or SIGTERM: ingest stores what it holds, the store closes
