@@ -187,7 +187,10 @@ class OpcUaCollector:
         password: str | None = None,
         certificate: Path | None = None,
         private_key: Path | None = None,
-        timeout: float = 4.0,
+        # a request (the watchdog's read of the server state included) may take this long:
+        # 4 s lost a live session now and then when server, gateway and platform share one
+        # busy process at 3000x; a closed connection is still noticed at once
+        timeout: float = 10.0,
         watchdog_interval: float = 1.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
