@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import queue
@@ -479,3 +480,64 @@ def test_a_refused_publish_mid_session_keeps_the_batch_and_ends_the_session(
             assert got == [(T0 + 1000, 1.0), (T0 + 2000, 2.0), (T0 + 3000, 3.0)]
 
     asyncio.run(main())
+
+
+def test_a_clean_close_sends_ddeath_per_device_before_ndeath(group: str, peer: Peer) -> None:
+    # what a host sees on a clean shutdown: every device dies (DDEATH, in the seq), then the node
+    from iiotbed.gateway.collectors import SparkplugHost
+    from iiotbed.telemetry import Quality
+
+    class Sink:
+        def __init__(self) -> None:
+            self.samples_seen: list[Any] = []
+
+        def samples(self, collector: str, samples: Any) -> None:
+            self.samples_seen.extend(samples)
+
+        def events(self, collector: str, events: Any) -> None:
+            pass
+
+    sink = Sink()
+
+    async def main() -> None:
+        host = SparkplugHost(BROKER, sink, epoch=T0 / 1000, host_id=f"h-{group}", groups=[group],
+                             rebirth_interval=0.2)  # fmt: skip
+        task = asyncio.create_task(host.run())
+        try:
+            await _poll(lambda: host.connected, "the host online")
+            async with make_node(group) as node:
+                for _ in DEVICES:
+                    await peer.next_on("DBIRTH")
+                node.set("oven-01", "Temperature", 180.0, T0 + 1000)
+                await node.flush()
+                await peer.next_on("DDATA")
+            order = []
+            while not order or order[-1][0] != "NDEATH":
+                m = await peer.next()
+                order.append((m.topic.split("/")[2], m.topic, m.qos, decode_payload(m.payload)))
+            assert [k for k, *_ in order] == ["DDEATH", "DDEATH", "NDEATH"]
+            assert {t.rsplit("/", 1)[1] for k, t, *_ in order[:2]} == set(DEVICES)
+            assert [p.seq for *_, p in order[:2]] == [4, 5]  # NBIRTH 0, DBIRTH 1-2, DDATA 3
+            assert all(p.timestamp == T0 and not p.metrics for *_, p in order[:2])
+            assert by_name(order[2][3])["bdSeq"].long_value == 0
+            await _poll(lambda: host.stats.deaths >= 3, "the host to see the deaths")
+            assert host.stats.deaths == 3 and host.stats.seq_gaps == 0  # two DDEATH, one NDEATH
+            stale = {(s.asset, s.tag) for s in sink.samples_seen if s.quality == Quality.Bad}
+            assert {(f"{group}/edge-1/oven-01", "Temperature"),
+                    (f"{group}/edge-1/press-01", "Speed")} <= stale  # fmt: skip
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            p = Peer()
+            p.publish(f"spBv1.0/STATE/h-{group}", b"", retain=True)
+            p.close()
+
+    asyncio.run(main())
+
+
+async def _poll(cond: Any, what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)

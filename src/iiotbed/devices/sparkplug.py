@@ -339,12 +339,19 @@ class SparkplugEdgeNode(MqttAdapter):
         log.info("%s forwarded %d stored values as historical", self.edge_node_id, len(store))
 
     async def close(self) -> None:
-        """Publish NDEATH (QoS 1), then disconnect; the broker then drops the Will. Values
-        still stored are lost (logged)."""
+        """Publish a DDEATH per device (QoS 0, in the seq), then NDEATH (QoS 1) and
+        disconnect; the broker then drops the Will. NDEATH's PUBACK means the broker has
+        the DDEATHs before it (one connection, in order). Values still stored are lost
+        (logged)."""
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._born:
+            now = self._clock()
+            for device in self._metrics:
+                if device is not None:
+                    self._publish(self.topic("DDEATH", device), pb.Payload(timestamp=now, seq=self._next_seq()))
         if await self._publish_farewell(
             self.topic("NDEATH"),
             self._death_payload(self._bd_seq),
