@@ -74,6 +74,11 @@ def scenario_assets(scenario: Scenario) -> list[AssetInfo]:
                     "ProductInstanceUri": f"{prefix}/{name}",
                     "stage_kind": stage.kind,
                     "position": list(stage.position),
+                    # ISO 22400 performance's ideal cycle time per product, in s (the
+                    # Grafana dashboard's SQL reads it: docker/grafana/)
+                    "ideal_cycle_time": {
+                        p.name: p.ideal_cycle_time[stage.name] for p in scenario.products
+                    },
                 },
             )
         )
