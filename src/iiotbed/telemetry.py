@@ -143,6 +143,7 @@ class EventName:
     KIT_DELIVERY: Final = "KitDelivery"
     AMR_TRIP_START: Final = "AmrTripStart"
     AMR_TRIP_END: Final = "AmrTripEnd"
+    AMR_TRIP_CANCELLED: Final = "AmrTripCancelled"
     AMR_PAUSED: Final = "AmrPaused"
     AMR_RESUMED: Final = "AmrResumed"
     CHARGE_START: Final = "ChargeStart"

@@ -247,11 +247,14 @@ def test_instant_actions_pause_resume_and_cancel(mfr: str, peer: Peer) -> None:
             assert {"actionId": "ia-1", "actionType": "startPause", "actionStatus": "FINISHED"} in st["actionStates"]
             mc.send_instant_actions("amr-04", [instant_action("stopPause", "ia-2")])
             st = await peer.state_where(lambda d: not d["paused"])
+            amr.update(T0 + 1, driving=True)
             mc.send_instant_actions("amr-04", [instant_action("cancelOrder", "ia-3")])
             st = await peer.state_where(lambda d: not d["nodeStates"])
             status = {a["actionId"]: a["actionStatus"] for a in st["actionStates"]}
             assert status["p-pick2"] == "FAILED" and status["ia-3"] == "FINISHED"
-            assert st["edgeStates"] == [] and st["orderId"] == "o-9"
+            # VDA 5050 2.1 6.6.3: stopped, node and edge states gone, orderId/orderUpdateId kept
+            assert st["edgeStates"] == [] and (st["orderId"], st["orderUpdateId"]) == ("o-9", 0)
+            assert st["driving"] is False and st["errors"] == []
             mc.send_instant_actions("amr-04", [instant_action("cancelOrder", "ia-4"),
                                                instant_action("factsheetRequest", "ia-5"),
                                                instant_action("teleport", "ia-6")])  # fmt: skip
@@ -259,7 +262,11 @@ def test_instant_actions_pause_resume_and_cancel(mfr: str, peer: Peer) -> None:
             assert [e["errorType"] for e in st["errors"]] == ["noOrderToCancel", "actionNotSupported"]
             status = {a["actionId"]: a["actionStatus"] for a in st["actionStates"]}
             assert (status["ia-4"], status["ia-5"], status["ia-6"]) == ("FAILED", "FINISHED", "FAILED")
-            assert seen == ["startPause", "stopPause", "cancelOrder", "cancelOrder", "factsheetRequest", "teleport"]
+            # 6.6.3.2: the order was cancelled already: FAILED, noOrderToCancel naming the
+            # actionId, and the vehicle is not asked
+            refs = {r["referenceKey"]: r["referenceValue"] for r in st["errors"][0]["errorReferences"]}
+            assert refs["actionId"] == "ia-4" and st["errors"][0]["errorLevel"] == "WARNING"
+            assert seen == ["startPause", "stopPause", "cancelOrder", "factsheetRequest", "teleport"]
             assert amr.stats.instant_actions == 6
             # a refusal (CommandRefused) is an error in the state; the AMR is not paused
             mc.send_instant_actions("amr-04", [instant_action("startPause", "ia-7")])
@@ -316,3 +323,73 @@ def test_invalid_input_becomes_errors_and_the_agent_keeps_working(mfr: str, peer
         asyncio.run(main())
     finally:
         clear_retained(mfr, "amr-05")
+
+
+# --------------------------------------------------------------------------- the simulated fleet
+
+ROOT = Path(__file__).resolve().parents[2]
+# amr-01's trip 1 (kits for assembler-01): to the warehouse at 748 s, loads, then drives
+# (0, 0) -> (85, 10) from 934.0 s to 1005.3 s, unloads, delivers at 1185 s
+LEG_2 = ((0.0, 0.0), (85.0, 10.0), 934.02, 1005.34)
+
+
+def five_g(duration: float) -> Any:
+    """The 5G line with its epoch at the day shift's start (production from t = 0)."""
+    import datetime as dt
+
+    from iiotbed.scenario import load_scenario
+
+    sc = load_scenario(ROOT / "scenarios/tcl-huizhou-5g.yaml")
+    epoch = dt.datetime.fromisoformat("2026-01-05T08:00:00+08:00")
+    sc = sc.model_copy(update={"plant": sc.plant.model_copy(update={"epoch": epoch})})
+    return sc.with_run(duration=duration)
+
+
+def events(records: Any, name: str, asset_end: str = "") -> list[Any]:
+    from iiotbed.telemetry import Event
+
+    return [r for r in records if isinstance(r, Event) and r.name == name and r.asset.endswith(asset_end)]
+
+
+def test_cancel_stops_the_amr_mid_leg_and_the_kits_come_by_a_later_trip() -> None:
+    from iiotbed.devices.sim import Factory
+
+    sc = five_g(2500)
+    free, cut = Factory(sc), Factory(sc)
+    free.run(2500)
+    cut.run(960.0)
+    amr = cut.amr("amr-01")
+    assert amr.trip == 1 and amr.leg is not None
+    (x0, y0), (x1, y1), t0, t1 = amr.leg
+    assert t0 < cut.env.now < t1
+    here = amr.position_at(cut.env.now)
+    assert amr.cancel() == 1
+    with pytest.raises(CommandRefused, match="not on a delivery trip"):
+        amr.cancel()  # once is enough
+    cut.run(961.0)
+    assert amr.position == pytest.approx(here) and amr.trip == 0 and amr.leg is None
+    cut.run(2500)
+    (ev,) = events(cut.records, "AmrTripCancelled")
+    assert ev.asset.endswith("amr-01") and ev.fields["trip"] == 1 and ev.t == pytest.approx(960.0)
+    assert ev.fields["station"].endswith("assembler-01")
+    # it stopped on the leg, where it was at the cancel (not at the warehouse)
+    f = (here[0] - x0) / (x1 - x0) if x1 != x0 else (here[1] - y0) / (y1 - y0)
+    assert 0 < f < 1
+    # the station's kits come later, with another trip; the uncommanded run differs
+    ends = [e for e in events(cut.records, "AmrTripEnd") if e.fields["station"].endswith("assembler-01")]
+    assert ends and ends[0].fields["trip"] != 1
+    first_free = events(free.records, "KitDelivery", "assembler-01")[0]
+    first_cut = events(cut.records, "KitDelivery", "assembler-01")[0]
+    assert first_cut.t > first_free.t and ends[0].t == first_cut.t
+    assert all(e.fields["trip"] != 1 for e in events(cut.records, "AmrTripEnd"))
+    # deterministic: the same cancel at the same sim time gives the same log
+    again = Factory(sc)
+    again.run(960.0)
+    again.amr("amr-01").cancel()
+    again.run(961.0)
+    again.run(2500)
+    assert again.records == cut.records
+    idle = Factory(sc)
+    idle.run(10.0)
+    with pytest.raises(CommandRefused, match="not on a delivery trip"):
+        idle.amr("amr-01").cancel()

@@ -406,6 +406,14 @@ class AmrAgent(MqttAdapter):
             action = Action.from_json(a)
             self.stats.instant_actions += 1
             handled = False
+            if action.action_type == "cancelOrder" and not self._node_states and not self._edge_states:
+                # no order, or it was cancelled already: nothing reaches the vehicle (6.6.3.2)
+                self._refuse("noOrderToCancel", "instantActions", "there is no active order to cancel",
+                             doc, actionId=action.action_id)  # fmt: skip
+                self._action_states[action.action_id] = {
+                    "actionId": action.action_id, "actionType": action.action_type,
+                    "actionStatus": "FAILED"}  # fmt: skip
+                continue
             if self._on_instant_action is not None:  # first: a refusal leaves the state alone
                 try:
                     handled = self._on_instant_action(action)
@@ -419,8 +427,10 @@ class AmrAgent(MqttAdapter):
                 except Exception:
                     log.exception("%s: instant action handler failed on %s", self.serial_number,
                                   action.action_type)  # fmt: skip
-            ok = self._apply_built_in(action, doc) if action.action_type in _BUILT_IN else True
-            if action.action_type not in _BUILT_IN and not handled:
+            ok = True
+            if action.action_type in _BUILT_IN:
+                self._apply_built_in(action)
+            elif not handled:
                 ok = False
                 self._refuse("actionNotSupported", "instantActions",
                              f"instant action {action.action_type!r} is not supported", doc,
@@ -429,18 +439,16 @@ class AmrAgent(MqttAdapter):
                 "actionId": action.action_id, "actionType": action.action_type,
                 "actionStatus": "FINISHED" if ok else "FAILED"}  # fmt: skip
 
-    def _apply_built_in(self, action: Action, doc: dict[str, Any]) -> bool:
+    def _apply_built_in(self, action: Action) -> None:
         if action.action_type == "startPause":
             self._paused = True
         elif action.action_type == "stopPause":
             self._paused = False
         elif action.action_type == "cancelOrder":
-            if not self._node_states and not self._edge_states:
-                self._refuse("noOrderToCancel", "instantActions", "there is no active order to cancel",
-                             doc, actionId=action.action_id)  # fmt: skip
-                return False
+            # the vehicle stops where it is (the simulation has stopped it): every node and
+            # edge state goes, unfinished actions fail, orderId/orderUpdateId are kept (6.6.3)
             self._node_states, self._edge_states = [], []
+            self._driving = False
             for st in self._action_states.values():
                 if st["actionStatus"] in ("WAITING", "INITIALIZING", "RUNNING"):
                     st["actionStatus"] = "FAILED"
-        return True

@@ -125,8 +125,13 @@ class Commands:
         if edge is not None:
             edge.set(self._names[path], Tag.SPEED_SETPOINT, factor, self._clock_ms())
 
-    def action_handler(self, amr: AmrControl) -> Callable[[Action], bool]:
-        """The agent's ``on_instant_action``: pause and resume the simulated AMR."""
+    def action_handler(
+        self, amr: AmrControl, order_id: Callable[[], str] | None = None
+    ) -> Callable[[Action], bool]:
+        """The agent's ``on_instant_action``: pause, resume, or call off the simulated AMR's
+        trip. ``order_id`` is the agent's current order: ``cancelOrder`` is refused when
+        the simulation's trip under way is another one (the agent's has ended in the
+        simulation, its end still crossing the link), so the two never part ways."""
 
         def on_action(action: Action) -> bool:
             kind = action.action_type
@@ -136,9 +141,12 @@ class Commands:
                 elif kind == "stopPause":
                     amr.resume()
                 elif kind == "cancelOrder":
-                    # the simulated delivery cannot be called off: the agent drops the order's
-                    # remaining nodes (VDA 5050 bookkeeping), the trip itself completes
-                    pass
+                    current = order_id() if order_id is not None else f"trip-{amr.trip}"
+                    if not amr.trip or current != f"trip-{amr.trip}":
+                        raise CommandRefused(f"order {current!r} is already done in the simulation",
+                                             target=amr.name, command=kind)  # fmt: skip
+                    trip = amr.cancel()
+                    log.info("%s: trip %d called off (cancelOrder %s)", amr.name, trip, action.action_id)
                 else:
                     self.vda_counts[1] += 1
                     return False

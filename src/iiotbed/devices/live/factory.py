@@ -30,7 +30,7 @@ from iiotbed.devices.live.derived import Derived
 from iiotbed.devices.live.options import LiveOptions, LiveSummary
 from iiotbed.devices.live.resume import ResumePoint, read_resume, write_resume
 from iiotbed.devices.live.routing import HEADSETS, LINE_METRICS, RoutePlan, SparkplugChange, route
-from iiotbed.devices.live.trips import Trips
+from iiotbed.devices.live.trips import Trips, visualization_interval
 from iiotbed.devices.network import Channel, LiveLink, endpoint_links
 from iiotbed.devices.pacing import Pacer
 from iiotbed.devices.sim import Factory
@@ -95,6 +95,7 @@ class LiveFactory:
             home=fleet.battery.charger_position if fleet is not None else (0.0, 0.0),
             station_names=self._station_name,
             stage_positions={path: stage.position for stage, _, path in scenario.station_paths()},
+            controls=self.factory.amrs, visualization_interval=visualization_interval(opts.speed),
         )  # fmt: skip
         self.commands = Commands(
             self.factory.stations, self._station_name, edge=lambda: self.edge,
@@ -225,7 +226,8 @@ class LiveFactory:
         for name in self.factory.amrs:
             agent = AmrAgent(
                 broker, self.manufacturer, name, on_order=self._trips.order_handler(name),
-                on_instant_action=self.commands.action_handler(self.factory.amr(name)),
+                on_instant_action=self.commands.action_handler(
+                    self.factory.amr(name), order_id=self._trips.order_of(name)),
                 position=self._trips.home, clock=self._clock_s,
                 client_id=f"iiotbed-{self.manufacturer}-{name}",
             )  # fmt: skip
@@ -346,6 +348,8 @@ class LiveFactory:
         self._new.clear()  # in place: the factory's sink appends to this list
         if batch:
             self._send(now, batch)
+        else:
+            self._send_vda(now, [])
         for ep in ("sparkplug", "vda5050"):
             link = self.links.get(ep)
             if link is not None:
@@ -362,8 +366,13 @@ class LiveFactory:
             self._opcua_ch.send(now, out.opcua)
         if out.sparkplug and self.edge is not None:
             self._spb_ch.send(now, out.sparkplug)
-        if out.vda and self.agents:
-            self._vda_ch.send(now, out.vda)
+        self._send_vda(now, out.vda)
+
+    def _send_vda(self, now: float, records: list[Record]) -> None:
+        if self.agents:  # with the AMRs' positions along the legs they drive
+            records = self._trips.along_legs(now, records)
+            if records:
+                self._vda_ch.send(now, records)
 
     def _outages(self, ep: LiveEndpoint, link: LiveLink, now: float) -> None:
         for start, end in link.outages_begun(now):

@@ -15,6 +15,7 @@ import simpy
 
 from iiotbed.devices.sim._signals import Context, Signal
 from iiotbed.devices.sim.network import LinkUser
+from iiotbed.errors import CommandRefused
 from iiotbed.scenario import AmrFleet, Kits, ManualSupply
 from iiotbed.telemetry import EventName, Tag
 
@@ -22,6 +23,7 @@ __all__ = ["AmrControl", "AmrSupply", "KitStock", "ManualCarts", "Supplier"]
 
 _Proc = Generator[simpy.Event, Any, None]
 Point = tuple[float, float]
+Leg = tuple[Point, Point, float, float]  # from, to, start time, arrival time
 
 
 def _dist(a: Point, b: Point) -> float:
@@ -108,12 +110,15 @@ class ManualCarts(Supplier):
 
 
 class _Amr:
-    __slots__ = ("battery", "battery_sig", "hold", "idle_since", "name", "path", "pos", "t_batt",
-                 "x", "y")
+    __slots__ = ("battery", "battery_sig", "hold", "idle_since", "leg", "name", "path", "pos",
+                 "proc", "t_batt", "trip", "x", "y")
 
     def __init__(self, ctx: Context, path: str, name: str, pos: Point) -> None:
         self.path, self.name, self.pos = path, name, pos
         self.hold: simpy.Event | None = None  # set while paused from outside (AmrControl)
+        self.leg: Leg | None = None  # the leg it is driving now
+        self.trip = 0  # the delivery under way (AmrTripStart to AmrTripEnd), 0 if none
+        self.proc: simpy.Process | None = None  # its trip process (cancelled by interrupting it)
         self.battery = 100.0
         self.t_batt = 0.0
         self.idle_since = 0.0
@@ -175,7 +180,7 @@ class AmrSupply(Supplier):
             else:
                 amr = min(self.idle, key=lambda a: (a.idle_since, a.name))
             self.idle.remove(amr)
-            env.process(self._trip(amr, stock))
+            amr.proc = env.process(self._trip(amr, stock))
 
     def _drain(self, amr: _Amr, metres: float) -> None:
         b = self.cfg.battery
@@ -200,7 +205,10 @@ class AmrSupply(Supplier):
         yield from self._step(amr)
         d = _dist(amr.pos, to)
         if d > 0.0:
-            yield self.ctx.env.timeout(d / self.cfg.speed)
+            env = self.ctx.env
+            amr.leg = (amr.pos, to, env.now, env.now + d / self.cfg.speed)
+            yield env.timeout(d / self.cfg.speed)
+            amr.leg = None
         self._drain(amr, d)
         amr.pos = to
         amr.x.set(round(to[0], 3))
@@ -213,26 +221,48 @@ class AmrSupply(Supplier):
         if amr.battery < cfg.battery.charge_threshold:
             yield from self._charge(amr)
         self._trips += 1
-        trip = self._trips
+        trip = amr.trip = self._trips
         self.ctx.event(amr.path, EventName.AMR_TRIP_START, {"trip": trip, "station": stock.path})
-        yield from self._move(amr, self.warehouse)
-        yield from self._step(amr)
-        yield env.timeout(cfg.load_time)
-        yield from self._move(amr, stock.position)
-        yield from self._step(amr)
-        yield env.timeout(cfg.unload_time)
-        n = min(cfg.capacity, stock.room())
-        stock.deliver(n)
-        self.ctx.event(stock.path, EventName.KIT_DELIVERY, {"kits": n, "by": amr.name})
-        self._drain(amr, 0.0)
-        amr.battery_sig.set(round(amr.battery, 3))
-        self.ctx.event(amr.path, EventName.AMR_TRIP_END, {"trip": trip, "station": stock.path, "kits": n})
+        try:
+            yield from self._move(amr, self.warehouse)
+            yield from self._step(amr)
+            yield env.timeout(cfg.load_time)
+            yield from self._move(amr, stock.position)
+            yield from self._step(amr)
+            yield env.timeout(cfg.unload_time)
+        except simpy.Interrupt:  # AmrControl.cancel: stop here, the order goes back first in line
+            self._stop(amr)
+            self.ctx.event(amr.path, EventName.AMR_TRIP_CANCELLED, {"trip": trip, "station": stock.path})
+            self.orders.appendleft(stock)
+            self._poke()
+        else:
+            amr.trip = 0
+            n = min(cfg.capacity, stock.room())
+            stock.deliver(n)
+            self.ctx.event(stock.path, EventName.KIT_DELIVERY, {"kits": n, "by": amr.name})
+            self._drain(amr, 0.0)
+            amr.battery_sig.set(round(amr.battery, 3))
+            self.ctx.event(amr.path, EventName.AMR_TRIP_END, {"trip": trip, "station": stock.path, "kits": n})
         if amr.battery < cfg.battery.charge_threshold:
             yield from self._charge(amr)
         yield from self._step(amr)
         amr.idle_since = env.now
         self.idle.append(amr)
         self._poke()
+
+    def _stop(self, amr: _Amr) -> None:
+        """A trip called off: the AMR stops where it is now (on its leg if driving)."""
+        amr.trip = 0
+        leg, amr.leg = amr.leg, None
+        if leg is not None:
+            at = _on_leg(leg, self.ctx.env.now)
+            self._drain(amr, _dist(amr.pos, at))
+            amr.pos = at
+            amr.x.set(round(at[0], 3))
+            amr.y.set(round(at[1], 3))
+        else:
+            self._drain(amr, 0.0)
+        amr.battery_sig.set(round(amr.battery, 3))
 
     def _charge(self, amr: _Amr) -> _Proc:
         env, b = self.ctx.env, self.cfg.battery
@@ -248,11 +278,21 @@ class AmrSupply(Supplier):
             self.ctx.event(amr.path, EventName.CHARGE_END, {"battery": round(amr.battery, 3)})
 
 
+def _on_leg(leg: Leg, t: float) -> Point:
+    """Where an AMR driving ``leg`` is at time ``t`` (constant speed; clamped to the leg)."""
+    (x0, y0), (x1, y1), t0, t1 = leg
+    f = 1.0 if t1 <= t0 else min(1.0, max(0.0, (t - t0) / (t1 - t0)))
+    return x0 + (x1 - x0) * f, y0 + (y1 - y0) * f
+
+
 class AmrControl:
-    """Live control of one AMR (what VDA 5050 ``startPause``/``stopPause`` call).
+    """Live control of one AMR (what VDA 5050 ``startPause``/``stopPause``/``cancelOrder`` call).
 
     ``pause`` lets the AMR finish the step it is on (a leg, loading, unloading, charging),
     then holds it where it is until ``resume``; the model logs ``AmrPaused``/``AmrResumed``.
+    ``cancel`` calls off the delivery under way: the AMR stops where it is (mid-leg too),
+    the model logs ``AmrTripCancelled``, and the station's kit order goes back to the head
+    of the dispatcher's queue (a later trip delivers it).
     """
 
     def __init__(self, supply: AmrSupply, amr: _Amr) -> None:
@@ -269,6 +309,31 @@ class AmrControl:
     def position(self) -> Point:
         """Where the AMR last arrived (metres)."""
         return self._amr.pos
+
+    @property
+    def trip(self) -> int:
+        """The delivery trip under way (its ``AmrTripStart`` number), 0 if none."""
+        return self._amr.trip
+
+    @property
+    def leg(self) -> Leg | None:
+        """The leg it is driving now: (from, to, start time, arrival time), else None."""
+        return self._amr.leg
+
+    def position_at(self, t: float) -> Point:
+        """Where it is at sim time ``t`` (interpolated on the leg it is driving)."""
+        leg = self._amr.leg
+        return self._amr.pos if leg is None else _on_leg(leg, t)
+
+    def cancel(self) -> int:
+        """Call off the delivery under way (takes effect at the current sim time); its trip
+        number. Raises CommandRefused when the AMR is not on a delivery."""
+        amr = self._amr
+        if not amr.trip or amr.proc is None or not amr.proc.is_alive:
+            raise CommandRefused("it is not on a delivery trip", target=amr.name, command="cancelOrder")
+        amr.proc.interrupt("cancelOrder")
+        trip, amr.trip = amr.trip, 0  # a second cancel before the interrupt lands is refused
+        return trip
 
     def pause(self) -> None:
         if self._amr.hold is None:
