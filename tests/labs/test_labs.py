@@ -85,6 +85,7 @@ WRONG_LIVE = {
     4: ("lab04_no_rebirth.py", {"a rebirth while your script ran"}),
     5: ("lab05_no_pause.py", {"amr-02 paused in the simulation", "amr-02 resumed at the end",
                               "an order the master control sent it"}),
+    6: ("lab06_breaks_as_pbt.py", {"availability", "oee"}),
 }  # fmt: skip
 
 
@@ -93,6 +94,8 @@ def test_live_lab_reference_passes_and_wrong_attempt_fails(
     rig: tuple[Loop, LabRig], number: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lab = find_lab(number)
+    if lab.speed > rig[1].speed:  # lab 6 waits for a break: the shared rig catches up faster
+        rig[0].loop.call_soon_threadsafe(rig[1].set_speed, lab.speed)
     good = _live(rig, number, lab.reference())
     assert good.passed, _why(good)
     assert len(good.steps) >= 4, _why(good)  # the answer and what the checker saw, step by step
@@ -120,10 +123,10 @@ def test_a_script_that_crashes_or_prints_no_json_fails_with_its_output(
 
 
 def test_batch_lab_reference_passes_and_wrong_attempt_fails() -> None:
-    lab = find_lab(7)  # lab 6 goes through the CLI (test_cli_check_exit_codes)
+    lab = find_lab(8)  # lab 7 goes through the CLI (test_cli_check_exit_codes)
     good = check_batch(lab, lab.reference())
     assert good.passed, _why(good)
-    bad = check_batch(lab, WRONG / "lab07_two_changes.yaml")
+    bad = check_batch(lab, WRONG / "lab08_two_changes.yaml")
     assert _failed(bad) == ["one assumption changed"], _why(bad)
     assert all(s.hint for s in bad.failed()), _why(bad)
 
@@ -171,11 +174,11 @@ def test_cli_list_show_and_usage_errors() -> None:
 
 
 def test_cli_check_exit_codes() -> None:
-    """Lab 6 by the real command: its reference passes (exit 0), a wrong attempt fails (1)."""
-    ok = _cli("lab", "check", "6", "--reference")
+    """Lab 7 by the real command: its reference passes (exit 0), a wrong attempt fails (1)."""
+    ok = _cli("lab", "check", "7", "--reference")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "lab 6 passed" in ok.stdout and "Traceback" not in ok.stderr, ok.stdout + ok.stderr
-    bad = _invoke("lab", "check", "6", str(WRONG / "lab06_wrong_link.yaml"))
+    assert "lab 7 passed" in ok.stdout and "Traceback" not in ok.stderr, ok.stdout + ok.stderr
+    bad = _invoke("lab", "check", "7", str(WRONG / "lab07_wrong_link.yaml"))
     assert bad.exit_code == 1, bad.output
     assert "FAIL  the vision inspection's link (5g-embb) changed" in bad.stdout, bad.output
     assert "hint:" in bad.stdout, bad.output

@@ -87,8 +87,9 @@ def check(
         ),
     ] = None,
     speed: Annotated[
-        float, typer.Option("--speed", min=1.0, help="Sim seconds per wall second.")
-    ] = 300.0,
+        float | None,
+        typer.Option("--speed", min=1.0, help="Sim seconds per wall second (default: the lab's, 300 or more)."),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=1.0, help="Wall seconds your script may take.")
     ] = None,
@@ -97,6 +98,7 @@ def check(
     from iiotbed.labs import LabNotFound, check_batch, check_on_own_rig
 
     lab = _lab(number)
+    pace = speed or lab.speed
     if reference:
         if file is not None:
             typer.echo("error: give FILE or --reference, not both", err=True)
@@ -111,7 +113,7 @@ def check(
         raise typer.Exit(2)
 
     def ready(rig: LabRig) -> None:
-        typer.echo(f"lab {lab.number}: factory up at {speed:g}x; your script gets:", err=True)
+        typer.echo(f"lab {lab.number}: factory up at {pace:g}x; your script gets:", err=True)
         for line in rig.describe():
             typer.echo(f"  {line}", err=True)
 
@@ -121,7 +123,7 @@ def check(
                 report = check_batch(lab, file)
             else:
                 report = asyncio.run(check_on_own_rig(
-                    lab, file, speed=speed, broker=broker, opcua_port=opcua_port,
+                    lab, file, speed=pace, broker=broker, opcua_port=opcua_port,
                     limit_s=timeout, on_ready=ready,
                 ))  # fmt: skip
         except LabNotFound as exc:

@@ -1,4 +1,4 @@
-"""Checkers of the batch labs (6, 7): a scenario file the student wrote, simulated here.
+"""Checkers of the batch labs (7, 8): a scenario file the student wrote, simulated here.
 
 No protocols: the student's scenario and the one it changes run as paired batch
 replications with common random numbers (replication i of both shares its random
@@ -83,7 +83,7 @@ def _vision_link(s: Scenario) -> tuple[str, str] | None:
     return None
 
 
-# ---------------------------------------------------------------------- lab 6
+# ---------------------------------------------------------------------- lab 7
 
 
 def check_network(path: Path, report: CheckReport) -> None:
@@ -126,7 +126,7 @@ def check_network(path: Path, report: CheckReport) -> None:
                "can measure; try a loss of 0.05 and outages of seconds every few minutes")  # fmt: skip
 
 
-# ---------------------------------------------------------------------- lab 7
+# ---------------------------------------------------------------------- lab 8
 
 
 def check_verdict(path: Path, report: CheckReport) -> None:
@@ -161,4 +161,4 @@ def check_verdict(path: Path, report: CheckReport) -> None:
 
 BatchCheck = Callable[[Path, CheckReport], None]
 
-BATCH_CHECKS: dict[int, BatchCheck] = {6: check_network, 7: check_verdict}
+BATCH_CHECKS: dict[int, BatchCheck] = {7: check_network, 8: check_verdict}

@@ -35,6 +35,9 @@ class Lab:
     kind: Literal["live", "batch"]
     hands_in: str  # what FILE is
     timeout: float = 120.0  # wall s the student's script may take
+    #: sim s per wall s of a live lab's factory (``check --speed`` overrides): 300 lets a
+    #: student watch; lab 6 waits for the line's first meal break, 4.5 sim h after 08:00
+    speed: float = 300.0
 
     @property
     def folder(self) -> str:
@@ -64,9 +67,11 @@ LABS: tuple[Lab, ...] = (
         "live", "a Python script that prints its answer as JSON"),
     Lab(5, "vda5050", "Pause an AMR with a VDA 5050 instant action and watch the kits",
         "live", "a Python script that prints its answer as JSON"),
-    Lab(6, "network", "Break the network: loss and outages on the vision inspection's 5G link",
+    Lab(6, "oee", "Read OEE: compute A, P and Q for one station from raw samples",
+        "live", "a Python script that prints its answer as JSON", speed=1200.0),
+    Lab(7, "network", "Break the network: loss and outages on the vision inspection's 5G link",
         "batch", "a scenario file that extends the 5G scenario"),
-    Lab(7, "verdict", "The verdict: change one assumption and see whether +20 % still holds",
+    Lab(8, "verdict", "The verdict: change one assumption and see whether +20 % still holds",
         "batch", "a scenario file that extends the 5G scenario"),
 )  # fmt: skip
 

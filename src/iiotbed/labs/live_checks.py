@@ -1,4 +1,4 @@
-"""Checkers of the live labs (1-5): run the student's script against a :class:`LabRig`.
+"""Checkers of the live labs (1-6): run the student's script against a :class:`LabRig`.
 
 Each checker runs the script with the rig's endpoints in its environment, then sets what
 the script answered beside what happened: the simulation (the answer key, watched by the
@@ -33,6 +33,10 @@ BROWSE_STATION = "bonder-02"
 COUNT_STATION = "packer-01"
 STOP_STATION = "cleaner-01"
 PAUSE_AMR = "amr-02"
+#: lab 6's station, and how far its A, P and Q may be from the platform's (absolute: the
+#: same samples and rules give the same figures up to rounding)
+OEE_STATION = "bonder-01"
+OEE_TOLERANCE = 0.001
 
 
 async def _run(rig: LabRig, script: Path, limit_s: float, **extra: str) -> tuple[ScriptRun, float, float]:
@@ -371,6 +375,75 @@ async def check_vda5050(rig: LabRig, script: Path, report: CheckReport, limit_s:
                "you watch")  # fmt: skip
 
 
+# ---------------------------------------------------------------------- lab 6
+
+_OEE_HINTS = {
+    "availability": "APT / PBT. PBT is the time the line's PlannedState is Production (1) "
+    "and the station's MachineryItemState is known: breaks (2) and planned maintenance (3) "
+    "are planned downtime, outside PBT. APT is the PBT time with MachineryItemState = "
+    "Executing (3) and MachineryOperationMode not Maintenance (1) or Setup (2)",
+    "performance": "ideal time / APT: the sum over products of the stage's ideal cycle time "
+    "(products[].ideal_cycle_time in the scenario, extends resolved) times the delta of "
+    "ProcessedCount/<product>; APT in seconds",
+    "quality": "(PQ - defective) / PQ with PQ the delta of ProcessedCount and defective "
+    "the delta of DefectiveCount; a delta is the value at or before t1 minus the value at or "
+    "before t0",
+    "oee": "availability x performance x quality",
+}
+
+
+def _number(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None  # type: ignore[arg-type]
+
+
+def _planned_downtime(points: list[list[Any]], t0: float, t1: float) -> float:
+    """Sim seconds of [t0, t1] the line spent in Break or PlannedMaintenance."""
+    from iiotbed.telemetry import PlannedState
+
+    down = {int(PlannedState.Break), int(PlannedState.PlannedMaintenance)}
+    total = 0.0
+    for (t, value), (t_next, _) in zip(points, [*points[1:], [math.inf, None]], strict=True):
+        lo, hi = max(t, t0), min(t_next, t1)
+        if hi > lo and value in down:
+            total += hi - lo
+    return total
+
+
+async def check_oee(rig: LabRig, script: Path, report: CheckReport, limit_s: float) -> None:
+    run, _, _ = await _run(rig, script, limit_s, IIOTBED_LAB_STATION=OEE_STATION)
+    fields = ("station", "t0", "t1", "availability", "performance", "quality", "oee")
+    answer = answer_step(report, run, fields)
+    if answer is None:
+        return
+    report.add("the station asked for", answer["station"] == OEE_STATION, f"{answer['station']!r}",
+               f"compute for the station named in IIOTBED_LAB_STATION ({OEE_STATION})")  # fmt: skip
+    asset = next(p for _, n, p in rig.scenario.station_paths() if n == OEE_STATION)
+    line = asset.rsplit("/", 2)[0]
+    run_id = rig.services.plan.run_id
+    t0, t1 = _number(answer["t0"]), _number(answer["t1"])
+    down = 0.0
+    if t0 is not None and t1 is not None and t1 > t0:
+        body = await _get(rig, "/api/series", asset=line, tag="PlannedState", end=t1,
+                          limit=1_000_000, run_id=run_id)  # fmt: skip
+        down = _planned_downtime(body["points"], t0, t1)
+    if not report.add("your window holds a break", t0 is not None and t1 is not None
+                      and t1 - t0 >= 3600.0 and down > 0,
+                      f"[{answer['t0']!r}, {answer['t1']!r}] sim s, {down / 60:.0f} min of planned downtime",
+                      "t0 and t1 in sim seconds since the scenario epoch, at least an hour "
+                      "apart, around the line's first meal break (PlannedState 2)"):  # fmt: skip
+        return
+    assert t0 is not None and t1 is not None
+    await _settled(rig, asset, t1)
+    kpis = await _get(rig, "/api/kpis", by="station", start=t0, end=t1, run_id=run_id)
+    for key, hint in _OEE_HINTS.items():
+        want, got = _station_kpi(kpis, asset, key), _number(answer[key])
+        ok = want is not None and got is not None and abs(got - want) <= OEE_TOLERANCE
+        platform = f"{want:.6f}" if want is not None else "nothing"
+        report.add(key, ok, f"{answer[key]!r}; /api/kpis?by=station&start={t0:g}&end={t1:g} "
+                   f"says {platform} (tolerance {OEE_TOLERANCE:g})", hint)  # fmt: skip
+
+
 LiveCheck = Callable[[LabRig, Path, CheckReport, float], Awaitable[None]]
 
 LIVE_CHECKS: dict[int, LiveCheck] = {
@@ -379,4 +452,5 @@ LIVE_CHECKS: dict[int, LiveCheck] = {
     3: check_starve,
     4: check_sparkplug,
     5: check_vda5050,
+    6: check_oee,
 }

@@ -203,6 +203,12 @@ class LabRig:
                 self._last_paused[name] = paused
                 self.watcher.paused.setdefault(name, []).append((now, paused))
 
+    def set_speed(self, speed: float) -> None:
+        """Run sim time at ``speed`` from now on (a rig shared by several labs, one of them
+        faster: lab 6 waits for the line's first break). Call it on the rig's event loop."""
+        self.services.live.pacer.set_speed(speed)
+        self.speed = speed
+
     def state(self, station: str) -> str:
         """The station's state now (``executing``, ``stopped``, ``suspended``...)."""
         return self.services.live.factory.station(station).state
