@@ -88,7 +88,9 @@ def check(
     ] = None,
     speed: Annotated[
         float | None,
-        typer.Option("--speed", min=1.0, help="Sim seconds per wall second (default: the lab's, 300 or more)."),
+        typer.Option(
+            "--speed", min=1.0, help="Sim seconds per wall second (default: the lab's: 300, lab 6 1200)."
+        ),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=1.0, help="Wall seconds your script may take.")
