@@ -353,6 +353,8 @@ def _logging(level: str | None, default: str) -> None:
         )
     logging.basicConfig(level=name.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(name.upper())
+    if name != "debug":  # asyncua logs every publish callback at info: multi-kB lines
+        logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 class _Terminated(Exception):
