@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import queue
 import uuid
@@ -393,3 +394,112 @@ def test_cancel_stops_the_amr_mid_leg_and_the_kits_come_by_a_later_trip() -> Non
     idle.run(10.0)
     with pytest.raises(CommandRefused, match="not on a delivery trip"):
         idle.amr("amr-01").cancel()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _until(cond: Any, what: str, wait: float = 15.0) -> None:
+    import time
+
+    end = time.monotonic() + wait
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_live_positions_move_along_the_edge_and_cancel_order_replans_the_delivery(
+    mfr: str, peer: Peer, tmp_path: Path
+) -> None:
+    from iiotbed.devices.live import LiveFactory, LiveOptions
+    from iiotbed.devices.sim import simulate
+    from iiotbed.eventlog import load_records
+
+    sc = five_g(1800)
+    log_path = tmp_path / "events.jsonl"
+    opts = LiveOptions(speed=50, opcua_port=_free_port(), broker=BROKER, sparkplug_group=f"g{mfr}",
+                       vda_manufacturer=mfr, events=log_path)  # fmt: skip
+    base = f"uagv/v2/{mfr}/amr-01"
+    (x0, y0), (x1, y1), t0, t1 = LEG_2
+    epoch = sc.plant.epoch.timestamp()
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def sim_t(doc: dict[str, Any]) -> float:
+        return datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00")).timestamp() - epoch
+
+    def pump() -> None:
+        while not peer.q.empty():
+            m = peer.q.get()
+            if m.topic.startswith(base + "/") and m.payload:
+                seen.append((m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+
+    def on_leg_2() -> list[dict[str, Any]]:
+        pump()
+        return [d for k, d in seen if k == "visualization" and t0 < sim_t(d) < t1]
+
+    async def main() -> None:
+        async with LiveFactory(sc, opts) as live:
+            live.pacer.set_speed(2000)  # to just before the leg; the interval stays 5 s (50x)
+            await _until(lambda: live.now >= 820, "sim time 820 s")  # advances are <= 60 s
+            live.pacer.set_speed(50)
+            await _until(lambda: len(on_leg_2()) >= 3, "amr-01 driving to assembler-01")
+            peer.publish(f"{base}/instantActions", json.dumps({
+                "headerId": 0, "timestamp": iso_timestamp(epoch + live.now), "version": "2.1.0",
+                "manufacturer": mfr, "serialNumber": "amr-01",
+                "actions": [instant_action("cancelOrder", "cancel-1")]}).encode())  # fmt: skip
+
+            def cancelled() -> dict[str, Any] | None:
+                pump()
+                for k, d in seen:
+                    if k == "state" and any(a["actionId"] == "cancel-1" for a in d["actionStates"]):
+                        return d
+                return None
+
+            await _until(lambda: cancelled() is not None, "the state after cancelOrder")
+            st = cancelled()
+            assert st is not None
+            status = {a["actionId"]: a["actionStatus"] for a in st["actionStates"]}
+            assert status == {"cancel-1": "FINISHED"}
+            assert (st["orderId"], st["orderUpdateId"]) == ("trip-1", 0)  # kept (6.6.3)
+            assert st["nodeStates"] == [] and st["edgeStates"] == [] and st["errors"] == []
+            assert st["driving"] is False and st["lastNodeId"] == "warehouse"
+            assert live.factory.amr("amr-01").trip == 0
+            live.pacer.set_speed(2000)
+            await live.wait()
+        pump()
+        # positions while driving: on the edge, every 5 s of sim time, monotonically onwards
+        records = load_records(log_path)
+        (ev,) = events(records, "AmrTripCancelled")  # the event log records the cancel
+        assert ev.asset.endswith("amr-01") and ev.fields["trip"] == 1 and t0 < ev.t < t1
+        viz = [d for d in on_leg_2() if sim_t(d) <= ev.t]
+        ts = [sim_t(d) for d in viz]
+        assert len(viz) >= 3
+        assert all(round(t / 5.0, 3) == round(t / 5.0) for t in ts[:-1]), (ts, ev.t)  # the stop: at ev.t
+        assert ts[-1] == pytest.approx(ev.t, abs=1e-3)
+        xs = [d["agvPosition"]["x"] for d in viz]
+        assert all(a < b for a, b in itertools.pairwise(xs))
+        for d, t in zip(viz, ts, strict=True):
+            f = (t - t0) / (t1 - t0)
+            assert d["agvPosition"]["x"] == pytest.approx(x0 + (x1 - x0) * f, abs=0.01)
+            assert d["agvPosition"]["y"] == pytest.approx(y0 + (y1 - y0) * f, abs=0.01)
+            assert d["agvPosition"]["theta"] == pytest.approx(0.1171, abs=1e-3)  # atan2(10, 85)
+        # the kits come later by another trip
+        deliveries = events(records, "KitDelivery", "assembler-01")
+        free = events(simulate(sc, 0, duration=1800), "KitDelivery", "assembler-01")
+        assert deliveries and deliveries[0].t > free[0].t  # the answer key differs
+        ends = [e for e in events(records, "AmrTripEnd") if e.fields["station"].endswith("assembler-01")]
+        assert ends[0].fields["trip"] != 1 and ends[0].t == deliveries[0].t
+        for kind, doc in seen:  # all of it valid VDA 5050 2.1
+            assert not [e.message for e in VALIDATORS[kind].iter_errors(doc)], (kind, doc)
+
+    try:
+        asyncio.run(main())
+    finally:
+        for n in range(1, 7):
+            clear_retained(mfr, f"amr-{n:02d}")

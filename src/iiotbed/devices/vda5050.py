@@ -217,7 +217,8 @@ class AmrAgent(MqttAdapter):
         self._headers[topic] = header_id + 1
         return {
             "headerId": header_id,
-            "timestamp": iso_timestamp(self._now() if topic != "state" else self._t),
+            # state and visualization: the time of what they report (the last update)
+            "timestamp": iso_timestamp(self._t if topic in ("state", "visualization") else self._now()),
             "version": VERSION,
             "manufacturer": self.manufacturer,
             "serialNumber": self.serial_number,
