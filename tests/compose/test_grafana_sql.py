@@ -82,13 +82,27 @@ def filled() -> Iterator[dict[str, Any]]:
     records = simulate(scenario, 0, duration=HOURS * 3600.0)
     samples = [r for r in records if isinstance(r, Sample)]
     key = compute_kpis(records, layout, start=0.0, end=HOURS * 3600.0)
+    # the paired verdict `iiotbed run` stores beside the answer key: two real replications
+    # of the baseline and the 5G line over the same hours
+    from iiotbed.testbed.experiment import run_replication
+    from iiotbed.testbed.verdict import paired_verdict
+
+    base = load_scenario(ROOT / "scenarios" / "tcl-huizhou-baseline.yaml")
+    pairs = [
+        (run_replication(base.with_run(duration=HOURS * 3600.0), i),
+         run_replication(scenario.with_run(duration=HOURS * 3600.0), i))
+        for i in range(2)
+    ]  # fmt: skip
+    verdict = paired_verdict([b for b, _ in pairs], [u for _, u in pairs],
+                             metric="labour_productivity", goal=0.20, basis="2 paired replications")  # fmt: skip
+    answer_key = {**key.to_dict(), "comparison": verdict.comparison("labour_productivity", 0.20)}
     schema = f"test_grafana_{uuid.uuid4().hex[:10]}"
     run_id = f"grafana-{uuid.uuid4().hex[:8]}"
     url = f"{PG}?schema={schema}"
 
     async def fill() -> dict[str, Any]:
         async with open_store(url) as store:
-            info = run_info(scenario, run_id, answer_key=key.to_dict(), status="ended")
+            info = run_info(scenario, run_id, answer_key=answer_key, status="ended")
             await store.upsert_run(info)
             await store.upsert_assets(scenario_assets(scenario))
             for i in range(0, len(samples), 2000):  # batches as the ingest sends them
@@ -111,7 +125,7 @@ def filled() -> Iterator[dict[str, Any]]:
     try:
         got = asyncio.run(fill())
         yield {"scenario": scenario, "layout": layout, "run_id": run_id, "schema": schema,
-               "key": key, "samples": samples, **got}  # fmt: skip
+               "key": key, "samples": samples, "verdict": verdict, **got}  # fmt: skip
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
@@ -217,6 +231,21 @@ def test_answer_key_panel_shows_the_answer_key(filled: dict[str, Any]) -> None:
     store = filled["kpis"][RANGES[0]][1].line
     same(by["good_count"]["store (whole hours)"], store["good_count"], "store good")
     same(by["scrap_count"]["store (whole hours)"], store["scrap_count"], "store scrap")
+
+
+def test_goal_panel_shows_the_runs_paired_verdict(filled: dict[str, Any]) -> None:
+    (row,) = query(filled, panel_sql()["+20 % goal: the run's paired verdict"], 0.0, 20.0)
+    v = filled["verdict"]
+    assert row["metric"] == "labour_productivity" and row["verdict"] == v.verdict
+    same(row["improvement"], v.improvement["mean"], "improvement")
+    same(row["95 % CI low"], v.improvement["ci95"][0], "CI low")
+    same(row["95 % CI high"], v.improvement["ci95"][1], "CI high")
+    same(row["goal"], 0.20, "goal")
+    assert row["replications"] == 2
+    # the verdict the panel shows is the one the interval gives (met: all of it above the goal)
+    lo, hi = row["95 % CI low"], row["95 % CI high"]
+    expected = "met" if lo > 0.20 else "not met" if hi < 0.20 else "inconclusive"
+    assert row["verdict"] == expected, (lo, hi, row["verdict"])
 
 
 def test_every_panel_query_runs_and_the_run_variable_lists_the_run(filled: dict[str, Any]) -> None:
