@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import socket
@@ -52,6 +53,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stack_env(duration: str, speed: float) -> dict[str, str]:
+    """The environment of a test stack on the 5G scenario (``duration`` from the first shift
+    at ``speed``), the user's overrides of store, broker and image left out. Skips unless
+    IIOTBED_COMPOSE=1; with it, fails when no engine answers."""
+    if os.environ.get("IIOTBED_COMPOSE") != "1":
+        pytest.skip(
+            "compose tests run with IIOTBED_COMPOSE=1 (once per CI run, after "
+            ".ci/docker.sh started a Docker engine and built the images)"
+        )
+    problem = engine_problem()
+    if problem is not None:
+        pytest.fail(f"IIOTBED_COMPOSE=1 but {problem}")
+    env = {**os.environ, **offline_env(), "SCENARIO": "tcl-huizhou-5g.yaml",
+           "DURATION": duration, "SPEED": f"{speed:g}", "PLATFORM_PORT": str(free_port())}  # fmt: skip
+    for k in ("STORE_URL", "UNS_BROKER", "SCENARIO_DIR", "IIOTBED_IMAGE"):
+        env.pop(k, None)
+    return env
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from compose_kit import Stack, engine_problem, free_port, offline_env
+from compose_kit import Stack, stack_env
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,18 +31,7 @@ def _healthy(states: dict[str, dict[str, Any]], services: tuple[str, ...]) -> bo
 def stack() -> Iterator[Stack]:
     """The stack up on a short run of the 5G scenario (its first shift's first three hours
     at 1200x: ~9 s paced), every service healthy; ``down -v`` at the end."""
-    if os.environ.get("IIOTBED_COMPOSE") != "1":
-        pytest.skip(
-            "compose tests run with IIOTBED_COMPOSE=1 (once per CI run, after "
-            ".ci/docker.sh started a Docker engine and built the images)"
-        )
-    problem = engine_problem()
-    if problem is not None:
-        pytest.fail(f"IIOTBED_COMPOSE=1 but {problem}")
-    env = {**os.environ, **offline_env(), "SCENARIO": "tcl-huizhou-5g.yaml",
-           "DURATION": "11h", "SPEED": "1200", "PLATFORM_PORT": str(free_port())}  # fmt: skip
-    for k in ("STORE_URL", "UNS_BROKER", "SCENARIO_DIR", "IIOTBED_IMAGE"):
-        env.pop(k, None)
+    env = stack_env("11h", 1200)
     s = Stack(f"iiotbed-test-{os.getpid()}", env)
     t0 = time.monotonic()
     s.compose("build", "-q", timeout=1800)

@@ -37,12 +37,10 @@ from compose_kit import (
     devices_t,
     disconnect,
     docker,
-    engine_problem,
-    free_port,
     gateway_metrics,
     log_lines,
-    offline_env,
     poll,
+    stack_env,
 )
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
@@ -65,18 +63,7 @@ def _healthy(states: dict[str, dict[str, Any]]) -> bool:
 def stack() -> Iterator[Stack]:
     """A stack of its own on the faults' run (the compose test's stack is another project),
     every service healthy; ``down -v`` at the end, then the wall times printed."""
-    if os.environ.get("IIOTBED_COMPOSE") != "1":
-        pytest.skip(
-            "compose tests run with IIOTBED_COMPOSE=1 (once per CI run, after "
-            ".ci/docker.sh started a Docker engine and built the images)"
-        )
-    problem = engine_problem()
-    if problem is not None:
-        pytest.fail(f"IIOTBED_COMPOSE=1 but {problem}")
-    env = {**os.environ, **offline_env(), "SCENARIO": "tcl-huizhou-5g.yaml",
-           "DURATION": "15h", "SPEED": str(SPEED), "PLATFORM_PORT": str(free_port())}  # fmt: skip
-    for k in ("STORE_URL", "UNS_BROKER", "SCENARIO_DIR", "IIOTBED_IMAGE"):
-        env.pop(k, None)
+    env = stack_env("15h", SPEED)
     s = Stack(f"iiotbed-faults-{os.getpid()}", env, overrides=(OVERRIDE,))
     began = time.monotonic()
     s.compose("build", "-q", timeout=1800)
