@@ -109,5 +109,8 @@ BASE_IMAGE="$BASE_IMAGE" docker compose -f docker/offline.yml build -q
 took "stand-in images" $((SECONDS - step))
 step=$SECONDS
 docker compose build -q
+# the classic builder on vfs leaves every superseded image and intermediate layer behind (each
+# ~0.5 GB); a re-run would otherwise grow the engine's root by gigabytes per build
+docker image prune -f >/dev/null 2>&1 || true
 took "app image (docker compose build)" $((SECONDS - step))
 took "total" $((SECONDS - start))
