@@ -119,6 +119,8 @@ _INSERT_STAGED: Final = f"""
 _STORED_MAX: Final = """
     SELECT s.id, (SELECT max(x.t) FROM samples x WHERE x.series = s.id)
     FROM unnest(%s::integer[]) AS s(id)"""
+# a batch's rollups: the run's frontier, its row locked until the batch's transaction ends
+_LOCK_RUN: Final = "SELECT closed FROM run_keys WHERE id = %s FOR UPDATE"
 _EVENT_TYPES: Final = ["text", "text", "float8", "text", "text"]
 
 
@@ -315,6 +317,16 @@ class PostgresStore(_sql.SqlStore):
                 await self._copy(_COPY_STAGE, payload)
                 await cur.execute(_INSERT_STAGED)
                 inserted = max(cur.rowcount, 0)
+            # the rollups of a run, one writer at a time: the run's key row stays locked
+            # until this transaction ends, and the frontier is read again under the lock.
+            # Whoever locks later sees the earlier writers' samples (committed before they
+            # let go); whoever locked earlier could not see a later writer's rows, but that
+            # writer recomputes from its own oldest state sample's bucket on. The samples'
+            # COPY above stays concurrent.
+            cur = await db.execute(_LOCK_RUN, (rk,))
+            locked = await cur.fetchone()
+            assert locked is not None
+            closed = locked[0]
             if counters:
                 await cur.executemany(
                     "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
