@@ -1,8 +1,11 @@
 """Helpers for other projects' test suites: recorded runs and the answer key.
 
 The pytest plugin (:mod:`iiotbed.testing.plugin`, loaded by the ``pytest11`` entry point)
-gives the fixtures ``iiotbed_broker`` and ``iiotbed_replay``; this package gives the
-oracle, :func:`assert_matches_answer_key`, and the thread-backed :class:`ReplayHandle`.
+gives the fixtures ``iiotbed_broker``, ``iiotbed_replay``, ``iiotbed_factory`` and
+``iiotbed_capture``; this package gives the oracle, :func:`assert_matches_answer_key`,
+the conformance checkers (:mod:`.conformance`: Sparkplug B sessions, UNS and VDA 5050
+schemas) and the thread-backed :class:`ReplayHandle`, :class:`FactoryHandle` and
+:class:`Capture`.
 Importing it is cheap: the recording, MQTT and KPI modules load when used.
 See ``docs/testing.md``.
 """
@@ -12,12 +15,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from iiotbed.testing.capture import Capture
+from iiotbed.testing.conformance import (
+    Finding,
+    assert_conformant,
+    check_sparkplug,
+    check_stream,
+    check_uns,
+    check_vda5050,
+)
+from iiotbed.testing.factory import FactoryEndpoints, FactoryHandle
 from iiotbed.testing.replay import BackgroundBroker, ReplayHandle
 
 if TYPE_CHECKING:
     from iiotbed.recording import AnswerKey
 
-__all__ = ["BackgroundBroker", "ReplayHandle", "assert_matches_answer_key"]
+__all__ = [
+    "BackgroundBroker",
+    "Capture",
+    "FactoryEndpoints",
+    "FactoryHandle",
+    "Finding",
+    "ReplayHandle",
+    "assert_conformant",
+    "assert_matches_answer_key",
+    "check_sparkplug",
+    "check_stream",
+    "check_uns",
+    "check_vda5050",
+]
 
 
 def assert_matches_answer_key(

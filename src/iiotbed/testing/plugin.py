@@ -10,6 +10,14 @@ Fixtures (synchronous: a replay runs in its own thread, with or without pytest-a
   ``speed``: as fast as the broker acknowledges) and returns a
   :class:`~iiotbed.testing.ReplayHandle` (``wait()``, ``stop()``, ``answer_key``); every
   replay still running at the test's end is stopped.
+- ``iiotbed_factory``: ``iiotbed_factory(scenario_file, speed=2000, duration=None,
+  hold=False, sparkplug_group=None, replication=0, broker=None)`` runs the scenario live
+  (OPC UA, Sparkplug B, VDA 5050 on the broker) and returns a
+  :class:`~iiotbed.testing.FactoryHandle` once its endpoints are up (``endpoints``,
+  ``release()``, ``wait()``, then ``answer_key`` and ``recording``); stopped at the test's end.
+- ``iiotbed_capture``: ``iiotbed_capture(*filters, broker=None)`` subscribes (returning once
+  the broker has the subscriptions) and returns a :class:`~iiotbed.testing.Capture`
+  whose ``messages`` the conformance checkers take.
 
 Only the option and these fixtures are registered; importing this module loads nothing
 heavy, so it costs other test suites nothing.
@@ -25,9 +33,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from iiotbed.testing import ReplayHandle
+    from iiotbed.testing import Capture, FactoryHandle, ReplayHandle
 
-__all__ = ["iiotbed_broker", "iiotbed_replay", "pytest_addoption"]
+__all__ = [
+    "iiotbed_broker",
+    "iiotbed_capture",
+    "iiotbed_factory",
+    "iiotbed_replay",
+    "pytest_addoption",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -84,3 +98,55 @@ def iiotbed_replay(request: pytest.FixtureRequest) -> Iterator[Callable[..., Rep
     finally:
         for h in handles:
             h.stop()
+
+
+@pytest.fixture
+def iiotbed_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., FactoryHandle]]:
+    """Start live factories: ``iiotbed_factory(scenario_file, speed=2000, duration=None,
+    hold=False, ...)`` returns a running :class:`~iiotbed.testing.FactoryHandle`."""
+    from iiotbed.testing import FactoryHandle
+
+    handles: list[FactoryHandle] = []
+
+    def start(scenario_file: Path | str, *, speed: float = 2000.0,
+              duration: float | str | None = None, hold: bool = False,
+              sparkplug_group: str | None = None, replication: int = 0,
+              broker: str | None = None, timeout: float = 60.0) -> FactoryHandle:  # fmt: skip
+        url = broker or request.getfixturevalue("iiotbed_broker")
+        out = tmp_path_factory.mktemp("iiotbed-factory") / "factory.mcap"
+        handle = FactoryHandle(scenario_file, url, out, speed=speed, duration=duration,
+                               replication=replication, sparkplug_group=sparkplug_group,
+                               hold=hold)  # fmt: skip
+        handles.append(handle)
+        handle.start(timeout)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for h in handles:
+            h.stop()
+
+
+@pytest.fixture
+def iiotbed_capture(request: pytest.FixtureRequest) -> Iterator[Callable[..., Capture]]:
+    """Subscribe: ``iiotbed_capture(*filters, broker=None)`` returns a running
+    :class:`~iiotbed.testing.Capture` (subscribed before it returns)."""
+    from iiotbed.testing import Capture
+
+    captures: list[Capture] = []
+
+    def start(*filters: str, broker: str | None = None, qos: int = 1) -> Capture:
+        url = broker or request.getfixturevalue("iiotbed_broker")
+        capture = Capture(url, filters, qos=qos)
+        captures.append(capture)
+        capture.start()
+        return capture
+
+    try:
+        yield start
+    finally:
+        for c in captures:
+            c.stop()
