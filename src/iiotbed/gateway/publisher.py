@@ -9,6 +9,25 @@ when the broker has PUBACKed every message of it; a lost connection fails what w
 flight, and the next connection replays from the last acknowledged position, so nothing
 is lost. A PUBACK lost in flight
 can make the broker see a batch twice: consumers drop the resend by the sample ``id``.
+
+Hand-over to the platform (``ingest``): a PUBACK only says the broker has a message, not
+that a consumer will get it. A broker without persistence that restarts forgets the
+ingest's persistent session: what it PUBACKs before the ingest has subscribed again goes
+to nobody, and what it PUBACKed just before it died but had not yet delivered dies with
+it. So each ingest announces itself, retained, on ``<root>/_ingest/<client id>/status``
+(``online`` once its subscription is live; ``offline`` as its Will and on a clean stop),
+and the publisher subscribes to ``<root>/_ingest/+/status``:
+
+* ``ingest="require"``: the stream is forwarded only while at least one ingest is online;
+  otherwise it waits in the durable buffer (bounded by the buffer's ``max_rows``).
+* ``ingest="auto"`` (default): the same, once an ingest has been online since this
+  publisher started (the platform is the consumer); before that (a gateway alone feeding
+  some other client), nothing waits.
+* ``ingest="off"``: never waits.
+
+After a lost broker connection, once an ingest is online again (or at once when nothing
+waits), the batches the broker confirmed in the last ``resend_window`` seconds before the
+loss are sent again, then the buffer drains; the store drops the resend by id.
 """
 
 from __future__ import annotations
@@ -21,14 +40,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 import orjson
 
 from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError, StorageError, UnsError
 from iiotbed.gateway.buffer import BufferItem, BufferStats, DurableBuffer, PendingItem
-from iiotbed.mqtt import Backoff, MqttConnection, parse_broker_url
+from iiotbed.mqtt import Backoff, Message, MqttConnection, parse_broker_url
 from iiotbed.protocols.uns import (
     DEFAULT_ROOT,
     current_topic,
@@ -39,11 +58,20 @@ from iiotbed.protocols.uns import (
 )
 from iiotbed.telemetry import Event, Sample
 
-__all__ = ["PublisherMetrics", "UnsPublisher"]
+__all__ = ["INGEST_MODES", "IngestMode", "PublisherMetrics", "UnsPublisher", "presence_filter"]
 
 log = logging.getLogger(__name__)
 
 _EVENT: Final = ""  # the buffer's tag for events
+
+IngestMode = Literal["auto", "require", "off"]
+INGEST_MODES: Final[tuple[IngestMode, ...]] = ("auto", "require", "off")
+
+
+def presence_filter(root: str = DEFAULT_ROOT) -> str:
+    """The topic filter of every ingest's presence, ``<root>/_ingest/<client id>/status``
+    (retained ``online`` / ``offline``; see :mod:`iiotbed.platform.ingest`)."""
+    return f"{root}/_ingest/+/status"
 
 
 @dataclass
@@ -59,6 +87,12 @@ class PublisherMetrics:
     lag_s: float = 0.0  # receive → PUBACK of the newest sample of the last batch
     connects: int = 0
     connection_losses: int = 0
+    ingests_online: int = 0  # ingests announced online on the current broker session
+    holds: int = 0  # times the stream was held back because no ingest was online
+    held_back: int = 0  # samples and events waiting in the buffer when an ingest came back
+    held_s: float = 0.0  # wall seconds spent holding back (finished holds)
+    resends: int = 0  # reconnects after which recently confirmed batches were sent again
+    resent: int = 0  # samples and events sent again after a reconnect (not in ``forwarded``)
     buffer: BufferStats | None = field(default=None, repr=False)  # for buffered/dropped
 
     @property
@@ -73,9 +107,12 @@ class PublisherMetrics:
 
 
 class _Batch:
-    __slots__ = ("confirmed", "count", "current", "last_pos", "newest_ts", "values")
+    __slots__ = ("confirmed", "count", "current", "last_pos", "newest_ts", "resent", "rows",
+                 "values")  # fmt: skip
 
-    def __init__(self, rows: list[PendingItem]) -> None:
+    def __init__(self, rows: list[PendingItem], resent: bool = False) -> None:
+        self.rows = rows  # kept for a resend after a broker loss
+        self.resent = resent
         self.last_pos = rows[-1].pos
         self.newest_ts = rows[-1].ts
         self.count = len(rows)
@@ -89,7 +126,8 @@ class UnsPublisher(AsyncClosing):
     """Publishes buffered samples of one line to the UNS; use as ``async with``.
 
     ``epoch`` is the scenario epoch (Unix seconds) for ``source_ts``; ``clock`` the
-    gateway's wall clock (Unix seconds) for ``gateway_ts`` and lag.
+    gateway's wall clock (Unix seconds) for ``gateway_ts`` and lag. ``ingest`` and
+    ``resend_window`` (seconds, 0: no resend) govern the hand-over (module docstring).
     """
 
     def __init__(
@@ -109,8 +147,14 @@ class UnsPublisher(AsyncClosing):
         ack_timeout: float = 10.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        ingest: IngestMode = "auto",
+        resend_window: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if ingest not in INGEST_MODES:
+            raise ValueError(f"ingest must be one of {', '.join(INGEST_MODES)}; got {ingest!r}")
+        if not resend_window >= 0:
+            raise ValueError(f"resend_window must be >= 0 seconds; got {resend_window!r}")
         self.url = parse_broker_url(broker)
         self.buffer = buffer
         self.line = line
@@ -127,13 +171,24 @@ class UnsPublisher(AsyncClosing):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.clock = clock
+        self.ingest = ingest
+        self.resend_window = resend_window
         self.metrics = PublisherMetrics(buffer=buffer.stats)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._presence_prefix = f"{root}/_ingest/"
+        self._online: set[str] = set()  # client ids of the ingests online on this session
+        self._ingest_seen = False  # an ingest was online since this publisher started
+        self._held_since: float | None = None  # monotonic start of the current hold
+        # (monotonic confirmation time, rows) of the batches confirmed lately: resent after
+        # a broker loss; and the batches still to resend on the next session, in order
+        self._recent: deque[tuple[float, list[PendingItem]]] = deque()
+        self._resend: list[list[PendingItem]] = []
         self._conn = MqttConnection(
             broker,
             client_id=self.client_id,
-            on_message=lambda m: None,
+            on_message=self._on_presence,
+            subscriptions=[(presence_filter(root), 1)] if ingest != "off" else [],
             on_connect=self._on_connect,
             on_connection_lost=self._wake.set,
             backoff=Backoff(backoff_initial, backoff_max),
@@ -232,10 +287,41 @@ class UnsPublisher(AsyncClosing):
 
     # ------------------------------------------------------------------ sending
 
+    @property
+    def waiting_for_ingest(self) -> bool:
+        """True while the stream is held back because no ingest is online."""
+        if self.ingest == "off" or (self.ingest == "auto" and not self._ingest_seen):
+            return False
+        return not self._online
+
     def _on_connect(self) -> None:
         self.metrics.connects += 1
+        # a new broker session: presence is what its retained messages (and later
+        # announcements) say; a restarted broker without persistence knows no ingest
+        self._online.clear()
+        self.metrics.ingests_online = 0
         self._wake.set()
         log.info("UNS publisher connected to %s as %s", self.url, self.client_id)
+
+    def _on_presence(self, msg: Message) -> None:
+        if msg.session != self._conn.session or not msg.topic.startswith(self._presence_prefix):
+            return  # of an earlier connection, or not a presence topic
+        who = msg.topic[len(self._presence_prefix) :].rsplit("/", 1)[0]
+        online = msg.payload == b"online"
+        if online == (who in self._online):
+            return
+        if online:
+            self._online.add(who)
+            if not self._ingest_seen and self.ingest == "auto":
+                log.info("UNS publisher: ingest %s is online; from now on the stream waits "
+                         "for an online ingest", who)  # fmt: skip
+            self._ingest_seen = True
+        else:
+            self._online.discard(who)
+        self.metrics.ingests_online = len(self._online)
+        log.info("UNS publisher: ingest %s %s (%d online)", who,
+                 "online" if online else "offline", len(self._online))  # fmt: skip
+        self._wake.set()
 
     async def _run(self) -> None:
         conn = self._conn
@@ -262,6 +348,8 @@ class UnsPublisher(AsyncClosing):
         inflight: deque[_Batch] = deque()
         cursor = self.buffer.acked_through  # replay everything not yet acknowledged
         self._published.clear()  # a new broker session may have lost retained values
+        resend, self._resend = self._resend, []
+        announced = False
         try:
             while True:
                 if conn.session != session:
@@ -269,13 +357,26 @@ class UnsPublisher(AsyncClosing):
                         f"lost the connection to {self.url}", endpoint=str(self.url)
                     )
                 self._wake.clear()  # before reading: an append during the read wakes the next wait
-                while len(inflight) < self.max_inflight_batches:
-                    rows = await self.buffer.read(self.batch_size, after=cursor)
-                    # every batch of one pump goes to one session: the order on the wire holds
-                    if not rows or conn.session != session:
-                        break
-                    inflight.append(self._publish(rows))
-                    cursor = rows[-1].pos
+                if self.waiting_for_ingest:
+                    self._hold(inflight)
+                else:
+                    self._release(inflight)
+                    if resend and not announced:
+                        announced = True
+                        self.metrics.resends += 1
+                        log.info("UNS publisher: resending %d samples/events the broker confirmed "
+                                 "in the last %g s before the connection loss",
+                                 sum(len(r) for r in resend), self.resend_window)  # fmt: skip
+                    while len(inflight) < self.max_inflight_batches:
+                        if resend:  # first what the lost broker may not have delivered
+                            inflight.append(self._publish(resend.pop(0), resent=True))
+                            continue
+                        rows = await self.buffer.read(self.batch_size, after=cursor)
+                        # every batch of one pump goes to one session: the order on the wire holds
+                        if not rows or conn.session != session:
+                            break
+                        inflight.append(self._publish(rows))
+                        cursor = rows[-1].pos
                 if not inflight:
                     # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                     # that arrives as the wake-up completes, and close() would wait forever
@@ -294,13 +395,17 @@ class UnsPublisher(AsyncClosing):
                         endpoint=str(self.url),
                     ) from None
                 inflight.popleft()
-                await self.buffer.ack(head.last_pos)
                 m = self.metrics
-                m.forwarded += head.count
-                m.batches += 1
+                if head.resent:
+                    m.resent += head.count
+                else:
+                    await self.buffer.ack(head.last_pos)
+                    m.forwarded += head.count
+                    m.batches += 1
+                    m.lag_s = self.clock() - head.newest_ts
                 m.current_values += head.current
-                m.lag_s = self.clock() - head.newest_ts
                 self._published.update(head.values)
+                self._remember(head.rows)
         finally:
             for b in inflight:  # their session is over: replayed from the buffer next time
                 if b.confirmed is None:
@@ -309,9 +414,62 @@ class UnsPublisher(AsyncClosing):
                     b.confirmed.cancel()
                 elif not b.confirmed.cancelled():
                     b.confirmed.exception()  # retrieved: the replay covers it
+            self._plan_resend(resend + [b.rows for b in inflight if b.resent])
 
-    def _publish(self, rows: list[PendingItem]) -> _Batch:
-        batch = _Batch(rows)
+    def _remember(self, rows: list[PendingItem]) -> None:
+        if self.resend_window <= 0:
+            return
+        now = time.monotonic()
+        recent = self._recent
+        recent.append((now, rows))
+        horizon = now - self.resend_window
+        while recent[0][0] < horizon:
+            recent.popleft()
+
+    def _plan_resend(self, unsent: list[list[PendingItem]]) -> None:
+        """After a session ended: what to send again first on the next one, in buffer order.
+
+        The batches confirmed within ``resend_window`` s of the session's last confirmation
+        (the broker may have died before delivering them) and resends not confirmed yet.
+        Batches never confirmed are not here: they are still in the buffer, replayed anyway.
+        """
+        recent = self._recent
+        again = list(unsent)
+        if recent:
+            horizon = recent[-1][0] - self.resend_window
+            again += [rows for t, rows in recent if t >= horizon]
+        recent.clear()
+        by_pos = {rows[-1].pos: rows for rows in again if rows}
+        self._resend = [by_pos[k] for k in sorted(by_pos)]
+
+    def _hold(self, inflight: deque[_Batch]) -> None:
+        if self._held_since is not None:
+            return
+        self._held_since = time.monotonic()
+        self.metrics.holds += 1
+        log.warning("UNS publisher: no ingest online on %s; holding the stream back in the "
+                    "buffer (%d samples/events waiting)", self.url,
+                    self._waiting(inflight))  # fmt: skip
+
+    def _release(self, inflight: deque[_Batch]) -> None:
+        if self._held_since is None:
+            return
+        took = time.monotonic() - self._held_since
+        self._held_since = None
+        waiting = self._waiting(inflight)
+        m = self.metrics
+        m.held_s += took
+        m.held_back += waiting
+        log.info("UNS publisher: an ingest is online; forwarding the %d samples/events held "
+                 "back for %.1f s", waiting, took)  # fmt: skip
+
+    def _waiting(self, inflight: deque[_Batch]) -> int:
+        return max(
+            0, self.buffer.stats.pending_rows - sum(b.count for b in inflight if not b.resent)
+        )
+
+    def _publish(self, rows: list[PendingItem], resent: bool = False) -> _Batch:
+        batch = _Batch(rows, resent)
         has_events = any(r.tag == _EVENT for r in rows)
         if has_events:
             body = join_batch(

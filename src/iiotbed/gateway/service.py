@@ -174,6 +174,7 @@ class Gateway:
             run_id=settings.run_id, root=out.root, client_id=f"iiotbed-{settings.id}-uns",
             current_values=out.current_values, batch_size=out.batch_size,
             backoff_initial=out.backoff.initial, backoff_max=out.backoff.max,
+            ingest=out.ingest, resend_window=out.resend_window,
         )  # fmt: skip
         base = f"{out.root}/_gateway/{settings.id}"
         self.status_topic = f"{base}/status"
@@ -297,6 +298,10 @@ class Gateway:
                 "connection_losses": pm.connection_losses,
                 "batches": pm.batches,
                 "malformed": pm.malformed,
+                "ingests_online": pm.ingests_online,
+                "holds": pm.holds,
+                "held_back": pm.held_back,
+                "resent": pm.resent,
             },
             "collectors": collectors,
         }

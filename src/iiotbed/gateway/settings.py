@@ -8,6 +8,7 @@ A settings file fails with every problem as ``file:line: key: what is wrong``, t
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import uuid
 from pathlib import Path
@@ -66,8 +67,18 @@ def _broker(v: str | None) -> str | None:
     return v
 
 
+def _ingest_default() -> str:
+    return os.environ.get("IIOTBED_GATEWAY_INGEST", "auto")
+
+
 class OutputSettings(_Model):
-    """Where the UNS goes, and the durable buffer in front of it."""
+    """Where the UNS goes, and the durable buffer in front of it.
+
+    ``ingest``: wait for the platform's ingest before forwarding (``require``), once one
+    was online (``auto``), or never (``off``); default from ``IIOTBED_GATEWAY_INGEST``,
+    else ``auto``. ``resend_window``: seconds of confirmed batches sent again after a lost
+    broker connection (0: none). See docs/gateway.md, "Hand-over to the platform".
+    """
 
     broker: str
     root: str = Field("uns", pattern=r"^[^_]")
@@ -77,6 +88,10 @@ class OutputSettings(_Model):
     current_values: bool = True
     flush_interval: Seconds = 0.05
     backoff: Backoff = Backoff(initial=0.2, max=10.0)
+    ingest: Literal["auto", "require", "off"] = Field(
+        default_factory=_ingest_default, validate_default=True
+    )
+    resend_window: float = Field(2.0, ge=0, le=60)
 
     _b = field_validator("broker")(_broker)
 

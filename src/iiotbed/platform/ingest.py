@@ -20,6 +20,13 @@ store part of the stream. Each member needs its own client id (:func:`client_id_
 ``member`` name); its live KPI view then covers its part only, while KPIs read from the
 store are whole. Mosquitto keeps dealing an absent member (a persistent session) its part,
 queued until it reconnects under the same id: a member must come back, under its name.
+
+Presence: each ingest announces itself, retained, on ``<root>/_ingest/<client id>/status``:
+``online`` once its subscription is live (its readiness probe came back), ``offline`` as
+its MQTT Will and on a clean stop. The gateway's UNS publisher forwards the stream only
+while an ingest is online (:mod:`iiotbed.gateway.publisher`): a broker restarted without
+persistence has forgotten this session, and what it accepted before the ingest subscribed
+again would reach nobody.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Any
 
 from iiotbed._aio import AsyncClosing
 from iiotbed.errors import ConnectorError, StorageError, UnsError
-from iiotbed.mqtt import Backoff, BrokerRefused, Message, MqttConnection
+from iiotbed.mqtt import Backoff, BrokerRefused, Message, MqttConnection, Will
 from iiotbed.platform.catalog import RunCatalog, run_info, scenario_assets
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.store.base import RunInfo, Store
@@ -47,7 +54,9 @@ from iiotbed.platform.timeline import StateTimeline
 from iiotbed.protocols.uns import DEFAULT_ROOT, STREAM_LEVEL, decode_batch, decode_sample
 from iiotbed.telemetry import Event, Sample, Tag
 
-__all__ = ["MAX_T", "Ingest", "IngestMetrics", "LiveRun", "check_share", "client_id_for"]
+__all__ = [
+    "MAX_T", "Ingest", "IngestMetrics", "LiveRun", "check_share", "client_id_for", "presence_topic"
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,11 @@ def client_id_for(
     """
     key = f"{store_url}|{root}" if share is None else f"{store_url}|{root}|{share}|{member}"
     return f"iiotbed-platform-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def presence_topic(client_id: str, root: str = DEFAULT_ROOT) -> str:
+    """Where an ingest announces itself, retained: ``online`` / ``offline``."""
+    return f"{root}/_ingest/{client_id}/status"
 
 
 def check_share(group: str) -> str:
@@ -204,8 +218,10 @@ class Ingest(AsyncClosing):
         self._probe_topic = f"{self._stream_prefix}_ingest/{self.client_id}"
         if self.share is not None:  # outside the shared filter (a stream topic's level 2)
             self._probe_topic = f"{root}/_ingest/{self.client_id}"
-        # other ingests' probes (a shared subscription may hand them to us): not data
+        # other ingests' probes (a shared subscription may hand them to us) and every
+        # ingest's presence (under <root>/#): not data
         self._probes = (f"{self._stream_prefix}_ingest/", f"{root}/_ingest/")
+        self.presence_topic = presence_topic(self.client_id, root)
         self._conn: MqttConnection | None = None
         self._inbox: list[Message] = []
         self._wake = asyncio.Event()
@@ -264,11 +280,15 @@ class Ingest(AsyncClosing):
                 on_connect=self._on_connect,
                 on_connection_lost=self._on_lost,
                 backoff=backoff,  # one policy for the first connect (below) and every reconnect
+                will=lambda: Will(self.presence_topic, b"offline", qos=1, retain=True),
             )
             try:
                 async with conn:
                     backoff.reset()
-                    await self._consume()
+                    try:
+                        await self._consume()
+                    finally:
+                        await self._announce_offline(conn)
             except BrokerRefused:
                 raise  # a refused login or certificate: retrying cannot help
             except ConnectorError as exc:
@@ -283,6 +303,16 @@ class Ingest(AsyncClosing):
         if self._conn is not None:
             self._conn.publish(self._probe_topic, b"ready", qos=1)
 
+    async def _announce_offline(self, conn: MqttConnection) -> None:
+        # a clean stop sends no Will: the gateway holds the stream back in its own durable
+        # buffer meanwhile instead of the broker's queue (lost if the broker restarts)
+        if not conn.connected:
+            return
+        try:
+            await conn.publish_and_wait(self.presence_topic, b"offline", retain=True, ack_wait=2.0)
+        except ConnectorError as exc:
+            log.warning("ingest's offline presence not confirmed: %s", exc)
+
     def _on_lost(self) -> None:
         self.metrics.connected = False
 
@@ -290,6 +320,8 @@ class Ingest(AsyncClosing):
         if msg.topic == self._probe_topic:
             if self._conn is not None:
                 self._conn.ack(msg)
+                # subscribed: the gateway may forward the stream to us now
+                self._conn.publish(self.presence_topic, b"online", qos=1, retain=True)
             self.metrics.connected = True
             self.ready.set()
             return
