@@ -94,9 +94,19 @@ def run_cmd(
     secrets_dir: Annotated[
         Path | None,
         typer.Option(
-            "--secrets", file_okay=False,
+            "--secrets",
+            file_okay=False,
             help="Secure profile: secrets `iiotbed certs` wrote (default: new ones in the "
             "run's directory).",
+        ),
+    ] = None,
+    record_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            dir_okay=False,
+            help="Also record the run into this MCAP file while it runs, as `iiotbed record` "
+            "does (device traffic, event log, OPC UA values, the run's answer key).",
         ),
     ] = None,
 ) -> None:
@@ -114,6 +124,8 @@ def run_cmd(
         _check_broker(broker)
         profile = check_security(security, broker, secrets_dir)
         _check_report(html)
+        if record_to is not None:
+            _check_record(record_to, profile)
         if store is not None:
             from iiotbed.platform.store import open_store
 
@@ -134,6 +146,7 @@ def run_cmd(
             goal=goal, metric=metric, workers=workers, runs_dir=runs_dir,
             security=profile, secrets=secrets_dir,
         )  # fmt: skip
+
         # the endpoints go to stdout, or to stderr when stdout carries the JSON report
         def say(message: str) -> None:
             if as_json:
@@ -164,31 +177,114 @@ def run_cmd(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, on_signal)
             try:
-                return await run_all(
-                    scenario, opts, stop=stop, say=say, progress=_err,
-                    watch=lambda read: ProgressLine(read, mode),
-                )  # fmt: skip
+                if record_to is None:
+                    report = await run_all(
+                        scenario, opts, stop=stop, say=say, progress=_err,
+                        watch=lambda read: ProgressLine(read, mode),
+                    )  # fmt: skip
+                    return report, None
+                return await _run_recorded(scenario, file, record_to, opts, stop, say, mode)
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
         try:
-            report = asyncio.run(main())
+            report, recorded = asyncio.run(main())
         except asyncio.CancelledError:
             _err("interrupted twice: stopped without a report")
             raise typer.Exit(130) from None
         if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+            d = report.to_dict()
+            if recorded is not None:
+                d["recording"] = _recording_dict(recorded)
+            typer.echo(json.dumps(d, indent=2, allow_nan=False))
         else:
             _print_run_report(report, info)
+            if recorded is not None:
+                typer.echo(_recording_line(recorded))
         if html is not None:
             from iiotbed.testbed.html_report import write_run_report
 
-            _write_report(html, lambda path: write_run_report(path, report.to_dict(), scenario), say)
+            _write_report(
+                html, lambda path: write_run_report(path, report.to_dict(), scenario), say
+            )
         if not report.agrees:
             bad = [k for k, a in report.agreement.items() if not a.ok]
             _err(f"error: telemetry KPIs disagree with the answer key: {', '.join(bad)}")
             raise typer.Exit(1)
+
+
+def _check_record(path: Path, security: str) -> None:
+    if not path.parent.is_dir():
+        raise typer.BadParameter(f"{path.parent} is not a directory", param_hint="--record")
+    if security != "open":
+        raise typer.BadParameter(
+            "records the open profile only (the recorder subscribes without a login); "
+            "leave out --security secure, or record with `iiotbed record`",
+            param_hint="--record",
+        )
+
+
+async def _run_recorded(
+    scenario: Scenario, file: Path, out: Path, opts: Any, stop: Any, say: Any, mode: Any
+) -> tuple[Any, Any]:
+    """The run with its devices' traffic written to ``out`` as it goes (the recorder taps the
+    broker from before the births), then the event log and the run's answer key."""
+    import dataclasses
+    import time
+    from contextlib import AsyncExitStack, asynccontextmanager
+
+    from iiotbed.cli.progress import ProgressLine
+    from iiotbed.platform.broker import EmbeddedBroker
+    from iiotbed.recording.recorder import LiveRecorder
+    from iiotbed.testbed import run_all
+
+    wall0 = time.monotonic()
+    plant = scenario.plant
+    supply = scenario.supply
+    fleet = supply.amr if supply is not None and supply.mode == "amr" else None
+    async with AsyncExitStack() as stack:
+        if opts.broker is None:
+            # the recorder must listen before the devices' births: the broker is started
+            # here, not by the run, so its address is known first
+            broker = await stack.enter_async_context(EmbeddedBroker())
+            opts = dataclasses.replace(opts, broker=broker.url)
+        rec = await stack.enter_async_context(LiveRecorder(
+            scenario, out, opts.broker,
+            group=opts.sparkplug_group or f"{plant.enterprise}-{plant.site}",
+            manufacturer=fleet.manufacturer if fleet is not None else "",
+        ))  # fmt: skip
+
+        @asynccontextmanager
+        async def watch(read: Any) -> Any:
+            # the run's sim clock stamps each message; frozen where the run stopped
+            rec.clock = lambda: float(read().sim_s)
+            try:
+                async with ProgressLine(read, mode):
+                    yield
+            finally:
+                reached = float(read().sim_s)
+                rec.clock = lambda: reached
+
+        report = await run_all(scenario, opts, stop=stop, say=say, progress=_err, watch=watch)
+        await rec.quiet(0.3, 10.0)  # the devices closed: their deaths are on the way
+        summary = await rec.finish(
+            file, Path(report.run_dir) / "events.jsonl", start=report.start, end=report.end,
+            speed=opts.speed, replication=opts.replication,
+            paced_from=min(_first_production(scenario), report.end),
+            sparkplug_group=opts.sparkplug_group, wall0=wall0,
+        )  # fmt: skip
+    return report, summary
+
+
+def _recording_dict(s: Any) -> dict[str, Any]:
+    return {"path": str(s.path), "size_bytes": s.size, "mqtt_messages": s.mqtt_messages,
+            "records": s.records, "opcua_values": s.opcua_values}  # fmt: skip
+
+
+def _recording_line(s: Any) -> str:
+    return (f"recorded {s.path}: {s.size / 1e6:.2f} MB, {s.mqtt_messages} MQTT messages, "
+            f"{s.records} records, {s.opcua_values} OPC UA values")  # fmt: skip
 
 
 def _first_production(scenario: Scenario) -> float:
@@ -295,5 +391,3 @@ def _security_line(report: Any) -> str:
 
 def _nan(x: float | None) -> float:
     return math.nan if x is None else x
-
-

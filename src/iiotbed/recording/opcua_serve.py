@@ -48,7 +48,9 @@ class OpcUaReplay:
         def load() -> tuple[Scenario, list[tuple[int, Sample]]]:
             rows = list(self.recording.opcua_values())
             samples = list(samples_of(v for _, v in rows))
-            return self.recording.scenario(), [(ns, s) for (ns, _), s in zip(rows, samples, strict=True)]
+            return self.recording.scenario(), [
+                (ns, s) for (ns, _), s in zip(rows, samples, strict=True)
+            ]
 
         # reading the file and loading the scenario: blocking I/O, in a worker thread
         scenario, self._values = await asyncio.to_thread(load)
@@ -61,7 +63,9 @@ class OpcUaReplay:
         if servers is not None:
             await servers.__aexit__(None, None, None)
 
-    async def play(self, speed: float | None, paced_ns: int, start: float, halt: asyncio.Event) -> None:
+    async def play(
+        self, speed: float | None, paced_ns: int, start: float, halt: asyncio.Event
+    ) -> None:
         """Set every recorded value at its time (``speed`` None: at once, in order)."""
         assert self._servers is not None, "use inside 'async with'"
         values: Sequence[tuple[int, Sample]] = self._values

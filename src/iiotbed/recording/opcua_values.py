@@ -23,7 +23,9 @@ __all__ = ["opcua_values", "samples_of"]
 _STATE_OBJECT = {tag: obj for obj, tag in STATE_MACHINES.items()}
 
 
-def opcua_values(scenario: Scenario, records: Iterable[Record]) -> Iterator[tuple[float, dict[str, Any]]]:
+def opcua_values(
+    scenario: Scenario, records: Iterable[Record]
+) -> Iterator[tuple[float, dict[str, Any]]]:
     """``(sim t, value)`` for every value the OPC UA servers were given, in order."""
     from iiotbed.devices.live.derived import Derived
     from iiotbed.devices.live.routing import RoutePlan, route

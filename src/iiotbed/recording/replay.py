@@ -135,7 +135,9 @@ async def replay(
                 from iiotbed.recording.opcua_serve import OpcUaReplay
 
                 assert options.opcua_port is not None
-                ua = await stack.enter_async_context(OpcUaReplay(recording, port=options.opcua_port))
+                ua = await stack.enter_async_context(
+                    OpcUaReplay(recording, port=options.opcua_port)
+                )
                 st.endpoints = ua.endpoints
             if ready is not None:
                 await ready(st)

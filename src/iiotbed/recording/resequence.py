@@ -172,7 +172,11 @@ class Resequencer:
                 broken = {"headerId": self._header.get(conn_topic, -1) + 1, **broken,
                           "connectionState": "CONNECTIONBROKEN"}  # fmt: skip
                 will = WillMessage(conn_topic, json.dumps(broken).encode(), 1, True)
-        if leaf == "connection" and isinstance(body, dict) and body.get("connectionState") == "OFFLINE":
+        if (
+            leaf == "connection"
+            and isinstance(body, dict)
+            and body.get("connectionState") == "OFFLINE"
+        ):
             disconnect = True
             self._vda_up.discard(client)
         return Outgoing(msg.log_ns, client, topic, data, msg.qos, msg.retain, "vda5050",
@@ -184,7 +188,9 @@ class Resequencer:
         return n
 
 
-def plan(messages: Iterable[MqttMessage], loops: int = 1, topic_prefix: str = "") -> Iterator[Outgoing]:
+def plan(
+    messages: Iterable[MqttMessage], loops: int = 1, topic_prefix: str = ""
+) -> Iterator[Outgoing]:
     """Every message of ``loops`` passes over ``messages`` (a sequence), rewritten."""
     msgs = list(messages)
     rs = Resequencer(topic_prefix)

@@ -121,7 +121,9 @@ class RecordingWriter:
         ch = self._fixed.get(topic)
         if ch is None:
             sid = self._w.register_schema(schema, "jsonschema", json.dumps(body).encode())
-            ch = self._fixed[topic] = self._w.register_channel(topic, "json", sid, {"stream": stream})
+            ch = self._fixed[topic] = self._w.register_channel(
+                topic, "json", sid, {"stream": stream}
+            )
         return ch
 
     def _add(self, channel: int, log_ns: int, data: bytes) -> None:
