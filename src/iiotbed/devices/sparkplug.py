@@ -6,26 +6,36 @@ per device (optionally after the Primary Host's ``STATE`` says online), reports 
 values in NDATA/DDATA, rebirths on ``Node Control/Rebirth`` and hands writes arriving
 in NCMD/DCMD to a callback. Payloads use the specification's protobuf schema.
 
-Store and forward (Sparkplug 3.0 ``is_historical``): while the node has no session (broker
-away, or the Primary Host offline) it keeps every change in a bounded store (the oldest
-dropped first, counted) and, right after the next births, sends it per device in one DATA
-message whose metrics are flagged historical and carry their own timestamps. The store
-starts with each metric's value as last known to be delivered: DATA is QoS 0, so what was
-published in the last ``resend_window`` seconds before the loss may have died with the
-link and is sent again too (a host drops what it already holds).
+Store and forward (Sparkplug 3.0 ``is_historical``, :mod:`iiotbed.devices.edge_store`):
+without a session (broker away, or the Primary Host offline) the node keeps every change in
+a bounded store (the oldest dropped first, counted) and, right after the next births, sends
+it per device in one DATA message of historical metrics with their own timestamps. It
+starts with each metric's value as last known delivered: DATA is QoS 0, so what went out
+within ``resend_window`` s before the loss is sent again (a host drops what it holds). With
+``store_path`` the store is on disk too: what the process held at its stop goes out after
+the next start's births, and leaves the file once the broker acknowledged it (QoS 1).
+
+Devices come and go (Sparkplug 3.0): :meth:`device_left` publishes the device's DDEATH, and
+:meth:`device_returned` its DBIRTH, both in the node's ``seq``. While a device is away the
+node does not see it: its values are neither published nor stored, and its DBIRTH on return
+carries the values read then, dated then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from iiotbed.devices._spb_commands import command_writes
+from iiotbed.devices.edge_store import Change as _Change
+from iiotbed.devices.edge_store import EdgeStore, Held, HeldStore, RecentlySent, Sent
 from iiotbed.errors import CommandRefused
 from iiotbed.mqtt import Message, MqttAdapter, MqttConnection, Will
 from iiotbed.protocols.sparkplug.codec import (
@@ -39,7 +49,6 @@ from iiotbed.protocols.sparkplug.codec import (
     check_value,
     decode_payload,
     encode_value,
-    metric_value,
     pb,
 )
 
@@ -66,6 +75,9 @@ class SparkplugStats:
     stored: int = 0  # metric values kept while offline (store and forward)
     store_dropped: int = 0  # stored values dropped, oldest first, because the store was full
     forwarded: int = 0  # stored values sent as historical metrics after a birth
+    loaded: int = 0  # held values read back from the store file at the start
+    device_deaths: int = 0  # DDEATH of a device that left (close() not counted)
+    device_births: int = 0  # DBIRTH of a device that came back
 
 
 class _Metric:
@@ -76,10 +88,6 @@ class _Metric:
         self.alias = alias
         self.value: object = None
         self.timestamp_ms: int | None = None
-
-
-#: one change: (device or None for the node, metric, value, timestamp in epoch ms)
-_Change = tuple[str | None, str, object, int]
 
 
 def _wall_ms() -> int:
@@ -94,6 +102,8 @@ class SparkplugEdgeNode(MqttAdapter):
     which returns whether it accepted them; the caller reports applied values with
     :meth:`set` like any other change. ``store_limit`` bounds the store-and-forward store
     (metric values; 0 turns it off: a birth then carries only the latest value).
+    ``store_path`` keeps that store on disk too, under ``store_scope`` (the run): rows of
+    another scope in the file are discarded, never replayed.
     """
 
     def __init__(
@@ -111,6 +121,8 @@ class SparkplugEdgeNode(MqttAdapter):
         use_aliases: bool = True,
         store_limit: int = 100_000,
         resend_window: float = 2.0,
+        store_path: Path | None = None,
+        store_scope: str = "",
     ) -> None:
         if store_limit < 0 or resend_window < 0:
             raise ValueError(
@@ -145,13 +157,15 @@ class SparkplugEdgeNode(MqttAdapter):
         # every change since the last flush, in order: a value that goes 1 -> 2 -> 1 between
         # two flushes is two transitions a KPI needs, not "unchanged"
         self._pending: dict[str | None, dict[str, list[tuple[object, int]]]] = {}
-        self._store_limit = store_limit
-        self._resend_window = resend_window
-        # changes kept while offline, oldest first; None: not storing (a session is up)
-        self._store: deque[_Change] | None = None
+        # changes kept while offline, oldest first (and on disk with a store_path)
+        file = None
+        if store_path is not None:
+            file = EdgeStore(store_path, f"{store_scope}|{group_id}/{edge_node_id}")
+        self._store = HeldStore(store_limit, file, edge_node_id, self.stats)
+        self._away: set[str] = set()  # devices out of the node's reach (DDEATH sent or due)
         # (monotonic s, change, the metric's value before it): DATA published lately, which a
         # lost link may have swallowed (QoS 0); kept for resend_window seconds
-        self._sent: deque[tuple[float, _Change, tuple[object, int | None]]] = deque()
+        self._recent = RecentlySent(resend_window, enabled=store_limit > 0)
         self._bd_seq = -1
         self._seq = 0
         self._born = False
@@ -190,7 +204,7 @@ class SparkplugEdgeNode(MqttAdapter):
     @property
     def stored(self) -> int:
         """Changes held for forwarding (0 while a session is up)."""
-        return 0 if self._store is None else len(self._store)
+        return len(self._store)
 
     def topic(self, message_type: str, device: str | None = None) -> str:
         """The topic of a message type, e.g. ``topic("DDATA", "press-01")``."""
@@ -226,10 +240,13 @@ class SparkplugEdgeNode(MqttAdapter):
         for device, changes in pending.items():
             if not changes:
                 continue
+            if device in self._away:  # out of reach: the DBIRTH on its return reads it
+                self._absorb(device, changes)
+                continue
             payload = pb.Payload()
             table = self._metrics[device]
             newest = 0
-            sent: list[tuple[_Change, tuple[object, int | None]]] = []
+            sent: list[Sent] = []
             for name, values in changes.items():
                 m = table[name]
                 for value, ts in values:
@@ -244,7 +261,7 @@ class SparkplugEdgeNode(MqttAdapter):
                 payload.seq = self._next_seq()
                 kind = "NDATA" if device is None else "DDATA"
                 published = self._publish(self.topic(kind, device), payload)
-                self._remember(sent)
+                self._recent.add(sent)
                 if not published:
                     # the link is gone and the loss not yet handled: the store starts with
                     # the values before these (kept as unsure), and so does the session's end
@@ -252,7 +269,57 @@ class SparkplugEdgeNode(MqttAdapter):
                     self._born = False
                 continue
             for change, _ in sent:
-                self._keep(change)
+                self._store.keep(change)
+        await self._store.sync()
+
+    async def device_left(self, device: str, timestamp_ms: int) -> None:
+        """``device`` is out of the node's reach: its changes so far go out, then its DDEATH
+        (in the ``seq``); until :meth:`device_returned` its values are not reported."""
+        self._device(device)
+        if device in self._away:
+            return
+        if self._born:
+            await self.flush()
+        self._away.add(device)
+        if self._born and self._ddeath(device, timestamp_ms):
+            self.stats.device_deaths += 1
+
+    async def device_returned(self, device: str, timestamp_ms: int) -> None:
+        """``device`` is back: its DBIRTH (in the ``seq``) with its values as read now, each
+        dated ``timestamp_ms``."""
+        self._device(device)
+        if device not in self._away:
+            return
+        changes = self._pending.pop(device, None)
+        if changes:
+            self._absorb(device, changes)
+        self._away.discard(device)
+        for m in self._metrics[device].values():
+            if m.timestamp_ms is not None:
+                m.timestamp_ms = timestamp_ms  # read again on its return
+        if self._born:
+            self._publish_dbirth(device, timestamp_ms)
+            self.stats.device_births += 1
+
+    @property
+    def away(self) -> frozenset[str]:
+        """Devices out of the node's reach."""
+        return frozenset(self._away)
+
+    def _ddeath(self, device: str, timestamp_ms: int) -> bool:
+        payload = pb.Payload(timestamp=timestamp_ms, seq=self._next_seq())
+        return self._publish(self.topic("DDEATH", device), payload)
+
+    def _device(self, device: str) -> None:
+        if device not in self._metrics:
+            raise ValueError(f"edge node {self.edge_node_id!r} has no device {device!r}")
+
+    def _absorb(self, device: str | None, changes: dict[str, list[tuple[object, int]]]) -> None:
+        table = self._metrics[device]
+        for name, values in changes.items():
+            if values:
+                m = table[name]
+                m.value, m.timestamp_ms = values[-1]
 
     def _add_data_metric(
         self, payload: pb.Payload, m: _Metric, value: object, ts: int, historical: bool = False
@@ -269,80 +336,66 @@ class SparkplugEdgeNode(MqttAdapter):
 
     # -- store and forward --
 
-    def _remember(self, sent: list[tuple[_Change, tuple[object, int | None]]]) -> None:
-        if not self._store_limit:
-            return
-        now = time.monotonic()
-        recent = self._sent
-        recent.extend((now, change, prev) for change, prev in sent)
-        horizon = now - self._resend_window
-        while recent and recent[0][0] < horizon:
-            recent.popleft()
-
     def _begin_store(self) -> None:
-        """The session ended: keep changes from here on, starting with every metric's value
-        as last known delivered and what was published within ``resend_window`` after it."""
-        if self._store is not None or not self._store_limit:
-            return
-        self._store = deque()
-        horizon = time.monotonic() - self._resend_window
-        unsure = [(change, prev) for mono, change, prev in self._sent if mono >= horizon]
-        self._sent.clear()
-        before: dict[tuple[str | None, str], tuple[object, int | None]] = {}
-        for (device, name, _, _), prev in unsure:
-            before.setdefault((device, name), prev)
-        for device, table in self._metrics.items():
-            for name, m in table.items():
-                value, ts = before.get((device, name), (m.value, m.timestamp_ms))
-                if ts is not None:
-                    self._keep((device, name, value, ts))
-        for change, _ in unsure:
-            self._keep(change)
-
-    def _keep(self, change: _Change) -> None:
-        if not self._store_limit:
-            return  # no store and forward: the next birth carries the latest value
-        store = self._store
-        if store is None:  # before the first birth: nothing was published to resend
-            store = self._store = deque()
-        if len(store) >= self._store_limit:
-            store.popleft()
-            self.stats.store_dropped += 1
-            if self.stats.store_dropped == 1 or self.stats.store_dropped % 10_000 == 0:
-                log.warning("store of %s full (%d values): dropped the oldest, %d so far",
-                            self.edge_node_id, self._store_limit, self.stats.store_dropped)  # fmt: skip
-        store.append(change)
-        self.stats.stored += 1
+        """The session ended: keep changes from here on (see :meth:`HeldStore.begin_after_loss`)."""
+        away = self._away
+        recent = [s for s in self._recent.take() if s[0][0] not in away]
+        last = [(d, n, m.value, m.timestamp_ms) for d, table in self._metrics.items()
+                if d not in away for n, m in table.items()]  # fmt: skip
+        self._store.begin_after_loss(recent, last)
 
     def _forward(self) -> None:
         """After the births: the store as historical DATA, one message per node/device (a
-        host resolves what it already holds per message)."""
-        store, self._store = self._store, None
-        if not store:
+        host resolves what it already holds per message), each metric's values in time order.
+
+        With the store on disk this DATA goes at QoS 1 (Sparkplug 3.0 asks QoS 0 of DATA): a
+        value leaves the file only once the broker acknowledged it. A host receives it at
+        its subscription's QoS; the ``seq`` is the same."""
+        store = self._store
+        n, by_device = store.take(lambda device: device in self._away)  # away: DBIRTH restates
+        if not n:
             return
-        by_device: dict[str | None, list[_Change]] = {}
-        for change in store:
-            by_device.setdefault(change[0], []).append(change)
-        for device, changes in by_device.items():
+        for device, held_rows in by_device.items():
             payload = pb.Payload()
             table = self._metrics[device]
-            for _, name, value, ts in changes:
+            for _, (_, name, value, ts) in held_rows:
                 self._add_data_metric(payload, table[name], value, ts, historical=True)
-            payload.timestamp = max(c[3] for c in changes)
+            payload.timestamp = max(c[3] for _, c in held_rows)
             payload.seq = self._next_seq()
             kind = "NDATA" if device is None else "DDATA"
-            if self._publish(self.topic(kind, device), payload):
-                self.stats.forwarded += len(changes)
-            else:  # lost again at once: keep them for the next session
-                for change in changes:
-                    self._keep(change)
-        log.info("%s forwarded %d stored values as historical", self.edge_node_id, len(store))
+            topic = self.topic(kind, device)
+            if store.file is None:
+                if self._publish(topic, payload):
+                    self.stats.forwarded += len(held_rows)
+                else:  # lost again at once: keep them for the next session
+                    store.keep_again(held_rows)
+                continue
+            acked = self._conn.send([(topic, payload.SerializeToString(), False)], qos=1)
+            self.stats.published += 1
+            acked.add_done_callback(functools.partial(self._forwarded, held_rows))
+        log.info("%s forwarded %d stored values as historical", self.edge_node_id, n)
+
+    def _forwarded(self, rows: list[Held], acked: asyncio.Future[None]) -> None:
+        if not acked.cancelled() and acked.exception() is None:
+            self.stats.forwarded += len(rows)
+            self._store.done(rid for rid, _ in rows)
+        else:  # the connection ended first: held again (still on disk) for the next session
+            self._store.keep_again(rows)
+
+    async def open(self) -> None:
+        """Read back what the store file holds (sent after the first births), then connect."""
+
+        def known(change: _Change) -> bool:
+            return change[1] in self._metrics.get(change[0], {})
+
+        self.stats.loaded = await self._store.load(known)
+        await super().open()
 
     async def close(self) -> None:
-        """Publish a DDEATH per device (QoS 0, in the seq), then NDEATH (QoS 1) and
-        disconnect; the broker then drops the Will. NDEATH's PUBACK means the broker has
-        the DDEATHs before it (one connection, in order). Values still stored are lost
-        (logged)."""
+        """Publish a DDEATH per device still in reach (QoS 0, in the seq), then NDEATH (QoS
+        1) and disconnect; the broker then drops the Will. NDEATH's PUBACK means the broker
+        has the DDEATHs before it (one connection, in order). Values still stored stay in
+        the store file for the next start (without one: lost, logged)."""
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -350,8 +403,8 @@ class SparkplugEdgeNode(MqttAdapter):
         if self._born:
             now = self._clock()
             for device in self._metrics:
-                if device is not None:
-                    self._publish(self.topic("DDEATH", device), pb.Payload(timestamp=now, seq=self._next_seq()))
+                if device is not None and device not in self._away:
+                    self._ddeath(device, now)
         if await self._publish_farewell(
             self.topic("NDEATH"),
             self._death_payload(self._bd_seq),
@@ -359,10 +412,11 @@ class SparkplugEdgeNode(MqttAdapter):
         ):
             self.stats.published += 1
         self._born = False
-        if self.stored:
-            log.warning("%s closes with %d stored values never forwarded",
-                        self.edge_node_id, self.stored)  # fmt: skip
-        await super().close()
+        try:
+            await super().close()  # fails forwards still unacknowledged: they are held again
+        finally:
+            await asyncio.sleep(0)  # their callbacks run now
+            await self._store.close()
 
     # -- connection life cycle --
 
@@ -401,31 +455,40 @@ class SparkplugEdgeNode(MqttAdapter):
         # Births carry every value, including changes not flushed yet; the ones a later
         # change replaced go on to the host as history (with store and forward).
         for device, changes in self._pending.items():
+            if device in self._away:
+                self._absorb(device, changes)
+                continue
             for name, values in changes.items():
                 if not values:
                     continue
                 for value, ts in values[:-1]:  # the birth carries the last
-                    self._keep((device, name, value, ts))
+                    self._store.keep((device, name, value, ts))
                 m = self._metrics[device][name]
                 m.value, m.timestamp_ms = values[-1]
         self._pending = {}
-        self._sent.clear()
+        self._recent.clear()
         now = self._clock()
         self._seq = 0
         nbirth = pb.Payload(timestamp=now, seq=self._next_seq())
-        nbirth.metrics.add(name=BDSEQ_METRIC, timestamp=now, datatype=pb.Int64, long_value=self._bd_seq)
-        nbirth.metrics.add(name=REBIRTH_METRIC, timestamp=now, datatype=pb.Boolean, boolean_value=False)
+        nbirth.metrics.add(
+            name=BDSEQ_METRIC, timestamp=now, datatype=pb.Int64, long_value=self._bd_seq
+        )
+        nbirth.metrics.add(
+            name=REBIRTH_METRIC, timestamp=now, datatype=pb.Boolean, boolean_value=False
+        )
         self._add_birth_metrics(nbirth, None, now)
         self._publish(self.topic("NBIRTH"), nbirth)
         for device in self._metrics:
-            if device is None:
-                continue
-            dbirth = pb.Payload(timestamp=now, seq=self._next_seq())
-            self._add_birth_metrics(dbirth, device, now)
-            self._publish(self.topic("DBIRTH", device), dbirth)
+            if device is not None and device not in self._away:  # away: DBIRTH on return
+                self._publish_dbirth(device, now)
         self._born = True
         self.stats.births += 1
         self._forward()
+
+    def _publish_dbirth(self, device: str, now: int) -> None:
+        dbirth = pb.Payload(timestamp=now, seq=self._next_seq())
+        self._add_birth_metrics(dbirth, device, now)
+        self._publish(self.topic("DBIRTH", device), dbirth)
 
     def _add_birth_metrics(self, payload: pb.Payload, device: str | None, now: int) -> None:
         for name, m in self._metrics[device].items():
@@ -449,7 +512,7 @@ class SparkplugEdgeNode(MqttAdapter):
         elif msg.topic == self._topic_ncmd:
             self._on_command_message(msg.topic, None, msg.payload)
         elif msg.topic.startswith(self._topic_dcmd):
-            self._on_command_message(msg.topic, msg.topic[len(self._topic_dcmd):], msg.payload)
+            self._on_command_message(msg.topic, msg.topic[len(self._topic_dcmd) :], msg.payload)
 
     def _on_state(self, data: bytes) -> None:
         try:
@@ -471,7 +534,9 @@ class SparkplugEdgeNode(MqttAdapter):
             # The Primary Host went away: end this session (explicit NDEATH) and start a
             # new one, whose births wait for the host to come back online.
             # owned: close() cancels and awaits it; _reaped collects the outcome of a finished one
-            task = asyncio.create_task(self._restart_session(), name=f"spb-restart-{self.edge_node_id}")
+            task = asyncio.create_task(
+                self._restart_session(), name=f"spb-restart-{self.edge_node_id}"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._reaped)
 
@@ -507,41 +572,19 @@ class SparkplugEdgeNode(MqttAdapter):
             log.warning("command on %s carries no metrics", topic)
             return
         table = self._metrics.get(device)
-        for pm in payload.metrics:
-            name = pm.name
-            if not pm.HasField("name") and pm.HasField("alias"):
-                owner, name = self._by_alias.get(pm.alias, (device, f"<alias {pm.alias}>"))
-                if owner != device:
-                    name = f"<alias {pm.alias}>"
+        defs = None if table is None else {n: m.defn for n, m in table.items()}
+        for name, value, why in command_writes(payload, device, defs, self._by_alias):
+            if why is not None:
+                self._refuse(topic, name, why)
+                continue
             if device is None and name == REBIRTH_METRIC:
-                if pm.WhichOneof("value") != "boolean_value":
-                    self._refuse(topic, name, "Rebirth needs a Boolean value")
-                    continue
                 self.stats.commands_accepted += 1
-                if pm.boolean_value and self._born:
+                if value and self._born:
                     log.info("rebirth requested for %s", self.edge_node_id)
                     self._publish_births()
                 continue
-            m = table.get(name) if table is not None else None
-            if m is None:
-                self._refuse(topic, name, "unknown metric" if table is not None else "unknown device")
-                continue
-            if not m.defn.writable:
-                self._refuse(topic, name, "metric is not writable")
-                continue
-            want = DATATYPES[m.defn.datatype][0]
-            if pm.HasField("datatype") and pm.datatype != want:
-                self._refuse(
-                    topic, name, f"datatype {pm.datatype} given, the metric is {m.defn.datatype}"
-                )
-                continue
-            try:
-                value = metric_value(pm, m.defn.datatype)
-            except ValueError as exc:
-                self._refuse(topic, name, str(exc))
-                continue
-            if value is None or self._on_command is None:
-                self._refuse(topic, name, "null value" if value is None else "no command handler")
+            if self._on_command is None:
+                self._refuse(topic, name, "no command handler")
                 continue
             try:
                 ok = self._on_command(device, name, value)

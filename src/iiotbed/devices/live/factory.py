@@ -10,7 +10,9 @@ the block (end of the duration, an error or cancellation) closes every endpoint:
 VDA 5050 OFFLINE, OPC UA servers stopped. The body's exception passes through.
 
 With ``options.resume`` a restarted factory continues where the dead one may have
-published to, never rewinding (:mod:`.resume`).
+published to, never rewinding (:mod:`.resume`), and the Sparkplug edge node keeps its store
+and forward on disk beside the resume file: values it held when the process stopped reach
+the host, as historical, after the restarted node's births.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from iiotbed._aio import ExcInfo
 from iiotbed.devices.live.commands import Commands
 from iiotbed.devices.live.derived import Derived
 from iiotbed.devices.live.options import LiveOptions, LiveSummary
-from iiotbed.devices.live.resume import ResumePoint, read_resume, write_resume
+from iiotbed.devices.live.resume import (
+    ResumePoint,
+    edge_store_path,
+    new_run_token,
+    read_resume,
+    write_resume,
+)
 from iiotbed.devices.live.routing import HEADSETS, LINE_METRICS, RoutePlan, SparkplugChange, route
 from iiotbed.devices.live.trips import Trips, visualization_interval
 from iiotbed.devices.network import Channel, LiveLink, endpoint_links
@@ -112,6 +120,7 @@ class LiveFactory:
         self._mark_ahead = max(1.0, opts.speed if opts.speed is not None else 600.0)  # ~1 wall s
         self._restate_opcua: list[Sample] = []
         self._restate_spb: list[SparkplugChange] = []
+        self._run_token = new_run_token()  # a resumed run takes its file's
 
     # ------------------------------------------------------------------ endpoints
 
@@ -211,6 +220,9 @@ class LiveFactory:
             broker, self.group_id, self.edge_node_id, devices=self._sparkplug_devices(),
             primary_host_id=opts.primary_host, on_command=self.commands.on_dcmd,
             clock=self._clock_ms, client_id=f"iiotbed-{self.group_id}-{self.edge_node_id}",
+            store_path=edge_store_path(opts.resume) if opts.resume is not None else None,
+            store_scope=f"{self.scenario.name}|{self.scenario.run.seed}|{opts.replication}|"
+                        f"{self._run_token}",
         )  # fmt: skip
         for device, metric, value, ts in self._restate_spb:  # in the first NBIRTH
             self.edge.set(device, metric, value, ts)
@@ -246,6 +258,9 @@ class LiveFactory:
             return await stack.__aexit__(*exc_info)
         finally:
             self._fill_summary()
+            if self._finished and self.options.resume is not None:
+                # the run is complete: what the edge node still holds belongs to no next start
+                await asyncio.to_thread(_remove_store, edge_store_path(self.options.resume))
 
     async def wait(self) -> LiveSummary:
         """Wait until the run reaches its duration; the summary (endpoints stay up)."""
@@ -283,6 +298,7 @@ class LiveFactory:
         if point is None:
             return False
         point.check(sc.name, sc.run.seed, rep, path)
+        self._run_token = point.run
         until = min(point.t, self.duration)
         # the pure simulation, nothing else touches it yet: CPU-bound, so off the loop
         await asyncio.to_thread(self.factory.run, until)
@@ -307,7 +323,8 @@ class LiveFactory:
             return
         sc = self.scenario
         self._mark = now + self._mark_ahead
-        point = ResumePoint(sc.name, sc.run.seed, self.options.replication, self._mark)
+        point = ResumePoint(sc.name, sc.run.seed, self.options.replication, self._mark,
+                            self._run_token)  # fmt: skip
         await asyncio.to_thread(write_resume, path, point)  # file I/O blocks
 
     async def _forget_resume(self) -> None:
@@ -400,6 +417,11 @@ class LiveFactory:
                 await self.edge.flush()
         for records in self._vda_ch.due(now):
             self._trips.apply(records)
+
+
+def _remove_store(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
 
 
 def _open_events(path: Path, resumed: bool) -> IO[str]:
