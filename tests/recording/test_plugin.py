@@ -125,3 +125,66 @@ def test_plugin_import_is_cheap() -> None:
             "('mcap', 'paho', 'asyncua', 'numpy', 'asyncio', 'google')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+#: a user's test of a live factory: held until the user's subscriber listens, then run
+FACTORY_TEST = '''
+import pytest
+from iiotbed.protocols.sparkplug.codec import decode_payload
+from iiotbed.testing import assert_conformant, assert_matches_answer_key
+
+
+def good_count(messages):
+    """The line's last GoodCount (names from DBIRTH, aliases after)."""
+    alias, good = None, None
+    for m in messages:
+        if not m.topic.endswith("/line"):
+            continue
+        for metric in decode_payload(m.payload).metrics:
+            if "/DBIRTH/" in m.topic and metric.name == "GoodCount":
+                alias = metric.alias
+            if metric.name == "GoodCount" or (metric.alias == alias and not metric.name):
+                good = metric.long_value
+    return good
+
+
+def test_single_machine_live(iiotbed_broker, iiotbed_factory, iiotbed_capture):
+    seen = iiotbed_capture("spBv1.0/#")
+    factory = iiotbed_factory({single!r}, speed=20000, duration="2h", hold=True)
+    ep = factory.endpoints
+    assert ep.broker == iiotbed_broker and ep.opcua[0].startswith("opc.tcp://127.0.0.1:")
+    assert (ep.sparkplug_group, ep.edge_node, ep.amrs) == ("iiotbed-lab", "teaching-line-1", [])
+    assert factory.now == 0.0  # held
+    factory.release()
+    summary = factory.wait(timeout=90)
+    seen.wait_for(lambda ms: any("/NDEATH/" in m.topic for m in ms))
+    key = factory.answer_key
+    assert key.window[1] == factory.end and key.line["good_count"] > 100
+    good = good_count(seen.messages)
+    assert_matches_answer_key({{"good_count": good}}, key)
+    with pytest.raises(AssertionError, match="line: good_count = .*, the answer key says"):
+        assert_matches_answer_key({{"good_count": good + 1}}, key)  # one unit too many
+    assert len(seen.messages) == summary.mqtt_messages
+    assert_conformant(seen.messages)
+
+
+def test_amrs_live_conform(iiotbed_factory, iiotbed_capture):
+    seen = iiotbed_capture("spBv1.0/#", "uagv/#")
+    factory = iiotbed_factory({tcl!r}, speed=10000, duration="30min")
+    assert factory.endpoints.vda_manufacturer and len(factory.endpoints.amrs) == 6
+    factory.wait(timeout=90)
+    vda = [m for m in factory.recording.mqtt_messages(["vda5050"])]
+    seen.wait_for(lambda ms: len(ms) >= factory.summary.mqtt_messages)
+    assert len(vda) > 20 and any(m.topic.endswith("/order") for m in vda)
+    assert_conformant(seen.messages)
+'''
+
+
+def test_factory_fixture_runs_a_live_factory_with_its_answer_key(pytester: pytest.Pytester) -> None:
+    single, tcl = SCENARIOS / "single-machine.yaml", SCENARIOS / "tcl-huizhou-5g.yaml"
+    pytester.makepyfile(test_live=FACTORY_TEST.format(single=str(single), tcl=str(tcl)))
+    # a subprocess: numpy, loaded by the live factory, cannot be imported twice in one process
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
