@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from iiotbed.cli._common import _user_errors, app
+from iiotbed.cli._common import LogLevel, _logging, _serve, _user_errors, app
 
 if TYPE_CHECKING:
     from iiotbed.labs import Lab, LabRig
@@ -89,12 +88,15 @@ def check(
     speed: Annotated[
         float | None,
         typer.Option(
-            "--speed", min=1.0, help="Sim seconds per wall second (default: the lab's: 300, lab 6 1200)."
+            "--speed",
+            min=1.0,
+            help="Sim seconds per wall second (default: the lab's: 300, lab 6 1200).",
         ),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=1.0, help="Wall seconds your script may take.")
     ] = None,
+    log_level: LogLevel = None,
 ) -> None:
     """Check your work on lab N: start what it needs, run or read it, PASS/FAIL per step."""
     from iiotbed.labs import LabNotFound, check_batch, check_on_own_rig
@@ -114,20 +116,38 @@ def check(
         typer.echo(f"error: --broker {broker!r}: expected mqtt://host:port", err=True)
         raise typer.Exit(2)
 
+    _quiet_logs(log_level)
+    # progress for a check that will run (a missing FILE is a usage error below)
+    runs = file is not None and file.is_file()
+
     def ready(rig: LabRig) -> None:
         typer.echo(f"lab {lab.number}: factory up at {pace:g}x; your script gets:", err=True)
         for line in rig.describe():
             typer.echo(f"  {line}", err=True)
+        limit = timeout or lab.timeout
+        typer.echo(
+            f"lab {lab.number}: running python {file} (stopped after {limit:g} s)...", err=True
+        )
 
     with _user_errors():
         try:
             if lab.kind == "batch":
+                if runs:
+                    typer.echo(
+                        f"lab {lab.number}: simulating {file} beside the 5G scenario...", err=True
+                    )
                 report = check_batch(lab, file)
             else:
-                report = asyncio.run(check_on_own_rig(
+                if runs:
+                    typer.echo(f"lab {lab.number}: starting the factory at {pace:g}x (broker, OPC UA "
+                               "servers, platform, gateway: about 10 s)...", err=True)  # fmt: skip
+                result = _serve(lambda: check_on_own_rig(
                     lab, file, speed=pace, broker=broker, opcua_port=opcua_port,
                     limit_s=timeout, on_ready=ready,
                 ))  # fmt: skip
+                if result is None:  # Ctrl-C or SIGTERM: the factory was stopped in order
+                    raise typer.Exit(130)
+                report = result
         except LabNotFound as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -138,3 +158,14 @@ def check(
     for line in report.lines():
         typer.echo(line)
     raise typer.Exit(0 if report.passed else 1)
+
+
+def _quiet_logs(level: str | None) -> None:
+    """A student reads PASS/FAIL lines: the services log errors only (--log-level for more),
+    asyncua nothing below critical (it logs a closing session's pending requests as
+    tracebacks, and nodeset and session-timeout notes at warning)."""
+    import logging
+
+    _logging(level, "error")
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)

@@ -156,7 +156,7 @@ async def check_browse(rig: LabRig, script: Path, report: CheckReport, limit_s: 
         got = answer[key]
         report.add(f"Identification/{key}", got == want, f"{got!r}" + ("" if got == want else f", the machine says {want!r}"),
                    f"browse Objects/Machines/{BROWSE_STATION}/Identification/{key} and print its "
-                   f"value (a LocalizedText's .Text)")  # fmt: skip
+                   f"value" + (" (a LocalizedText: its .Text)" if key == "Manufacturer" else ""))  # fmt: skip
     item = {s.name: ItemState(s.item).name for s in STATES}
     seen = [item[s] for s in rig.watcher.states_between(BROWSE_STATION, t0, t1)]
     got = answer["ItemState"]

@@ -22,7 +22,8 @@ def _need_file(lab: Lab, file: Path | None) -> Path:
                           f"(iiotbed lab check {lab.number} FILE) or --reference")  # fmt: skip
     if not file.is_file():
         raise LabNotFound(f"{file}: no such file (lab {lab.number} checks {lab.hands_in})")
-    return file
+    # named relative to where the student stands; a script runs in its own folder
+    return file.resolve()
 
 
 async def check_live(lab: Lab, file: Path | None, rig: LabRig, *, limit_s: float | None = None) -> CheckReport:
