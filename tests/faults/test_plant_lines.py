@@ -13,13 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kit import SCENARIOS, Mosquitto, Testbed
-
-from iiotbed.platform.layout import Layout
-from iiotbed.scenario import load_scenario
-from iiotbed.scenario.plant import select_line
-from iiotbed.testbed.agreement import line_view
-from iiotbed.testbed.report import replay_answer_key
+from kit import Mosquitto, Testbed
+from plant_kit import LineBed, plant_file
 
 pytestmark = pytest.mark.network
 
@@ -28,40 +23,15 @@ UNTIL = END - 600.0  # the last OPC UA publishing interval may go down with the 
 LINES = ("line-1-1", "line-1-2")
 
 
-class LineBed(Testbed):
-    """One line of the plant: its devices and its gateway (the platform is shared)."""
-
-    __test__ = False
-
-    def __init__(self, workdir: Path, broker: Mosquitto, plant: Path, line: str, *,
-                 store: str, api_port: int) -> None:  # fmt: skip
-        workdir.mkdir()
-        super().__init__(workdir, broker, plant, duration=END, speed=1200.0, store=store,
-                         primary_host=f"iiotbed-gateway-{line}")  # fmt: skip
-        self.line = line
-        self.api_port = api_port
-
-    def devices_args(self) -> list[str]:
-        return [*super().devices_args(), "--line", self.line]
-
-    def gateway_args(self) -> list[str]:
-        return [*super().gateway_args(), "--line", self.line]
-
-    def answer_key(self, start: float, end: float) -> dict[str, float]:
-        scenario = select_line(load_scenario(self.scenario), self.line)
-        layout = Layout.from_scenario(scenario)
-        return line_view(replay_answer_key(self.events, layout, start, end))
-
-
 def test_two_lines_in_their_own_processes_agree_line_by_line(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    plant = tmp_path / "plant.yaml"
-    plant.write_text(f"extends: {SCENARIOS / 'single-machine.yaml'}\nrun: {{lines: 2}}\n")
+    plant = plant_file(tmp_path / "plant.yaml", 2)
     store = f"sqlite:///{tmp_path / 'store.db'}"
     hub = Testbed(tmp_path / "platform", broker, plant, duration=END, speed=1200.0, store=store)
     (tmp_path / "platform").mkdir()
-    beds = [LineBed(tmp_path / line, broker, plant, line, store=store, api_port=hub.api_port)
+    beds = [LineBed(tmp_path / line, broker, plant, line, duration=END, speed=1200.0, store=store,
+                    api_port=hub.api_port, primary_host=f"iiotbed-gateway-{line}")
             for line in LINES]  # fmt: skip
     try:
         hub.start_platform()
@@ -93,4 +63,3 @@ def test_two_lines_in_their_own_processes_agree_line_by_line(
     finally:
         for bed in [*beds, hub]:
             bed.close()
-
