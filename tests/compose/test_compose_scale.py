@@ -1,0 +1,85 @@
+"""``docker compose up --scale gateway=2``: two gateway replicas on one run, one killed.
+
+A stack of its own (project ``iiotbed-scale-<pid>``) on the 5G scenario from its first shift
+to 11:00 at 300x (~36 s paced), with the redundant-gateway settings of docs/compose.md:
+each replica its own id (``GATEWAY_ID=gw-{host}``: the container's host name, so its own
+MQTT client ids, Sparkplug host and buffer file in the shared volume), one ``RUN_ID`` for
+both, and the devices without a Primary Host (``PRIMARY_HOST=``, ``WAIT_FOR_HOST=false``).
+Must hold: two gateway containers, healthy, under two ids, both delivering; one replica is
+``docker kill``'d mid-run; at the end ``iiotbed report`` finds the counters equal to the
+answer key (nothing lost, nothing doubled) and the store holds one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from compose_kit import Stack, api, devices_t, docker, exec_out, poll, stack_env
+
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(900)]
+
+SPEED = 300
+KILL_AT = 9.5 * 3600.0  # one replica goes once the devices are past 09:30
+COUNTERS = ("good_count", "scrap_count", "processed", "failures")
+
+
+def _gateways(stack: Stack) -> list[dict[str, Any]]:
+    r = stack.compose("ps", "-a", "--format", "json", "gateway", timeout=60)
+    text = r.stdout.strip()
+    rows = json.loads(text) if text.startswith("[") else [json.loads(x) for x in text.splitlines()]
+    return sorted(rows, key=lambda row: str(row["Name"]))
+
+
+def _ids(stack: Stack) -> set[str]:
+    """The gateway ids whose status the UNS broker holds online (retained)."""
+    text = exec_out(stack, "broker-it", "mosquitto_sub", "-h", "127.0.0.1", "-t",
+                    "uns/_gateway/+/status", "-v", "-W", "2")  # fmt: skip
+    out = set()
+    for line in text.splitlines():
+        topic, _, payload = line.partition(" ")
+        if "online" in payload:
+            out.add(topic.split("/")[2])
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    env = stack_env("11h", SPEED)
+    env.update({"RUN_ID": f"scale-{os.getpid()}-{int(time.time())}", "GATEWAY_ID": "gw-{host}",
+                "PRIMARY_HOST": "", "WAIT_FOR_HOST": "false"})  # fmt: skip
+    s = Stack(f"iiotbed-scale-{os.getpid()}", env)
+    s.compose("build", "-q", timeout=1800)
+    try:
+        s.compose("up", "-d", "--scale", "gateway=2", timeout=600)
+        yield s
+    finally:
+        s.compose("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=300)
+
+
+def test_two_gateway_replicas_one_killed_still_exact(stack: Stack) -> None:
+    poll(lambda: len(_gateways(stack)) == 2
+         and all(g.get("Health") == "healthy" for g in _gateways(stack)), 180,
+         "two healthy gateway replicas", stack=stack)  # fmt: skip
+    ids = poll(lambda: (lambda i: i if len(i) == 2 else None)(_ids(stack)), 60,
+               "two gateway ids online", stack=stack)  # fmt: skip
+    assert all(i.startswith("gw-") for i in ids), ids
+    poll(lambda: devices_t(stack) > KILL_AT, 300, "the devices past 09:30", stack=stack)
+    victim = _gateways(stack)[0]
+    docker("kill", victim["ID"], env=stack.env)
+    stack.wait("the devices' run finished", lambda st: st.get("devices", {}).get("State")
+               == "exited", 300)  # fmt: skip
+    assert stack.ps()["devices"]["ExitCode"] == 0, stack.logs()
+    r = stack.compose("run", "--rm", "-T", "report", "--json", "-n", "2", timeout=600,
+                      check=False)  # fmt: skip
+    assert r.stdout.strip(), f"no report (exit {r.returncode}):\n{r.stderr}\n{stack.logs()}"
+    report = json.loads(r.stdout)
+    for k in COUNTERS:  # counters exact; time KPIs may differ (no hold for a Primary Host)
+        assert report["agreement"][k]["ok"], (k, report["agreement"][k], stack.logs())
+    assert report["answer_key"]["good_count"] > 0
+    runs = api(stack, "/api/runs")
+    assert [r["run_id"] for r in runs] == [stack.env["RUN_ID"]], runs  # one run, both replicas
