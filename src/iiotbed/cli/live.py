@@ -273,7 +273,8 @@ GatewayLines = Annotated[
     typer.Option(
         "--line", envvar="IIOTBED_LINE",
         help="Which line(s) of a plant scenario, e.g. line-1-2; repeat it to collect several "
-        "lines in this process (one gateway per line: id, buffer and run id get -LINE).",
+        "lines in this process (one gateway per line: id, buffer and run id get -LINE; "
+        "--opcua-port is then line 1's port, the others follow).",
     ),
 ]
 GatewayId = Annotated[
@@ -435,16 +436,18 @@ def gateway(
             _check_broker(uns_broker)
             from iiotbed.scenario.plant import vda_manufacturer
 
-            source = ctx.get_parameter_source("opcua_port")
-            if several and source is not None and source.name != "DEFAULT":
-                raise typer.BadParameter("with several --line each line's port follows from its "
-                                         "index: leave --opcua-port out",
-                                         param_hint="--opcua-port")  # fmt: skip
             loaded = _load(scenario_file)
             names: list[str | None] = [*lines] if lines else [None]
             for name in names:
-                scenario, port = _plant_line(ctx, scenario_file, loaded, name, opcua_port,
-                                             opcua_layout)  # fmt: skip
+                if several:  # --opcua-port is the plant's base: each line's from its index
+                    from iiotbed.scenario.plant import opcua_port as line_port
+                    from iiotbed.scenario.plant import select_line
+
+                    scenario = select_line(loaded, name, scenario_file)
+                    port = line_port(scenario, opcua_port, per_machine=opcua_layout == "machine")
+                else:
+                    scenario, port = _plant_line(ctx, scenario_file, loaded, name, opcua_port,
+                                                 opcua_layout)  # fmt: skip
                 given: dict[str, Any] = {}
                 if run_id is not None:
                     given["run_id"] = f"{run_id}-{name}" if several else run_id
