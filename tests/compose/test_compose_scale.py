@@ -37,12 +37,13 @@ def _gateways(stack: Stack) -> list[dict[str, Any]]:
 
 def _ids(stack: Stack) -> set[str]:
     """The gateway ids whose status the UNS broker holds online (retained)."""
+    # -C 2: the two replicas' retained statuses come at once (mosquitto_sub exits 0)
     text = exec_out(stack, "broker-it", "mosquitto_sub", "-h", "127.0.0.1", "-t",
-                    "uns/_gateway/+/status", "-v", "-W", "2")  # fmt: skip
+                    "uns/_gateway/+/status", "-v", "-C", "2", "-W", "3")  # fmt: skip
     out = set()
     for line in text.splitlines():
         topic, _, payload = line.partition(" ")
-        if "online" in payload:
+        if payload.strip() == "online":
             out.add(topic.split("/")[2])
     return out
 
