@@ -86,7 +86,9 @@ class Sub:
     def __init__(self, port: int, pattern: str, expect: int) -> None:
         ctx = mp.get_context("spawn")
         ready, self.results = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(target=subscriber, args=(port, pattern, expect, ready, self.results))
+        self.proc = ctx.Process(
+            target=subscriber, args=(port, pattern, expect, ready, self.results)
+        )
         self.proc.start()
         ready.get(timeout=30)
 
@@ -142,7 +144,9 @@ async def record_default(out: Path) -> None:
     sc = load_scenario(file)
     end = _first_production(sc) + 4 * 3600
     sc = load_scenario(file, duration=end)
-    print(f"recording {sc.name}, sim time 0 .. {end / 3600:g} h at 4000x into {out} ...", flush=True)
+    print(
+        f"recording {sc.name}, sim time 0 .. {end / 3600:g} h at 4000x into {out} ...", flush=True
+    )
     await record(sc, file, out, RecordOptions(speed=4000, end=end, opcua_port=free_port()))
 
 
@@ -176,7 +180,9 @@ async def main_async(path: Path | None, loops: int, rounds: int) -> None:
                         best[name] = (rate, lost)
     r1, rq, rr = best["raw1"][0], best["rawq"][0], best["replay"][0]
     print(f"raw paho -> mosquitto, every message QoS 1, batches of {BATCH}: {r1:10.0f} msg/s")
-    print(f"raw paho -> mosquitto, recorded QoS (as replayed), batches of {BATCH}: {rq:10.0f} msg/s")
+    print(
+        f"raw paho -> mosquitto, recorded QoS (as replayed), batches of {BATCH}: {rq:10.0f} msg/s"
+    )
     print(f"replay --max ({sessions} sessions, nothing lost):               {rr:10.0f} msg/s")
     print(f"replay/raw QoS 1 {rr / r1:.3f}  replay/raw recorded QoS {rr / rq:.3f}")
     print(f"ratio {rr / rq:.3f}")

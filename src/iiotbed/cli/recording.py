@@ -38,7 +38,8 @@ recording_app = typer.Typer(
 app.add_typer(recording_app)
 
 RecordingArg = Annotated[
-    Path, typer.Argument(help="A recording (.mcap) written by `iiotbed record`.", show_default=False)
+    Path,
+    typer.Argument(help="A recording (.mcap) written by `iiotbed record`.", show_default=False),
 ]
 
 
@@ -74,7 +75,8 @@ def record_cmd(
     broker: Annotated[
         str | None,
         typer.Option(
-            "--broker", envvar="IIOTBED_BROKER",
+            "--broker",
+            envvar="IIOTBED_BROKER",
             help="MQTT broker the devices publish to (default: an embedded one on a free port).",
         ),
     ] = None,
@@ -112,7 +114,9 @@ def record_cmd(
             _err(message) if as_json else typer.echo(message)
             sys.stdout.flush()
 
-        say(f"{scenario.name}: recording sim time 0 .. {end / 3600:g} h at {speed:g}x into {output}")
+        say(
+            f"{scenario.name}: recording sim time 0 .. {end / 3600:g} h at {speed:g}x into {output}"
+        )
         mode = progress_mode(as_json=as_json)
         summary = asyncio.run(record(
             scenario, file, output, opts, say=say,
@@ -178,26 +182,40 @@ def replay_cmd(
     ] = None,
     speed: Annotated[
         float | None,
-        typer.Option("--speed", min=0.001,
-                     help="Sim seconds per wall second after the unpaced start (default 1: real time)."),
+        typer.Option(
+            "--speed",
+            min=0.001,
+            help="Sim seconds per wall second after the unpaced start (default 1: real time).",
+        ),
     ] = None,
     max_: Annotated[
         bool,
-        typer.Option("--max", help="As fast as the broker acknowledges (never faster than its PUBACKs)."),
+        typer.Option(
+            "--max", help="As fast as the broker acknowledges (never faster than its PUBACKs)."
+        ),
     ] = False,
-    loop: Annotated[bool, typer.Option("--loop", help="Start again at the end, until Ctrl-C.")] = False,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Start again at the end, until Ctrl-C.")
+    ] = False,
     only: Annotated[
         str | None,
-        typer.Option("--only", help="Comma-separated protocols to replay: sparkplug, vda5050, mqtt, "
-                     "opcua (with --opcua-port)."),
+        typer.Option(
+            "--only",
+            help="Comma-separated protocols to replay: sparkplug, vda5050, mqtt, "
+            "opcua (with --opcua-port).",
+        ),
     ] = None,
     topic_prefix: Annotated[
         str, typer.Option("--topic-prefix", help="Put this before every topic, e.g. lab1/.")
     ] = "",
     opcua_port: Annotated[
         int | None,
-        typer.Option("--opcua-port", min=1, max=65535,
-                     help="Also re-serve the recorded machines over OPC UA on this port."),
+        typer.Option(
+            "--opcua-port",
+            min=1,
+            max=65535,
+            help="Also re-serve the recorded machines over OPC UA on this port.",
+        ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -237,6 +255,7 @@ def replay_cmd(
         d: dict[str, Any] = {"published": dict(sorted(stats.published.items())), "total": stats.total,
              "skipped": stats.skipped, "sessions": stats.sessions, "loops": stats.loops,
              "wall_s": round(stats.wall_s, 3), "opcua_values": stats.opcua_values,
+             "rebirths": stats.rebirths,
              "endpoints": stats.endpoints,
              "rate_per_s": round(stats.total / stats.wall_s, 1) if stats.wall_s > 0 else None}  # fmt: skip
         if as_json:
@@ -244,7 +263,8 @@ def replay_cmd(
             return
         per = ", ".join(f"{k} {v}" for k, v in d["published"].items()) or "nothing"
         typer.echo(f"published {d['total']} messages ({per}) in {stats.wall_s:.2f} s over "
-                   f"{stats.sessions} sessions, {stats.loops} pass(es); skipped {stats.skipped}")  # fmt: skip
+                   f"{stats.sessions} sessions, {stats.loops} pass(es); skipped {stats.skipped}"
+                   + (f"; answered {stats.rebirths} rebirth request(s)" if stats.rebirths else ""))  # fmt: skip
         if stats.endpoints:
             typer.echo(f"OPC UA: {stats.opcua_values} values set on {', '.join(stats.endpoints)}")
 

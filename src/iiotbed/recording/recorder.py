@@ -287,8 +287,7 @@ def _write(
     )
     plant = scenario.plant
     w.records(records)
-    values = list(opcua_values(scenario, records))
-    w.opcua(values)
+    values = w.opcua(opcua_values(scenario, records))  # a generator: one value at a time
     files = _scenario_files(scenario_file, scenario)
     for name, text in files.items():
         w.attach(name, text)
@@ -305,7 +304,7 @@ def _write(
     w.metadata(META_ANSWER_KEY, key.to_json())
     w.close()
     w.path.replace(out)  # never a half-written file under the name asked for
-    return RecordSummary(out, mqtt_messages, len(records), len(values), out.stat().st_size,
+    return RecordSummary(out, mqtt_messages, len(records), values, out.stat().st_size,
                          time.monotonic() - wall0, key)  # fmt: skip
 
 

@@ -6,9 +6,10 @@ publisher, each with its Will. Timing: the stretch the recording ran unpaced (up
 first shift) goes out at once, then messages keep their recorded spacing divided by
 ``speed``; ``speed=None`` (``--max``) sends as fast as the broker takes them. Either way a
 batch is sent only after the previous one was acknowledged (PUBACK at QoS 1, written at
-QoS 0): never faster than the broker. ``loops`` passes (0: until stopped). With
-``opcua_port`` the recorded machines are re-served over OPC UA on the same clock
-(:mod:`.opcua_serve`).
+QoS 0): never faster than the broker. Each edge node answers a host's rebirth request
+(NCMD ``Node Control/Rebirth``) as a live one does (:mod:`.rebirths`). ``loops`` passes
+(0: until stopped). With ``opcua_port`` the recorded machines are re-served over OPC UA on
+the same clock (:mod:`.opcua_serve`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from iiotbed.errors import ConnectorError
 from iiotbed.mqtt import MqttConnection, Will
 from iiotbed.recording.reader import MqttMessage, Recording
+from iiotbed.recording.rebirths import Rebirths
 from iiotbed.recording.resequence import Outgoing, Resequencer
 
 __all__ = ["ReplayOptions", "ReplayStats", "replay"]
@@ -57,6 +59,7 @@ class ReplayStats:
     sim_s: float = 0.0  # the recorded sim time reached in this pass
     wall_s: float = 0.0
     opcua_values: int = 0  # OPC UA nodes set (re-served machines)
+    rebirths: int = 0  # rebirth requests (NCMD) answered with new births
     endpoints: list[str] = field(default_factory=list)  # the OPC UA servers' URLs
 
     @property
@@ -67,9 +70,10 @@ class ReplayStats:
 class _Clients:
     """One MQTT connection per recorded publisher, opened and closed as its sessions go."""
 
-    def __init__(self, options: ReplayOptions, stats: ReplayStats) -> None:
+    def __init__(self, options: ReplayOptions, stats: ReplayStats, rebirths: Rebirths) -> None:
         self._opts = options
         self._stats = stats
+        self._rebirths = rebirths
         self._conns: dict[str, MqttConnection] = {}
         self._tag = secrets.token_hex(3)  # client ids unique on a shared broker
 
@@ -77,7 +81,9 @@ class _Clients:
         await self.disconnect(client)
         self._stats.sessions += 1
         cid = f"{self._opts.client_prefix}-{self._tag}-{self._stats.sessions}"
-        conn = MqttConnection(self._opts.broker, client_id=cid, on_message=lambda _m: None,
+        conn = MqttConnection(self._opts.broker, client_id=cid,
+                              on_message=self._rebirths.listener(client),
+                              subscriptions=self._rebirths.subscriptions(client),
                               will=(lambda: will) if will is not None else None,
                               max_inflight=_BATCH)  # fmt: skip
         await conn.open()
@@ -126,7 +132,8 @@ async def replay(
     halt = stop or asyncio.Event()
     paced_ns = round((recording.epoch_s + recording.paced_from) * 1e9)
     rs = Resequencer(options.topic_prefix)
-    clients = _Clients(options, st)
+    rebirths = Rebirths(options.topic_prefix)
+    clients = _Clients(options, st, rebirths)
     wall0 = time.monotonic()
     try:
         async with AsyncExitStack() as stack:
@@ -152,7 +159,7 @@ async def replay(
                 st.skipped = rs.skipped
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(_send_all(out, clients, options.speed, paced_ns, start, halt,
-                                             st, recording))  # fmt: skip
+                                             st, recording, rebirths))  # fmt: skip
                     if ua is not None:
                         tg.create_task(ua.play(options.speed, paced_ns, start, halt))
                 if ua is not None:
@@ -182,22 +189,26 @@ async def _send_all(
     halt: asyncio.Event,
     st: ReplayStats,
     recording: Recording,
+    rebirths: Rebirths,
 ) -> None:
     epoch_ns = round(recording.epoch_s * 1e9)
     i = 0
     while i < len(out) and not halt.is_set():
+        if rebirths.pending:
+            # a host asked an edge node for a rebirth: answered before its next message
+            for births in rebirths.answers(out, i):
+                conn = await clients.get(births[0].client)
+                await _send(conn, [(b.topic, b.payload, b.retain) for b in births], births[0].qos)
+                st.published["sparkplug"] += len(births)
+                st.rebirths += 1
         first = out[i]
         if speed is not None and first.log_ns > paced_ns:
             due = start + (first.log_ns - paced_ns) / 1e9 / speed
             wait = due - time.monotonic()
             if wait > 0:
-                # woken early by stop: nothing more goes out
-                try:
-                    async with asyncio.timeout(wait):
-                        await halt.wait()
-                    return
-                except TimeoutError:
-                    pass
+                # woken early by stop (nothing more goes out) or by a rebirth request
+                await _pause(wait, halt, rebirths.wake)
+                continue
         if first.connect:
             will = first.will
             await clients.connect(first.client, Will(will.topic, will.payload, will.qos, will.retain)
@@ -209,16 +220,33 @@ async def _send_all(
                and out[j].qos == first.qos
                and (speed is None or out[j].log_ns - first.log_ns <= _SLOT_NS)):  # fmt: skip
             j += 1
-        batch = [(m.topic, m.payload, m.retain) for m in out[i:j] if m.topic]
+        batch = [(m.topic, rebirths.sending(k, m), m.retain)
+                 for k, m in enumerate(out[i:j], i) if m.topic]  # fmt: skip
         if batch:
             conn = await clients.get(first.client)
-            try:
-                await conn.send(batch, qos=first.qos)
-            except ConnectorError as exc:
-                raise ConnectorError(f"replay to {conn.url} stopped: {exc}",
-                                     endpoint=str(conn.url)) from exc  # fmt: skip
+            await _send(conn, batch, first.qos)
             st.published[first.protocol] += len(batch)
         if out[j - 1].disconnect:
             await clients.disconnect(first.client)
         st.sim_s = (out[j - 1].log_ns - epoch_ns) / 1e9
         i = j
+
+
+async def _send(conn: MqttConnection, batch: list[tuple[str, bytes, bool]], qos: int) -> None:
+    """Send ``batch`` and wait for the broker's acknowledgements (the flow control)."""
+    try:
+        await conn.send(batch, qos=qos)
+    except ConnectorError as exc:
+        raise ConnectorError(f"replay to {conn.url} stopped: {exc}",
+                             endpoint=str(conn.url)) from exc  # fmt: skip
+
+
+async def _pause(seconds: float, halt: asyncio.Event, wake: asyncio.Event) -> None:
+    """Sleep ``seconds``, cut short by ``halt`` or ``wake``."""
+    waits = {asyncio.ensure_future(halt.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:  # owned here: cancelled and awaited
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)

@@ -24,13 +24,27 @@ is deterministic.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from iiotbed.protocols.sparkplug.codec import BDSEQ_METRIC, NAMESPACE, decode_payload, pb
+from iiotbed.protocols.sparkplug.codec import (
+    BDSEQ_METRIC,
+    NAMESPACE,
+    REBIRTH_METRIC,
+    decode_payload,
+    pb,
+)
 from iiotbed.recording.reader import MqttMessage
 
-__all__ = ["Outgoing", "Resequencer", "WillMessage", "plan"]
+__all__ = [
+    "Outgoing",
+    "Resequencer",
+    "WillMessage",
+    "plan",
+    "rebirth",
+    "rebirth_alias",
+    "rebirth_requested",
+]
 
 _HOST_TYPES = frozenset({"NCMD", "DCMD", "STATE"})
 _MASTER_TOPICS = frozenset({"order", "instantActions"})
@@ -198,6 +212,98 @@ def plan(
         for m in msgs:
             yield from rs.rewrite(m)
         yield from rs.finish(msgs[-1].log_ns if msgs else 0)
+
+
+def rebirth(history: Sequence[Outgoing], timestamp_ms: int) -> list[Outgoing]:
+    """What a live edge node answers a rebirth request with: its NBIRTH and one DBIRTH per
+    device still born, carrying the values ``history`` left current (``history``: the
+    node's messages of this session in the order sent, its NBIRTH first). As Sparkplug B
+    3.0 asks: ``seq`` 0 at NBIRTH and on from there, the session's ``bdSeq`` unchanged, dated
+    ``timestamp_ms``."""
+    node: pb.Payload | None = None
+    devices: dict[str, pb.Payload] = {}
+    first: Outgoing | None = None
+    head = ""  # <prefix>spBv1.0/<group>/, learnt from the NBIRTH
+    for o in history:
+        if "/NBIRTH/" in o.topic:
+            node, first = decode_payload(o.payload), o
+            head = o.topic[: o.topic.rindex("/NBIRTH/") + 1]
+            devices.clear()
+            continue
+        if node is None or not o.topic.startswith(head):
+            continue
+        kind = o.topic[len(head) :].split("/", 1)[0]
+        if kind == "DBIRTH":
+            devices[o.topic] = decode_payload(o.payload)
+        elif kind == "DDEATH":
+            devices.pop(o.topic.replace("/DDEATH/", "/DBIRTH/"), None)
+        elif kind == "NDATA":
+            _update(node, decode_payload(o.payload))
+        elif kind == "DDATA":
+            birth = devices.get(o.topic.replace("/DDATA/", "/DBIRTH/"))
+            if birth is not None:
+                _update(birth, decode_payload(o.payload))
+    if node is None or first is None:
+        return []
+    out = []
+    for seq, (topic, payload) in enumerate([(first.topic, node), *devices.items()]):
+        payload.timestamp = timestamp_ms
+        payload.seq = seq
+        data = payload.SerializeToString(deterministic=True)
+        out.append(
+            Outgoing(first.log_ns, first.client, topic, data, first.qos, first.retain, "sparkplug")
+        )
+    return out
+
+
+def rebirth_requested(payload: bytes, alias: int | None = None) -> bool:
+    """An NCMD asks for a rebirth: ``Node Control/Rebirth`` (by name, or by the ``alias``
+    the NBIRTH gave it) set to true."""
+    try:
+        cmd = decode_payload(payload)
+    except ValueError:
+        return False
+    for m in cmd.metrics:
+        named = m.name == REBIRTH_METRIC or (
+            not m.name and alias is not None and m.HasField("alias") and m.alias == alias
+        )
+        if named and m.WhichOneof("value") == "boolean_value" and m.boolean_value:
+            return True
+    return False
+
+
+def rebirth_alias(nbirth: bytes) -> int | None:
+    """The alias an NBIRTH gave ``Node Control/Rebirth`` (None: none)."""
+    for m in decode_payload(nbirth).metrics:
+        if m.name == REBIRTH_METRIC and m.HasField("alias"):
+            return int(m.alias)
+    return None
+
+
+def _update(birth: pb.Payload, data: pb.Payload) -> None:
+    """Set the values of ``data``'s metrics (by alias, else name) in ``birth``."""
+    by_alias = {m.alias: m for m in birth.metrics if m.HasField("alias")}
+    by_name = {m.name: m for m in birth.metrics}
+    for d in data.metrics:
+        m = (
+            by_name.get(d.name)
+            if d.name
+            else by_alias.get(d.alias)
+            if d.HasField("alias")
+            else None
+        )
+        if m is None or d.is_historical:
+            continue
+        which = d.WhichOneof("value")
+        if which is None:
+            m.ClearField("value")
+        else:
+            setattr(m, which, getattr(d, which))
+        m.is_null = d.is_null
+        if d.HasField("timestamp"):
+            m.timestamp = d.timestamp
+        if d.HasField("properties"):
+            m.properties.CopyFrom(d.properties)
 
 
 def _death(bd_seq: int, timestamp_ms: int) -> bytes:

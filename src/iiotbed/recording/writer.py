@@ -98,11 +98,14 @@ class RecordingWriter:
             ch = samples if isinstance(r, Sample) else events
             self._add(ch, self.ns(r.t), record_to_json(r).encode())
 
-    def opcua(self, values: Iterable[tuple[float, Mapping[str, Any]]]) -> None:
-        """``(sim t, value)`` pairs: what the OPC UA servers were given."""
+    def opcua(self, values: Iterable[tuple[float, Mapping[str, Any]]]) -> int:
+        """``(sim t, value)`` pairs: what the OPC UA servers were given; returns how many."""
         ch = self._channel(OPCUA, "iiotbed.OpcUaValue", _OPCUA_SCHEMA, "opcua")
+        n = 0
         for t, value in values:
             self._add(ch, self.ns(t), json.dumps(value, separators=(",", ":")).encode())
+            n += 1
+        return n
 
     def metadata(self, name: str, data: Mapping[str, str]) -> None:
         self._w.add_metadata(name, dict(data))
