@@ -126,6 +126,8 @@ class Tag:
     CYCLE_TIME: Final = "CycleTime"  # s, executing time of the last completed unit
     POWER: Final = "Power"  # kW, present draw, from the station's state
     SPEED_SETPOINT: Final = "SpeedSetpoint"  # writable speed factor (OPC UA, Sparkplug DCMD)
+    STARVED: Final = "EquipmentStarved"  # 1 while suspended with its input buffer empty
+    BLOCKED: Final = "EquipmentBlocked"  # 1 while suspended with its output buffer full
 
 
 class EventName:

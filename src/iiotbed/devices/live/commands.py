@@ -124,6 +124,8 @@ class Commands:
         edge = self._edge()
         if edge is not None:
             edge.set(self._names[path], Tag.SPEED_SETPOINT, factor, self._clock_ms())
+        # and back to the machine's OPC UA server as a sample: PackML MachSpeed follows it
+        self._to_opcua(Sample(self._now(), path, Tag.SPEED_SETPOINT, factor))
 
     def action_handler(
         self, amr: AmrControl, order_id: Callable[[], str] | None = None

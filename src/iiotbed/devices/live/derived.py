@@ -4,6 +4,9 @@
 draw. A break and off shift share the same machine state; only the line's planned state
 tells them apart. ``CycleTime`` (s) is the executing time spent on the last completed
 unit (pauses at breaks excluded), reported when the station's ProcessedCount moves.
+``EquipmentStarved`` / ``EquipmentBlocked`` (PackML) are 1 while the station is Suspended
+with its input buffer empty / its output buffer full (both when both hold: it can neither
+take a unit nor pass one on); a wait for kits shows neither (no kit stock samples).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from iiotbed.devices.sim import STATES
 from iiotbed.devices.sim.states import Power
 from iiotbed.scenario import Scenario
-from iiotbed.telemetry import ItemState, PlannedState, Tag
+from iiotbed.telemetry import ItemState, PackMLState, PlannedState, Tag
 
 __all__ = ["STATE_TAGS", "Derived", "power_index"]
 
@@ -43,6 +46,22 @@ class Derived:
         self.planned = int(PlannedState.OffShift)
         self._exec_since: dict[str, float | None] = dict.fromkeys(paths)
         self._exec_acc: dict[str, float] = dict.fromkeys(paths, 0.0)
+        # the buffers around each station (sim/factory.py: a stage's input buffer, the
+        # next stage's is its output) and their levels, fed by the buffers' Level samples
+        line, stages = scenario.line_path, scenario.line.stages
+        buffers = [(f"{line}/{s.name}/buffer", s.buffer_capacity) for s in stages]
+        self._around: dict[str, tuple[str, tuple[str, int] | None]] = {}
+        self.next_to: dict[str, list[str]] = {b: [] for b, _ in buffers}  # buffer -> stations
+        for i, stage in enumerate(stages):
+            out = buffers[i + 1] if i + 1 < len(stages) else None
+            for name in stage.station_names:
+                path = f"{line}/{stage.name}/{name}"
+                self._around[path] = (buffers[i][0], out)
+                self.next_to[buffers[i][0]].append(path)
+                if out is not None:
+                    self.next_to[out[0]].append(path)
+        self._level: dict[str, int] = dict.fromkeys(self.next_to, 0)
+        self.flow: dict[str, tuple[bool, bool]] = dict.fromkeys(paths, (False, False))
 
     def state(self, path: str, index: int, value: int, t: float) -> None:
         """A state tag (``STATE_TAGS[index]``) of the station changed at ``t``."""
@@ -76,3 +95,20 @@ class Derived:
             return None
         self.power[path] = kw
         return kw
+
+    def level(self, buffer: str, value: int) -> None:
+        """A buffer's Level sample (units in it now)."""
+        self._level[buffer] = value
+
+    def flow_change(self, path: str) -> tuple[bool, bool] | None:
+        """(starved, blocked) now if either differs from the last shown, else None."""
+        suspended = self._state[path][2] == PackMLState.Suspended
+        inbuf, out = self._around[path]
+        now = (
+            suspended and self._level[inbuf] == 0,
+            suspended and out is not None and self._level[out[0]] >= out[1],
+        )
+        if self.flow[path] == now:
+            return None
+        self.flow[path] = now
+        return now

@@ -1,6 +1,7 @@
 """Which endpoint shows which record: a pure function of the records and the plant.
 
-Station samples go to the OPC UA servers (plus the derived ``CycleTime`` and ``Power``);
+Station samples go to the OPC UA servers (plus the derived ``CycleTime``, ``Power`` and
+PackML's ``EquipmentStarved`` / ``EquipmentBlocked``, from the buffers' levels);
 energy, power and speed go to each station's Sparkplug device too; line counters, the
 planned state and headcounts to the Sparkplug ``line`` device; technicians to the AR
 headsets device; AMR samples and events to their VDA 5050 agents. No I/O: the live
@@ -94,6 +95,9 @@ def route(batch: Iterable[Record], plan: RoutePlan, derived: Derived) -> Routed:
                 spb.append((HEADSETS, Tag.BUSY, int(r.value or 0), ts))
             elif a in amrs:
                 vda.append(r)
+            elif tag == Tag.BUFFER_LEVEL and a in derived.next_to:
+                derived.level(a, int(r.value or 0))
+                changed.update(dict.fromkeys(derived.next_to[a], r.t))
         elif r.asset in amrs:
             vda.append(r)
         else:
@@ -103,6 +107,10 @@ def route(batch: Iterable[Record], plan: RoutePlan, derived: Derived) -> Routed:
         if kw is not None:
             opcua.append(Sample(t, path, Tag.POWER, kw, "KWT"))
             spb.append((station_name[path], Tag.POWER, kw, round(epoch_ms + t * 1000)))
+        flow = derived.flow_change(path)
+        if flow is not None:
+            opcua.append(Sample(t, path, Tag.STARVED, int(flow[0])))
+            opcua.append(Sample(t, path, Tag.BLOCKED, int(flow[1])))
     return out
 
 

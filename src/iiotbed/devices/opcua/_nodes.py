@@ -21,13 +21,14 @@ from enum import IntEnum
 from asyncua import Server, ua
 
 from iiotbed.devices.opcua._nodesets import Companions
-from iiotbed.devices.opcua._packml import Writes, add_packml
+from iiotbed.devices.opcua._packml import PackMLNodes, Writes, add_packml
 from iiotbed.devices.opcua.spec import MachineSpec
 from iiotbed.protocols import opcua as names
 from iiotbed.protocols.opcua import UNECE_URI, UNIT_NAMES, unit_id
 from iiotbed.telemetry import ItemState, OperationMode, PackMLState, Tag
 
 __all__ = [
+    "Also",
     "FaultBinding",
     "MachineNodes",
     "StateBinding",
@@ -61,12 +62,17 @@ def node_id(ns: int, station: str, *path: str) -> ua.NodeId:
     return ua.NodeId("/".join((station, *path)), ns)
 
 
+#: another node a value sets: (node, its type, its value from the sample's value)
+Also = tuple[ua.NodeId, ua.VariantType, Callable[[float], float]]
+
+
 @dataclass(slots=True)
 class ValueBinding:
-    """A tag written to one variable."""
+    """A tag written to one variable (and to ``also``: values computed from it)."""
 
     nodeid: ua.NodeId
     vtype: ua.VariantType
+    also: tuple[Also, ...] = ()
 
 
 @dataclass(slots=True)
@@ -436,7 +442,42 @@ async def build_machine(
             status = ua.StatusCode(ua.StatusCodes.Good if value is not None
                                    else ua.StatusCodes.BadStateNotActive)  # fmt: skip
             await server.write_attribute_value(nodeid, ua.DataValue(value, status))
+    await _bind_packml_status(server, nodes, packml, speed)
     return nodes
+
+
+async def _bind_packml_status(
+    server: Server, nodes: MachineNodes, packml: PackMLNodes, speed: float
+) -> None:
+    """PackML Status: MachSpeed follows SpeedSetpoint, CurMachSpeed each CycleTime (units
+    per minute; 0 outside Execute, see _packml), Starved/Blocked their derived tags."""
+    st = packml.status
+    ideal = nodes.spec.ideal_cycle_time
+    rate = 60.0 / ideal if ideal else 0.0  # units/min at speed factor 1
+
+    def per_minute(cycle_s: float) -> float:
+        return 60.0 / cycle_s if cycle_s > 0 else 0.0
+
+    speeds = (
+        (names.SPEED_SETPOINT, "MachSpeed", lambda factor: factor * rate, speed * rate),
+        (Tag.CYCLE_TIME, "CurMachSpeed", per_minute, 0.0),
+    )
+    for tag, status, value_of, initial in speeds:
+        binding = nodes.bindings.get(tag)
+        if isinstance(binding, ValueBinding):
+            binding.also += ((st[status], ua.VariantType.Float, value_of),)
+        await server.write_attribute_value(
+            st[status], ua.DataValue(ua.Variant(initial, ua.VariantType.Float))
+        )
+        eu_range = await server.get_node(st[status]).get_child(f"0:{names.EU_RANGE}")
+        await eu_range.write_value(
+            ua.Variant(ua.Range(Low=0.0, High=2.0 * rate), ua.VariantType.ExtensionObject)
+        )
+    for tag, status in ((Tag.STARVED, "EquipmentStarved"), (Tag.BLOCKED, "EquipmentBlocked")):
+        nodes.bindings[tag] = ValueBinding(st[status], ua.VariantType.Boolean)
+        await server.write_attribute_value(
+            st[status], ua.DataValue(ua.Variant(False, ua.VariantType.Boolean))
+        )
 
 
 def _eu_property(parent: ua.NodeId, code: str) -> ua.AddNodesItem:

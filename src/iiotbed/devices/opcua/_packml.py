@@ -9,6 +9,11 @@ the levels below the active one are null with status ``BadStateNotActive`` (OPC 
 operation mode. The instance is made by asyncua from the type (mandatory members only);
 its four mandatory methods (SetUnitMode, SetMachSpeed, SetProduct, SetParameter) answer
 ``BadNotSupported``: the machines take commands through Start/Stop/... and SpeedSetpoint.
+
+``Status`` also shows the speeds and the flow (OPC 30050 ``PackMLStatusObjectType``):
+``MachSpeed`` is the setpoint and ``CurMachSpeed`` the rate of the last unit, both in
+units per minute, ``CurMachSpeed`` 0 outside Execute; ``EquipmentStarved`` /
+``EquipmentBlocked`` are derived by the live layer from the buffers around the station.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from asyncua.common.instantiate_util import instantiate
 from iiotbed.devices.opcua._nodesets import Companions
 from iiotbed.telemetry import OperationMode, PackMLState
 
-__all__ = ["PACKML", "PackMLNodes", "add_packml"]
+__all__ = ["PACKML", "STATUS", "PackMLNodes", "add_packml"]
 
 PACKML: Final = "PackML"  # browse name (iiotbed namespace) of the instance under a machine
 _LEVELS: Final = ("BaseStateMachine", "MachineState", "ExecuteState")
@@ -35,6 +40,9 @@ _UNIT_MODE: Final = {
     OperationMode.Maintenance: 2,
     OperationMode.Setup: 3,
 }
+#: the Status variables fed beside the state (OPC 30050 browse names, PackML namespace)
+STATUS: Final = ("MachSpeed", "CurMachSpeed", "EquipmentStarved", "EquipmentBlocked")
+_ZERO: Final = ua.Variant(0.0, ua.VariantType.Float)
 #: (node, value) pairs; a None value: the node is null with status BadStateNotActive
 Writes = tuple[tuple[ua.NodeId, ua.Variant | None], ...]
 
@@ -49,6 +57,8 @@ class PackMLNodes:
     state_writes: dict[int, Writes] = field(default_factory=dict)
     #: operation mode number -> the UnitModeCurrent write
     mode_writes: dict[int, Writes] = field(default_factory=dict)
+    #: Status variable (``STATUS`` names) -> its node
+    status: dict[str, ua.NodeId] = field(default_factory=dict)
 
 
 def _levels_of(state: PackMLState, co: Companions) -> list[str | None]:
@@ -61,9 +71,7 @@ def _levels_of(state: PackMLState, co: Companions) -> list[str | None]:
     return [_CLEARED, _RUNNING, state.name]
 
 
-async def add_packml(
-    server: Server, machine: ua.NodeId, ns: int, co: Companions
-) -> PackMLNodes:
+async def add_packml(server: Server, machine: ua.NodeId, ns: int, co: Companions) -> PackMLNodes:
     """Instantiate ``PackMLBaseObjectType`` as ``<machine>/PackML`` and bind its states."""
     nodeid = ua.NodeId(f"{machine.Identifier}/{PACKML}", ns)
     (obj,) = [
@@ -80,8 +88,12 @@ async def add_packml(
     current = [await n.get_child("0:CurrentState") for n in level_nodes]
     ids = [await c.get_child("0:Id") for c in current]
     out = PackMLNodes(nodeid=nodeid, methods=())
+    for variable in STATUS:
+        out.status[variable] = (await obj.get_child([f"{p}:Status", f"{p}:{variable}"])).nodeid
     for state in PackMLState:
         writes: list[tuple[ua.NodeId, ua.Variant | None]] = []
+        if state is not PackMLState.Execute:  # no unit under way: no current speed
+            writes.append((out.status["CurMachSpeed"], _ZERO))
         for level, name in enumerate(_levels_of(state, co)):
             if name is None:
                 writes += [(current[level].nodeid, None), (ids[level].nodeid, None)]

@@ -264,7 +264,10 @@ class MachineServer(AsyncClosing):
             try:
                 if isinstance(binding, ValueBinding):
                     # fast path: no type checks and keeps our SourceTimestamp (limits.md)
-                    await write(binding.nodeid, _datavalue(rec, binding.vtype, ts, now))
+                    dv = _datavalue(rec, binding.vtype, ts, now)
+                    await write(binding.nodeid, dv)
+                    for nid, vtype, value_of in binding.also:  # e.g. PackML speeds
+                        await write(nid, _derived(dv, vtype, value_of, ts, now))
                 elif isinstance(binding, StateBinding):
                     await self._write_state(binding, rec, ts, now)
                 else:
@@ -412,6 +415,8 @@ async def _stamp_at(server: Server, nodes: MachineNodes, when: dt.datetime) -> N
     for b in nodes.bindings.values():
         ids: tuple[ua.NodeId, ...] = (b.nodeid,) if not isinstance(b, StateBinding) else (
             b.text, b.id, b.number, *(n for n, _ in next(iter(b.extra.values()), ())))  # fmt: skip
+        if isinstance(b, ValueBinding):
+            ids += tuple(n for n, _, _ in b.also)
         for nid in ids:
             dv = server.read_attribute_value(nid)
             await server.write_attribute_value(
@@ -427,12 +432,30 @@ def _datavalue(
     raw = rec.value
     if isinstance(raw, str):
         raise TypeError(f"a number is expected, got {raw!r}")
+    if vtype == ua.VariantType.Boolean:
+        return _SharedValue(_TRUE if raw else _FALSE, _status(rec), ts, now)
     value: int | float = int(raw) if vtype in _INT_TYPES else float(raw)
     if isinstance(value, int) and not 0 <= value < 1 << 64:
         # out-of-range integers would only fail later, inside asyncua's publish loop
         raise ValueError(f"a UInt64 counter must be in [0, 2**64), got {value}")
-    status = _UNCERTAIN if rec.quality == Quality.Uncertain else _GOOD
-    return _SharedValue(ua.Variant(value, vtype), status, ts, now)
+    return _SharedValue(ua.Variant(value, vtype), _status(rec), ts, now)
+
+
+def _status(rec: Sample) -> ua.StatusCode:
+    return _UNCERTAIN if rec.quality == Quality.Uncertain else _GOOD
+
+
+def _derived(
+    dv: ua.DataValue,
+    vtype: ua.VariantType,
+    value_of: Callable[[float], float],
+    ts: dt.datetime,
+    now: dt.datetime,
+) -> ua.DataValue:
+    """A value computed from a written one, with its status and times (null when bad)."""
+    if dv.Value.Value is None:
+        return _SharedValue(_NULL, dv.StatusCode, ts, now)
+    return _SharedValue(ua.Variant(value_of(float(dv.Value.Value)), vtype), dv.StatusCode, ts, now)
 
 
 class MachineServers(AsyncClosing):

@@ -81,6 +81,8 @@ class MachineSpec:
     counters: tuple[str, ...] = COUNTERS
     process_values: tuple[ProcessValue, ...] = ()
     year_of_construction: int | None = None
+    #: s per unit at speed factor 1 (the slowest product's): PackML MachSpeed's nominal rate
+    ideal_cycle_time: float | None = None
 
 
 def namespace_uri(scenario: Scenario) -> str:
@@ -125,6 +127,7 @@ def machine_specs(scenario: Scenario) -> list[MachineSpec]:
                 product_instance_uri=f"{plant.id_prefix}/{name}",
                 counters=counters,
                 process_values=_process_values(scenario, stage),
+                ideal_cycle_time=max(p.ideal_cycle_time[stage.name] for p in scenario.products),
             )
         )
     return specs
