@@ -298,3 +298,15 @@ def test_assert_conformant_names_rule_index_and_topic(spb: Stream) -> None:
     with pytest.raises(ValueError, match=r"unknown protocol\(s\) \['opcua'\]"):
         check_stream(spb, protocols=["opcua"])
     assert set(RULES) >= {"sparkplug/seq", "uns/schema", "vda5050/header"}
+
+
+def test_capture_without_a_broker_says_so_at_once() -> None:
+    from iiotbed.errors import ConnectorError
+    from iiotbed.platform.broker import free_port
+
+    capture = Capture(f"mqtt://127.0.0.1:{free_port()}", ["x/#"])
+    with pytest.raises(ConnectorError, match="cannot connect to MQTT broker"):
+        capture.start(timeout=10)
+    assert capture.done.is_set()
+    with pytest.raises(ValueError, match="at least one topic filter"):
+        Capture(BROKER, [])

@@ -41,7 +41,11 @@ class Capture(_LoopThread):
     def start(self, timeout: float = 10.0) -> None:
         """Connect and subscribe; returns once the broker has the subscriptions."""
         super().start()
-        if not self._subscribed.wait(timeout) or self.error is not None:
+        deadline = time.monotonic() + timeout
+        while not self._subscribed.wait(0.05) and not self.done.is_set():  # e.g. no broker
+            if time.monotonic() > deadline:
+                break
+        if not self._subscribed.is_set() or self.error is not None:
             self.halt()
             if self.error is not None:
                 raise self.error
