@@ -3,7 +3,9 @@
 ``format`` is the layout (channels, metadata, schema version), ``writer`` and ``reader``
 write and open it, ``recorder`` records a live run (the broker tapped), ``resequence``
 rewrites recorded MQTT traffic for a new session (a pure function), ``replay`` publishes
-it paced or as fast as the broker acknowledges, and ``opcua_values`` is the OPC UA stream.
+it paced or as fast as the broker acknowledges, ``rebirths`` answers a host's rebirth
+requests during it, and ``opcua_values`` is the OPC UA stream. ``recorder.LiveRecorder``
+writes a live run's traffic as it arrives (``iiotbed record``, ``iiotbed run --record``).
 The answer key (:class:`AnswerKey`) is the simulator's KPIs over the recorded window.
 Layer: beside ``testbed`` (may import devices, platform, protocols, mqtt).
 """
