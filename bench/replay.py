@@ -136,14 +136,13 @@ async def replayed(port: int, path: Path, loops: int, expect: int) -> tuple[floa
 
 
 async def record_default(out: Path) -> None:
+    from iiotbed.cli._common import _load
     from iiotbed.cli.run import _first_production
     from iiotbed.recording import RecordOptions, record
-    from iiotbed.scenario import load_scenario
 
     file = ROOT / "scenarios/tcl-huizhou-5g.yaml"
-    sc = load_scenario(file)
-    end = _first_production(sc) + 4 * 3600
-    sc = load_scenario(file, duration=end)
+    end = _first_production(_load(file)) + 4 * 3600
+    sc = _load(file, duration=end)  # as `iiotbed record --duration 4h`
     print(
         f"recording {sc.name}, sim time 0 .. {end / 3600:g} h at 4000x into {out} ...", flush=True
     )
