@@ -5,6 +5,7 @@ one) goes by the staging table; two writers racing on one run store each sample 
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -111,10 +112,10 @@ def test_two_writers_racing_on_one_run_store_each_sample_once(url: str) -> None:
     asyncio.run(main())
 
 
-def test_a_sample_stored_by_another_writer_during_the_copy_is_not_stored_twice(url: str) -> None:
-    # another connection holds the same sample uncommitted: the batch's probe cannot see it,
-    # its COPY waits on the key, then meets it once committed; the batch goes again by
-    # staging and stores the rest
+def test_a_sample_stored_by_another_writer_meanwhile_is_not_stored_twice(url: str) -> None:
+    # another writer of the run (its key row locked, as a store's batch locks it) holds the
+    # same sample uncommitted: the batch waits for it, then its probe sees the sample and
+    # the batch goes by staging, storing the rest
     schema = url.split("schema=")[1]
 
     async def main() -> None:
@@ -123,6 +124,7 @@ def test_a_sample_stored_by_another_writer_during_the_copy_is_not_stored_twice(u
             pid = store._db.info.backend_pid
             async with await psycopg.AsyncConnection.connect(PG) as other:
                 await other.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
+                await other.execute("SELECT 1 FROM run_keys FOR UPDATE")
                 await other.execute(
                     "INSERT INTO samples (run, series, t, value_num, quality, source_ts)"
                     " SELECT run, id, 5.0, 5.0, 0, now() FROM series WHERE tag = 'X'"
@@ -131,7 +133,7 @@ def test_a_sample_stored_by_another_writer_during_the_copy_is_not_stored_twice(u
                     store.write_samples([s(float(t), "X", float(t)) for t in range(1, 10)], RUN)
                 )
                 deadline = asyncio.get_running_loop().time() + 30
-                while True:  # until the store's COPY waits on the uncommitted key
+                while True:  # until the store's batch waits on the other writer
                     cur = await other.execute(
                         "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = %s", (pid,)
                     )
@@ -184,5 +186,94 @@ def test_rows_packed_for_copy_read_back_as_sent(url: str) -> None:
                 f"SELECT s.t, s.source_ts = to_timestamp(1767542400 + s.t) FROM {schema}.samples s"  # type: ignore[arg-type]
             ).fetchall()
             assert sorted(rows) == sorted((w[0], True) for w in want)
+
+    asyncio.run(main())
+
+
+def _key(x: Sample) -> tuple[Any, ...]:
+    v = None if isinstance(x.value, float) and x.value != x.value else x.value
+    return (x.asset, x.tag, x.t, float(v) if isinstance(v, int | float) else v, x.quality)
+
+
+def test_resent_reordered_and_repeating_batches_store_each_sample_once(url: str) -> None:
+    # a batch goes by one plain COPY only when no row can equal another or a stored one
+    # (each series' times strictly later than its stored ones, no equal samples at one t);
+    # every other batch by staging. Batches here: in order, with several samples of one
+    # series at one t (as events at one instant give), resent whole or in part, late
+    # (older than the stored), shuffled, repeating a sample, mixed with new ones.
+    rnd = random.Random(7)
+    pool: list[Sample] = []
+    for i in range(400):
+        for a in ("p/a", "p/b"):
+            pool.append(s(float(i), "X", float(i % 7), asset=a))
+            if i % 5 == 0:  # another value at the same t: a sample of its own
+                pool.append(s(float(i), "X", float(i % 7) + 0.5, asset=a))
+            if i % 9 == 0:
+                pool.append(s(float(i), "T", f"text-{i % 4}", asset=a, unit="C62"))
+                pool.append(s(float(i), "T", None, asset=a, quality=Quality.Bad))
+    chunks = [pool[i : i + 60] for i in range(0, len(pool), 60)]
+    batches: list[list[Sample]] = []
+    for k, chunk in enumerate(chunks):
+        # new samples, one of them twice, every fifth batch
+        batches.append(chunk if k % 5 != 3 else [*chunk[:20], chunk[5], *chunk[20:]])
+        if k % 3 == 1:
+            batches.append(chunks[k - 1] + chunk[:10])  # a resend overlapping the new
+        if k % 4 == 2:
+            shuffled = chunk[:]
+            rnd.shuffle(shuffled)
+            batches.append(shuffled)
+    late = batches[len(batches) // 2 :] + batches[: len(batches) // 2]  # older come later
+    direct = 0
+
+    async def main() -> None:
+        nonlocal direct
+        async with open_store(url) as store:
+            copy_direct = store._copy_direct  # type: ignore[attr-defined]
+
+            async def counted(*args: Any) -> int | None:
+                nonlocal direct
+                got = await copy_direct(*args)
+                direct += got is not None
+                return got
+
+            store._copy_direct = counted  # type: ignore[attr-defined]
+            seen: set[tuple[Any, ...]] = set()
+            for batch in late:
+                new = {_key(x) for x in batch} - seen
+                assert await store.write_samples(batch, RUN) == len(new)
+                seen |= new
+            got = [_key(x) async for x in store.iter_samples(RUN)]
+            assert sorted(got, key=repr) == sorted(seen, key=repr)
+            assert len(got) == len({_key(x) for x in pool})
+
+    asyncio.run(main())
+    assert 0 < direct < len(late)  # both paths were taken
+
+
+def test_a_schema_with_the_unique_sample_key_keeps_it_and_stays_idempotent(url: str) -> None:
+    # schemas made before the key became a plain (series, t) index hold a unique key
+    schema = url.split("schema=")[1]
+    batch = [s(float(t), "X", float(t)) for t in range(20)]
+
+    async def main() -> None:
+        async with open_store(url):
+            pass
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
+            conn.execute("DROP INDEX samples_key")
+            conn.execute(
+                "ALTER TABLE samples ADD UNIQUE NULLS NOT DISTINCT"
+                " (series, t, value_num, value_text, quality)"
+            )
+        async with open_store(url) as store:
+            assert await store.write_samples(batch, RUN) == 20
+            assert await store.write_samples([*batch[10:], s(20.0, "X", 1.0)], RUN) == 1
+            assert (await store.counts(RUN)).samples == 21
+        with psycopg.connect(PG, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'samples'",
+                (schema,),
+            ).fetchall()
+            assert len(rows) == 1 and rows[0][0] != "samples_key"
 
     asyncio.run(main())

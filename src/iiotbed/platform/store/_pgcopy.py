@@ -33,6 +33,15 @@ _SERIES: Final = struct.Struct(">hiiii").pack  # 11 fields, run and series (int4
 _PG_EPOCH: Final = 946684800.0  # 2000-01-01 in Unix seconds
 
 
+def _key(s: Sample) -> tuple[Any, ...]:
+    """What the samples' key compares of a sample besides series and t: value and quality."""
+    v = s.value
+    if v is None or type(v) is str:
+        return (None, v, int(s.quality))
+    f = float(v)
+    return (None if f != f else f, None, int(s.quality))
+
+
 def build_payload(
     samples: Sequence[Sample],
     ids: dict[str, dict[str, tuple[int, int]]],
@@ -40,9 +49,10 @@ def build_payload(
     epoch: float,
     ns: Sequence[int],
     encoding: str = "utf-8",
-) -> tuple[bytes, dict[int, float], dict[tuple[int, int], list[float]], float | None, float]:
-    """The binary COPY payload of ``samples``, each series' earliest t, and what the
-    rollups need; KeyError on an unknown series.
+) -> tuple[bytes, dict[int, float] | None, dict[tuple[int, int], list[float]], float | None, float]:
+    """The binary COPY payload of ``samples``, each series' earliest t (None when the
+    batch may repeat a sample: a series' time goes back, or two of its samples are equal),
+    and what the rollups need; KeyError on an unknown series.
 
     Row ``i`` carries ``ns[i]`` as its insertion order ``n``; the rows go out grouped by
     series (in the batch's order within each), so the unique key's B-tree takes each
@@ -53,6 +63,9 @@ def build_payload(
     # one pass, no calls but struct packing and the counter fold: the ingest hot path
     by_series: dict[int, list[bytes]] = {}
     first: dict[int, float] = {}
+    last: dict[int, Sample] = {}  # each series' previous sample in the batch
+    ties: dict[tuple[int, float], set[tuple[Any, ...]]] = {}  # keys at a t seen twice
+    ordered = True
     counters: dict[tuple[int, int], list[float]] = {}
     add_counter = _rollup.add_counter
     state = _rollup.STATE
@@ -110,8 +123,21 @@ def build_payload(
             first[sid] = t
         else:
             rows.append(row)
-            if t < first[sid]:
-                first[sid] = t
+            prev = last[sid]
+            if t <= prev.t and ordered:
+                # samples of one series at one t are usual (events at one instant); only
+                # an equal one, or a time going back, makes the batch go by staging
+                if t < prev.t:
+                    ordered = False
+                else:
+                    keys = ties.get((sid, t))
+                    if keys is None:
+                        keys = ties[(sid, t)] = {_key(prev)}
+                    k = _key(s)
+                    if k in keys:
+                        ordered = False
+                    keys.add(k)
+        last[sid] = s
         if kind:
             if kind == state:
                 if t < state_min:
@@ -126,4 +152,5 @@ def build_payload(
         out.append(lead)
         out.append(lead.join(by_series[sid]))
     out.append(_COPY_TAIL)
-    return b"".join(out), first, counters, (None if state_min == math.inf else state_min), max_t
+    state_min_t = None if state_min == math.inf else state_min
+    return b"".join(out), (first if ordered else None), counters, state_min_t, max_t

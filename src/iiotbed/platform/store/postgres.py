@@ -53,8 +53,7 @@ CREATE TABLE IF NOT EXISTS samples (
     n bigint GENERATED ALWAYS AS IDENTITY,
     run integer NOT NULL, series integer NOT NULL, t double precision NOT NULL,
     value_num double precision, value_text text, unit text, quality smallint NOT NULL,
-    source_ts timestamptz NOT NULL, gateway_ts double precision, seq bigint,
-    UNIQUE NULLS NOT DISTINCT ({key})
+    source_ts timestamptz NOT NULL, gateway_ts double precision, seq bigint
 );
 CREATE TABLE IF NOT EXISTS state_buckets (
     run integer NOT NULL, bucket bigint NOT NULL, asset text NOT NULL, name text NOT NULL,
@@ -81,6 +80,10 @@ CREATE TABLE IF NOT EXISTS assets (
 );
 """
 
+# the samples' one index: reads reach a run's samples through it; the writes keep samples
+# unique on (series, t, value, quality) themselves, one writer of a run at a time (a key
+# this narrow splits its leaves where a series grows, not in halves: a third of the size)
+_SAMPLES_KEY: Final = "CREATE INDEX samples_key ON samples (series, t)"
 # staging tables live per connection and empty themselves at commit
 _STAGING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS stage_samples (
@@ -110,10 +113,19 @@ _BEGIN_BATCH: Final = """
 _RESERVE_ALL: Final = "SELECT nextval(%s::regclass) FROM generate_series(1, %s)"
 _COPY_SAMPLES: Final = f"COPY samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGE: Final = f"COPY stage_samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)"
-# the staged rows new to samples, in key order; of equal samples in one batch the first
+# the staged rows new to samples, in key order; of equal samples in one batch the first.
+# "Equal": series, t, value and quality, NULLs equal (as a NULLS NOT DISTINCT key; an
+# older schema has that unique key, hence ON CONFLICT)
 _INSERT_STAGED: Final = f"""
     INSERT INTO samples ({_SAMPLE_COLS}) OVERRIDING SYSTEM VALUE
-    SELECT {_SAMPLE_COLS} FROM stage_samples ORDER BY series, t, n
+    SELECT {_SAMPLE_COLS} FROM (
+        SELECT DISTINCT ON (series, t, value_num, value_text, quality) * FROM stage_samples
+        ORDER BY series, t, value_num, value_text, quality, n
+    ) st WHERE NOT EXISTS (
+        SELECT 1 FROM samples x WHERE x.series = st.series AND x.t = st.t
+          AND x.value_num IS NOT DISTINCT FROM st.value_num
+          AND x.value_text IS NOT DISTINCT FROM st.value_text AND x.quality = st.quality
+    ) ORDER BY series, t, n
     ON CONFLICT DO NOTHING"""
 # per series of a batch: the largest t stored, by one key probe each
 _STORED_MAX: Final = """
@@ -209,10 +221,6 @@ class PostgresStore(_sql.SqlStore):
         cur = await conn.execute("SELECT to_regclass('samples') IS NOT NULL")
         row = await cur.fetchone()
         exists = bool(row and row[0])
-        # a hypertable's unique keys must hold its time column; the run and t imply it
-        key = "series, t, value_num, value_text, quality"
-        if self.timescale:
-            key += ", source_ts"
         async with conn.transaction():
             if exists:
                 cur = await conn.execute(
@@ -224,7 +232,9 @@ class PostgresStore(_sql.SqlStore):
                         "its samples table has the layout of iiotbed 0.1 (keyed by a text id);"
                         " use another schema (?schema=name) or load its runs into a new one"
                     )
-            await conn.execute(_TABLES.format(key=key))
+            await conn.execute(_TABLES)
+            if not exists:
+                await conn.execute(_SAMPLES_KEY)
             if self.timescale and not exists:
                 await conn.execute(
                     "SELECT create_hypertable('samples', 'source_ts', if_not_exists => TRUE)"
@@ -311,22 +321,21 @@ class PostgresStore(_sql.SqlStore):
                 ids = await self._load_series(run_id, rk)
                 built = build_payload(samples, ids, rk, epoch, ns, self._encoding)
             payload, first, counters, state_min_t, max_t = built
+            # one writer of a run at a time from here: the run's key row stays locked until
+            # this transaction ends. Each statement below sees every earlier writer's
+            # samples and rollups (committed before it let go), so the probe of stored
+            # times and the rollups' re-reads miss nothing, and the frontier is read again
+            # under the lock. Building the payload above stays concurrent.
+            cur = await db.execute(_LOCK_RUN, (rk,))
+            locked = await cur.fetchone()
+            assert locked is not None
+            closed = locked[0]
             cur = db.cursor()
             inserted = await self._copy_direct(payload, len(samples), first)
             if inserted is None:
                 await self._copy(_COPY_STAGE, payload)
                 await cur.execute(_INSERT_STAGED)
                 inserted = max(cur.rowcount, 0)
-            # the rollups of a run, one writer at a time: the run's key row stays locked
-            # until this transaction ends, and the frontier is read again under the lock.
-            # Whoever locks later sees the earlier writers' samples (committed before they
-            # let go); whoever locked earlier could not see a later writer's rows, but that
-            # writer recomputes from its own oldest state sample's bucket on. The samples'
-            # COPY above stays concurrent.
-            cur = await db.execute(_LOCK_RUN, (rk,))
-            locked = await cur.fetchone()
-            assert locked is not None
-            closed = locked[0]
             if counters:
                 await cur.executemany(
                     "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
@@ -370,11 +379,18 @@ class PostgresStore(_sql.SqlStore):
         cur = await db.execute(_RESERVE_ALL, (self._n_seq, count))
         return rk, closed, sorted(r[0] for r in await cur.fetchall())
 
-    async def _copy_direct(self, payload: bytes, count: int, first: dict[int, float]) -> int | None:
-        """COPY a batch straight into samples when no stored sample can equal one of its
-        rows (``first``: each series' earliest t in the batch, later than its stored ones);
-        None when one may, or when the COPY meets a duplicate (the batch repeats a sample,
-        or another writer stored one meanwhile): the caller goes by the staging table."""
+    async def _copy_direct(
+        self, payload: bytes, count: int, first: dict[int, float] | None
+    ) -> int | None:
+        """COPY a batch straight into samples when none of its rows can equal another or a
+        stored sample (``first``: each series' earliest t in the batch, later than its
+        stored ones; None: the batch may repeat a sample of its own, see build_payload);
+        None when one may, or when the COPY meets a duplicate (a unique key of an older
+        schema, a writer outside the run's lock): the caller goes by the staging table.
+        The caller holds the run's lock, so no writer of the store adds samples between
+        the probe and the COPY."""
+        if first is None:
+            return None
         cur = await self._db.execute(_STORED_MAX, (list(first),))
         for sid, stored in await cur.fetchall():
             if stored is not None and stored >= first[sid]:
