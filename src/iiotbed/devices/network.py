@@ -14,6 +14,15 @@ for longer than ``abort_after`` seconds loses its connection, so the broker fire
 
 Draws come from named streams of their own (``live/<endpoint>/link/<name>/...``), so the
 shaping is deterministic and does not disturb the simulation's streams.
+
+:class:`DevicePresence` says when a Sparkplug device is out of the edge node's reach. The one
+device behind a link of its own is a station whose inspection runs over a scenario link
+(machine vision at the MEC, ``inspection.link``): its camera and meter reach the plant over
+that link (an assumption: the scenario does not say how the station's telemetry travels),
+so an outage of it longer than ``abort_after`` takes the station's device away from its
+start to its end (DDEATH, then DBIRTH). The windows are the simulation's own: the same named
+streams as the simulator's link model (``network/<link>/outages/...``), drawn in a copy, so
+the station's inspection waits in exactly those windows and the simulation is not disturbed.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from iiotbed.devices.sim.network import Hop, Outages
 from iiotbed.devices.sim.rng import Sampler, Uniforms, make_generator
 from iiotbed.scenario import Dist, Link, LiveEndpoint, Scenario
 
-__all__ = ["Channel", "LinkStats", "LiveLink", "endpoint_links"]
+__all__ = ["Channel", "DevicePresence", "LinkStats", "LiveLink", "endpoint_links"]
 
 T = TypeVar("T")
 
@@ -166,3 +175,60 @@ class Channel(Generic[T]):
     def drain(self) -> list[T]:
         """Every queued item, in order (the end of a run)."""
         return self.due(float("inf"))
+
+
+class DevicePresence:
+    """When the Sparkplug devices of stations on a link are out of the edge node's reach.
+
+    See the module docstring: a vision station's device is away through every outage of
+    its ``inspection.link`` longer than ``abort_after`` (sim s).
+    """
+
+    def __init__(
+        self, scenario: Scenario, *, replication: int = 0, abort_after: float = 5.0
+    ) -> None:
+        self.abort_after = abort_after
+        self.devices: dict[str, list[str]] = {}  # link -> station names behind it
+        for stage, name, _ in scenario.station_paths():
+            insp = stage.inspection
+            if insp is not None and insp.method == "vision" and insp.link is not None:
+                self.devices.setdefault(insp.link, []).append(name)
+        self._links: dict[str, Outages] = {}
+        self._begun: list[tuple[str, float, float]] = []  # (link, start, end), not yet handled
+        self._returns: list[tuple[float, str]] = []  # (end, link) of outages under way
+        seed = scenario.run.seed
+        for link_name in self.devices:
+            o = scenario.network.links[link_name].outages
+            if o is None:
+                continue
+            base = f"network/{link_name}/outages"  # the simulator's streams (sim.network.LinkModel)
+
+            def begun(start: float, end: float, link: str = link_name) -> None:
+                self._begun.append((link, start, end))
+
+            self._links[link_name] = Outages(
+                Sampler(make_generator(seed, replication, f"{base}/interval"), o.interval),
+                Sampler(make_generator(seed, replication, f"{base}/duration"), o.duration),
+                on_begin=begun,
+            )
+
+    def due(self, t: float) -> list[tuple[float, str, bool]]:
+        """``(time, device, present)`` for every change up to ``t`` not returned before, in
+        time order (``t`` must not decrease between calls)."""
+        for outages in self._links.values():
+            outages.window_at(t)  # tells every window begun up to t, once
+        out: list[tuple[float, str, bool]] = []
+        for link, start, end in self._begun:
+            if end - start > self.abort_after:
+                out += [(start, d, False) for d in self.devices[link]]
+                self._returns.append((end, link))
+        self._begun.clear()
+        still: list[tuple[float, str]] = []
+        for end, link in self._returns:
+            if end <= t:
+                out += [(end, d, True) for d in self.devices[link]]
+            else:
+                still.append((end, link))
+        self._returns = still
+        out.sort(key=lambda c: c[0])
+        return out

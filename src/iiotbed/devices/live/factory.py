@@ -39,7 +39,7 @@ from iiotbed.devices.live.resume import (
 )
 from iiotbed.devices.live.routing import HEADSETS, LINE_METRICS, RoutePlan, SparkplugChange, route
 from iiotbed.devices.live.trips import Trips, visualization_interval
-from iiotbed.devices.network import Channel, LiveLink, endpoint_links
+from iiotbed.devices.network import Channel, DevicePresence, LiveLink, endpoint_links
 from iiotbed.devices.pacing import Pacer
 from iiotbed.devices.sim import Factory
 from iiotbed.eventlog import record_to_json
@@ -88,6 +88,12 @@ class LiveFactory:
             )  # fmt: skip
         self._opcua_ch: Channel[list[Sample]] = Channel(self.links.get("opcua"))
         self._spb_ch: Channel[list[SparkplugChange]] = Channel(self.links.get("sparkplug"))
+        # Sparkplug devices out of the edge node's reach (a vision station's link down):
+        # changes (epoch ms, device, present) due, applied in time order with the data
+        self._presence = DevicePresence(
+            scenario, replication=opts.replication, abort_after=opts.abort_after
+        )
+        self._moves: list[tuple[int, str, bool]] = []
         self._vda_ch: Channel[list[Record]] = Channel(self.links.get("vda5050"))
         # routing, derived values, trips, commands
         self._plan = RoutePlan.of(scenario, (a.path for a in self.factory.amrs.values()))
@@ -224,6 +230,7 @@ class LiveFactory:
             store_scope=f"{self.scenario.name}|{self.scenario.run.seed}|{opts.replication}|"
                         f"{self._run_token}",
         )  # fmt: skip
+        await self._move_devices(self.now)  # a resumed run: who is away at its start
         for device, metric, value, ts in self._restate_spb:  # in the first NBIRTH
             self.edge.set(device, metric, value, ts)
         for path, name in self._station_name.items():
@@ -410,13 +417,42 @@ class LiveFactory:
                 self.summary.opcua_writes += await self.servers.apply_many(samples)
         if self.edge is not None:
             batches = self._spb_ch.due(now)
+            moves = self._moves
+            self._due_moves(now)
             for changes in batches:
                 for device, metric, value, ts in changes:
+                    if moves and moves[0][0] <= ts:
+                        await self._move_devices(now, ts)
                     self.edge.set(device, metric, value, ts)
             if batches:
                 await self.edge.flush()
+            await self._move_devices(now)
         for records in self._vda_ch.due(now):
             self._trips.apply(records)
+
+    async def _move_devices(self, now: float, until_ms: int | None = None) -> None:
+        """DDEATH/DBIRTH of the devices that left or came back up to ``until_ms`` (default:
+        ``now``), each after the data before it."""
+        edge = self.edge
+        if edge is None:
+            return
+        self._due_moves(now)
+        limit = self._ms_of(min(now, self.duration)) if until_ms is None else until_ms
+        while self._moves and self._moves[0][0] <= limit:
+            ts, device, present = self._moves.pop(0)
+            if present:
+                await edge.device_returned(device, ts)
+            else:
+                await edge.device_left(device, ts)
+            log.info("Sparkplug device %s %s at %d ms (its link)", device,
+                     "back" if present else "out of reach", ts)  # fmt: skip
+
+    def _due_moves(self, now: float) -> None:
+        due = self._presence.due(min(now, self.duration))
+        self._moves += [(self._ms_of(t), d, present) for t, d, present in due]
+
+    def _ms_of(self, t: float) -> int:
+        return round((self._epoch_s + t) * 1000)
 
 
 def _remove_store(path: Path) -> None:
