@@ -171,3 +171,34 @@ def test_values_held_at_stop_reach_the_host_after_the_next_start(tmp_path: Path)
     finally:
         peer.publish(f"spBv1.0/STATE/{host}", b"", retain=True)
         peer.close()
+
+
+@pytest.mark.network
+@pytest.mark.timeout(30)
+def test_a_node_on_a_corrupt_file_starts_empty_and_keeps_the_bound_on_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    group, host = f"it-{uuid.uuid4().hex[:10]}", f"h-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "devices.sparkplug.db"
+    path.write_bytes(b"garbage, not a store" * 50)
+
+    async def main() -> SparkplugEdgeNode:
+        node = SparkplugEdgeNode(BROKER, group, "edge-1", devices=DEVICES, primary_host_id=host,
+                                 store_limit=3, store_path=path, store_scope="run-1")  # fmt: skip
+        async with node:
+            assert node.stats.loaded == 0
+            for i in range(5):  # the host never comes: every value is held, 3 at most
+                node.set("press", "Speed", float(i), T0 + i)
+                await node.flush()
+            assert node.stored == 3
+        return node
+
+    with caplog.at_level(logging.WARNING):
+        node = asyncio.run(main())
+    assert "is unreadable" in caplog.text and "Traceback" not in caplog.text
+    assert (tmp_path / "devices.sparkplug.db.corrupt").exists()
+    assert node.stats.store_dropped == 2 and node.stats.stored == 5
+    store = EdgeStore(path, f"run-1|{group}/edge-1")
+    held = store.open()
+    store.close()
+    assert [c[2] for _, c in held] == [2.0, 3.0, 4.0]  # the oldest dropped from the file too

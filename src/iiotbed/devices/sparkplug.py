@@ -371,12 +371,12 @@ class SparkplugEdgeNode(MqttAdapter):
                     store.keep_again(held_rows)
                 continue
             acked = self._conn.send([(topic, payload.SerializeToString(), False)], qos=1)
-            self.stats.published += 1
             acked.add_done_callback(functools.partial(self._forwarded, held_rows))
         log.info("%s forwarded %d stored values as historical", self.edge_node_id, n)
 
     def _forwarded(self, rows: list[Held], acked: asyncio.Future[None]) -> None:
         if not acked.cancelled() and acked.exception() is None:
+            self.stats.published += 1
             self.stats.forwarded += len(rows)
             self._store.done(rid for rid, _ in rows)
         else:  # the connection ended first: held again (still on disk) for the next session
