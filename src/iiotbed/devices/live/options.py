@@ -36,7 +36,8 @@ class LiveOptions:
     # hours before the first shift); pacing starts there
     fast_forward: bool = True
     # a resume file (:mod:`.resume`): kept ahead of what is published; when it exists at the
-    # start, the run continues from its sim time instead of t = 0
+    # start, the run continues from its sim time instead of t = 0; the Sparkplug edge node's
+    # store file (<stem>.sparkplug.db) lives beside it, so held values survive a restart
     resume: Path | None = None
 
 
