@@ -100,6 +100,16 @@ class OutputSettings(_Model):
     def _root(cls, v: str) -> str:
         return _levels(v, "root")
 
+    @field_validator("ingest", mode="before")
+    @classmethod
+    def _ingest(cls, v: Any) -> Any:
+        if v not in ("auto", "require", "off"):
+            raise ValueError(
+                f"ingest must be auto, require or off (its default comes from "
+                f"IIOTBED_GATEWAY_INGEST, else auto); got {v!r}"
+            )
+        return v
+
 
 def _levels(v: str, what: str) -> str:
     try:
