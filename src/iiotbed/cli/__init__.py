@@ -8,6 +8,7 @@ that names the file, the line and the fix; they never print a traceback.
 # importing a command module registers its commands on the app
 from iiotbed.cli import (  # noqa: F401
     batch,
+    gateway,
     health,
     lab,
     live,
