@@ -55,7 +55,6 @@ __all__ = ["SparkplugHost", "SparkplugHostStats"]
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class SparkplugHostStats(CollectorStats):
     """Collector counters plus the Sparkplug host's own."""
@@ -66,6 +65,7 @@ class SparkplugHostStats(CollectorStats):
     unborn_data: int = 0  # data from a node or device whose birth was not seen
     rebirths_requested: int = 0
     historical: int = 0  # historical metric values received (store and forward)
+    state_republished: int = 0  # online STATE restated after our own topic said offline
 
 
 @dataclass
@@ -127,7 +127,9 @@ class SparkplugHost(MqttCollector):
         backoff_max: float = 10.0,
     ) -> None:
         if not host_id or any(c in host_id for c in "/+#"):
-            raise ValueError(f"Sparkplug host_id {host_id!r} must be non-empty without '/', '+', '#'")
+            raise ValueError(
+                f"Sparkplug host_id {host_id!r} must be non-empty without '/', '+', '#'"
+            )
         self.broker = broker
         self.sink = sink
         self.epoch = epoch
@@ -145,6 +147,7 @@ class SparkplugHost(MqttCollector):
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._conn: MqttConnection | None = None
         self._state_ts = 0
+        self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,6 +157,8 @@ class SparkplugHost(MqttCollector):
             filters = [f"{NAMESPACE}/{g}/+/{e}/#" for g in groups for e in self.edge_nodes]
         else:
             filters = [f"{NAMESPACE}/{g}/#" for g in self.groups] or [f"{NAMESPACE}/#"]
+        if not any(f == f"{NAMESPACE}/#" for f in filters):
+            filters.append(self.state_topic)  # Sparkplug 3.0: a host follows its own STATE
         return [(f, 1) for f in filters]
 
     async def run(self) -> None:
@@ -161,6 +166,7 @@ class SparkplugHost(MqttCollector):
         await super().run()
 
     async def _before_close(self, conn: MqttConnection) -> None:
+        self._closing = True  # our own offline coming back is no cue to restate online
         await conn.publish_and_wait(
             self.state_topic, self._state(False), qos=1, retain=True, ack_wait=2.0
         )
@@ -177,6 +183,33 @@ class SparkplugHost(MqttCollector):
         # Sparkplug 3.0: the Will and the following online STATE carry the same timestamp.
         self._state_ts = time.time_ns() // 1_000_000
         return Will(self.state_topic, self._state(False), qos=1, retain=True)
+
+    def _own_state(self, data: bytes) -> None:
+        """Our STATE topic says offline while we are connected: the Will of another host under
+        this id (a redundant gateway) or of an earlier session of ours. Sparkplug 3.0: answer
+        online with a new timestamp, so edge nodes that took the offline (its timestamp not
+        older than the newest they saw) come back, and the retained STATE says online again.
+        A Will older than our own STATE only left the retained value wrong (edge nodes ignore
+        it): we restate our online with its timestamp, which keeps our Will's matching ours."""
+        conn = self._conn
+        try:
+            state = orjson.loads(data)
+            online, ts = state["online"], state["timestamp"]
+            if not isinstance(online, bool) or not isinstance(ts, int):
+                raise TypeError("online must be a bool and timestamp an int")
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            log.warning("malformed STATE on %s: %r (%s)", self.state_topic, data[:200], exc)
+            return
+        if online or conn is None or self._closing or not self.connected:
+            return
+        if ts >= self._state_ts:
+            # edge nodes took it: a newer online (our Will keeps the older timestamp, which
+            # edge nodes then ignore; docs/compose.md says what that means)
+            self._state_ts = max(time.time_ns() // 1_000_000, ts + 1)
+        self.stats.state_republished += 1
+        log.info("%s said offline (timestamp %d) while we are connected: online again, "
+                 "timestamp %d", self.state_topic, ts, self._state_ts)  # fmt: skip
+        conn.publish(self.state_topic, self._state(True), qos=1, retain=True)
 
     def _on_lost(self) -> None:
         super()._on_lost()
@@ -201,6 +234,8 @@ class SparkplugHost(MqttCollector):
         now = count_message(self.stats)
         parts = msg.topic.split("/")
         if len(parts) >= 2 and parts[1] == "STATE":
+            if msg.topic == self.state_topic:
+                self._own_state(msg.payload)
             return  # host STATE messages (ours and other hosts') are not telemetry
         try:
             self._handle(parts, msg.payload, now)
@@ -369,7 +404,9 @@ class SparkplugHost(MqttCollector):
             more = f" (+{len(problems) - 3})" if len(problems) > 3 else ""
             raise _Bad("; ".join(problems[:3]) + more)
 
-    def _ndeath(self, key: tuple[str, str], node: _Node | None, payload: pb.Payload, now: float) -> None:
+    def _ndeath(
+        self, key: tuple[str, str], node: _Node | None, payload: pb.Payload, now: float
+    ) -> None:
         bd = next((m for m in payload.metrics if m.name == BDSEQ_METRIC), None)
         if bd is None or bd.WhichOneof("value") != "long_value":
             raise _Bad("NDEATH without an Int64 bdSeq metric")
@@ -393,7 +430,9 @@ class SparkplugHost(MqttCollector):
                 return  # no value ever came: nothing to mark
             stamp = newest
         else:
-            stamp = payload.timestamp / 1000.0 - self.epoch if payload.timestamp else now - self.epoch
+            stamp = (
+                payload.timestamp / 1000.0 - self.epoch if payload.timestamp else now - self.epoch
+            )
         # strictly after every value it ends: a value restated at the mark then differs from
         # the one sent before (same time and value: the same sample id, dropped as a duplicate)
         t = max(stamp, math.nextafter(newest, math.inf))
