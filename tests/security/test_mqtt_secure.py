@@ -180,3 +180,29 @@ def test_broker_urls_parse_and_never_show_the_password(monkeypatch: pytest.Monke
         with pytest.raises(ConnectorError, match=why) as info:
             parse_broker_url(bad)
         assert "s3cr" not in str(info.value)
+
+
+def test_the_ingests_presence_reaches_the_gateway_and_only_from_ingest(
+    secrets_dir: SecretsDir,
+) -> None:
+    """The UNS hand-over under the ACL: ingest writes its presence, the gateway reads it; a
+    device cannot fake an ingest's presence (the gateway would hold or release on it)."""
+    status = f"uns/_ingest/iiotbed-platform-{uuid.uuid4().hex[:6]}/status"
+
+    async def main(broker: EmbeddedBroker) -> None:
+        got: list[Message] = []
+        async with (
+            conn(broker.url_for("gateway"), "iiotbed-gw-uns", got,
+                 subscriptions=[("uns/_ingest/+/status", 1)]),  # fmt: skip
+            conn(broker.url_for("ingest"), "iiotbed-platform-t") as ingest,
+            conn(broker.url_for("edge"), "iiotbed-acme-line-1") as edge,
+        ):
+            await asyncio.sleep(0.2)
+            before = broker.denied()
+            await edge.publish_acked(status, b"online")
+            await ingest.publish_acked(status, b"offline")
+            await until(lambda: len(got) >= 1, 5, "the ingest's presence")
+            await until(lambda: broker.denied() == before + 1, 5, "the denial in the log")
+            assert [m.payload for m in got] == [b"offline"]
+
+    run(main, secrets_dir)

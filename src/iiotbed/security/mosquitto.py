@@ -11,8 +11,8 @@ amr (each)     its own VDA 5050 state, connection,    its own order, instantActi
                visualization, factsheet
 vda-master     every AMR's order, instantActions      every AMR's state, connection, ...
 gateway        Sparkplug NCMD/DCMD (rebirth), its     spBv1.0/#, uagv/# (the OT topics)
-               host STATE, the UNS (``uns/#``)
-ingest         its readiness probe under the stream   the UNS (``uns/#``)
+               host STATE, the UNS (``uns/#``)        the ingests' presence
+ingest         its readiness probe, its presence      the UNS (``uns/#``)
 observer       nothing                                everything but ``$SYS`` (students)
 =============  =====================================  =======================================
 
@@ -104,12 +104,19 @@ def testbed_users(amrs: Sequence[str], *, uns_root: str = "uns") -> list[User]:
             "gateway",
             "gateway",
             write=(f"{sp}/+/NCMD/+", f"{sp}/+/DCMD/+/+", f"{sp}/STATE/+", f"{uns_root}/#"),
-            read=(f"{sp}/#", "uagv/#"),
+            # the ingests' presence: the stream waits in the buffer while none is online
+            read=(f"{sp}/#", "uagv/#", f"{uns_root}/_ingest/+/status"),
         ),
         User(
             "ingest",
             "ingest",
-            write=(f"{uns_root}/_stream/_ingest/+",),
+            # its readiness probe (under the stream; its own topic on a shared subscription)
+            # and its presence, online/offline (Will), which the gateway's hand-over follows
+            write=(
+                f"{uns_root}/_stream/_ingest/+",
+                f"{uns_root}/_ingest/+",
+                f"{uns_root}/_ingest/+/status",
+            ),
             read=(f"{uns_root}/#",),
         ),
         User("observer", "observer", read=("#",)),
