@@ -24,8 +24,11 @@ from iiotbed.cli._common import (
 )
 from iiotbed.cli.live import _plant_line
 from iiotbed.cli.security import SecretsOption, SecurityOption, check_security
+from iiotbed.devices.live.announce import RUN_FROM_DEVICES, run_topic
 
 __all__ = ["gateway"]
+
+_RUN_WAIT = 300.0  # s a gateway waits for the devices' run id (--run-id @devices)
 
 GatewayLines = Annotated[
     list[str] | None,
@@ -45,6 +48,15 @@ GatewayId = Annotated[
         "gateways on one broker or machine do not collide; {host} is this host's name.",
     ),
 ]
+SparkplugHost = Annotated[
+    str | None,
+    typer.Option(
+        "--sparkplug-host", envvar="IIOTBED_SPARKPLUG_HOST",
+        help="The Sparkplug host id (STATE topic) whatever --id says: redundant gateways share "
+        "one, which their devices follow as Primary Host (with several --line: HOST-LINE); "
+        "empty: the default (iiotbed-ID with --id).",
+    ),
+]
 
 
 def _gateway_id(given: str | None) -> str | None:
@@ -61,6 +73,42 @@ def _gateway_id(given: str | None) -> str | None:
             "digit), at most 100", param_hint="--id",
         )  # fmt: skip
     return gw_id
+
+
+def _announced_run(broker: str, topic: str, client_id: str, timeout: float) -> str:
+    """The run id the devices keep retained on ``topic`` (:mod:`iiotbed.devices.live.announce`),
+    waiting up to ``timeout`` s for it; exit 1 with what to do when none comes."""
+    import asyncio
+
+    from iiotbed.devices.live.announce import parse_announcement
+    from iiotbed.mqtt import Message, MqttConnection
+
+    async def read() -> str:
+        got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def on_message(msg: Message) -> None:
+            if msg.topic != topic or not msg.payload or got.done():
+                return
+            try:
+                got.set_result(parse_announcement(msg.payload))
+            except ValueError as exc:
+                typer.echo(f"gateway: {topic}: {exc}; waiting for the next", err=True)
+
+        async with MqttConnection(broker, client_id=client_id, on_message=on_message,
+                                  subscriptions=[(topic, 1)]):  # fmt: skip
+            async with asyncio.timeout(timeout):
+                return await got
+
+    typer.echo(f"waiting for the devices' run id on {topic}")
+    try:
+        return asyncio.run(read())
+    except TimeoutError:
+        typer.echo(
+            f"gateway: no run announced on {topic} within {timeout:g} s: are this scenario's "
+            "devices running on this broker (iiotbed devices announce their run when they "
+            "connect)? Or give the run id with --run-id", err=True,
+        )  # fmt: skip
+        raise typer.Exit(1) from None
 
 
 def _per_line(path: Path, line: str) -> Path:
@@ -137,13 +185,16 @@ def gateway(
             "--run-id",
             envvar="IIOTBED_RUN_ID",
             help="The UNS run id (default: a fresh one per start; give the printed one to "
-            "continue a run after a restart; with several --line, each line's is RUN_ID-LINE).",
+            "continue a run after a restart; with several --line, each line's is RUN_ID-LINE). "
+            "@devices: the one the devices announce (retained on iiotbed/run/GROUP/EDGE), so "
+            "every gateway of a run, and one restarted, writes that run.",
         ),
     ] = None,
     gateway_id: GatewayId = None,
     security: SecurityOption = "open",
     secrets_dir: SecretsOption = Path(".iiotbed/secrets"),
     line: GatewayLines = None,
+    sparkplug_host: SparkplugHost = None,
     log_level: LogLevel = None,
 ) -> None:
     """Collect OPC UA, Sparkplug B, VDA 5050 and JSON devices into the UNS over MQTT."""
@@ -168,6 +219,10 @@ def gateway(
             from iiotbed.security.layout import SecretsDir
 
             broker = SecretsDir(secrets_dir).broker_url()  # logins by client id, the CA
+        spb_host = sparkplug_host or None  # an empty value (compose: unset) is no value
+        if spb_host is not None and any(c in spb_host for c in "/+#"):
+            raise typer.BadParameter(f"{spb_host!r} is no Sparkplug host id: no '/', '+', '#'",
+                                     param_hint="--sparkplug-host")  # fmt: skip
         if run_id is not None and not 0 < len(run_id) <= 200:
             raise typer.BadParameter("a run id has 1 to 200 characters", param_hint="--run-id")
         several = len(lines) > 1
@@ -186,6 +241,10 @@ def gateway(
             if gw_id is not None:
                 settings = _with_id(settings, gw_id, buffer=buffer_for(gw_id, None),
                                     derived=False)  # fmt: skip
+            if spb_host is not None and settings.sparkplug is not None:
+                settings = settings.model_copy(update={
+                    "sparkplug": settings.sparkplug.model_copy(update={"host_id": spb_host})
+                })  # fmt: skip
             all_settings.append(settings)
         else:
             assert scenario_file is not None
@@ -208,7 +267,7 @@ def gateway(
                     scenario, port = _plant_line(ctx, scenario_file, loaded, name, opcua_port,
                                                  opcua_layout)  # fmt: skip
                 given: dict[str, Any] = {}
-                if run_id is not None:
+                if run_id is not None and run_id != RUN_FROM_DEVICES:
                     given["run_id"] = f"{run_id}-{name}" if several else run_id
                 try:
                     settings = settings_from_scenario(
@@ -222,6 +281,13 @@ def gateway(
                     )  # fmt: skip
                 except ValueError as exc:  # pydantic's ValidationError is a ValueError
                     raise typer.BadParameter(str(exc)) from None
+                if run_id == RUN_FROM_DEVICES:
+                    plant = scenario.plant
+                    group = sparkplug_group or f"{plant.enterprise}-{plant.site}"
+                    topic = run_topic(group, f"{plant.area}-{plant.line}")
+                    announced = _announced_run(broker, topic, f"iiotbed-{gw_id or settings.id}"
+                                               f"-run", _RUN_WAIT)  # fmt: skip
+                    settings = settings.model_copy(update={"run_id": announced})
                 spb = settings.sparkplug
                 if scenario.line_index is not None and spb is not None:  # a plant's line: its
                     # own host (STATE, Will) per gateway; only this line's edge node: another
@@ -244,6 +310,11 @@ def gateway(
                     settings = settings.model_copy(
                         update={"output": settings.output.model_copy(update={"buffer": path})}
                     )
+                if spb_host is not None and settings.sparkplug is not None:
+                    host = f"{spb_host}-{name}" if several else spb_host
+                    settings = settings.model_copy(update={
+                        "sparkplug": settings.sparkplug.model_copy(update={"host_id": host})
+                    })  # fmt: skip
                 if scenario.line_index is not None and settings.sparkplug is not None:
                     typer.echo(f"Sparkplug host id {settings.sparkplug.host_id} (give it to this "
                                "line's devices as --primary-host)")  # fmt: skip

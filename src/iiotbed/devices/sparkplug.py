@@ -30,10 +30,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from iiotbed.devices._spb_commands import command_writes
+from iiotbed.devices._spb_types import NodeMetric as _Metric
+from iiotbed.devices._spb_types import SparkplugStats
 from iiotbed.devices.edge_store import Change as _Change
 from iiotbed.devices.edge_store import EdgeStore, Held, HeldStore, RecentlySent, Sent
 from iiotbed.errors import CommandRefused
@@ -60,34 +61,6 @@ log = logging.getLogger(__name__)
 #: ``on_command(device or None for the node, metric, value) -> accepted``; it may raise
 #: :class:`~iiotbed.errors.CommandRefused`, which refuses the write (counted and logged).
 CommandHandler = Callable[[str | None, str, object], bool]
-
-
-@dataclass
-class SparkplugStats:
-    """Counters of one edge node (since construction)."""
-
-    published: int = 0
-    births: int = 0
-    commands_accepted: int = 0
-    commands_refused: int = 0
-    malformed: int = 0
-    restart_failures: int = 0  # session restarts (Primary Host offline) that raised
-    stored: int = 0  # metric values kept while offline (store and forward)
-    store_dropped: int = 0  # stored values dropped, oldest first, because the store was full
-    forwarded: int = 0  # stored values sent as historical metrics after a birth
-    loaded: int = 0  # held values read back from the store file at the start
-    device_deaths: int = 0  # DDEATH of a device that left (close() not counted)
-    device_births: int = 0  # DBIRTH of a device that came back
-
-
-class _Metric:
-    __slots__ = ("alias", "defn", "timestamp_ms", "value")
-
-    def __init__(self, defn: MetricDef, alias: int) -> None:
-        self.defn = defn
-        self.alias = alias
-        self.value: object = None
-        self.timestamp_ms: int | None = None
 
 
 def _wall_ms() -> int:
@@ -172,6 +145,7 @@ class SparkplugEdgeNode(MqttAdapter):
         self._host_online = primary_host_id is None
         self._host_ts = -1
         self._tasks: set[asyncio.Task[None]] = set()
+        self._announcement: tuple[str, bytes] | None = None
         base = f"{NAMESPACE}/{group_id}"
         self._topic_ncmd = f"{base}/NCMD/{edge_node_id}"
         self._topic_dcmd = f"{base}/DCMD/{edge_node_id}/"
@@ -300,6 +274,14 @@ class SparkplugEdgeNode(MqttAdapter):
         if self._born:
             self._publish_dbirth(device, timestamp_ms)
             self.stats.device_births += 1
+
+    def announce(self, topic: str, payload: bytes) -> None:
+        """Keep ``payload`` retained on ``topic`` (QoS 1): published now when connected and
+        again on every connect, before the births; an empty one clears it. An application
+        topic beside Sparkplug's (the run this node belongs to: :mod:`.live.announce`)."""
+        self._announcement = (topic, payload)
+        if self._conn.connected:
+            self._conn.publish(topic, payload, qos=1, retain=True)
 
     @property
     def away(self) -> frozenset[str]:
@@ -431,6 +413,8 @@ class SparkplugEdgeNode(MqttAdapter):
 
     def _on_connected(self) -> None:
         self._born = False
+        if self._announcement is not None:
+            self._conn.publish(*self._announcement, qos=1, retain=True)
         self._host_online = self.primary_host_id is None
         if self._host_online:
             self._publish_births()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
 from iiotbed._aio import ExcInfo
+from iiotbed.devices.live.announce import announcement, run_topic
 from iiotbed.devices.live.commands import Commands
 from iiotbed.devices.live.derived import Derived
 from iiotbed.devices.live.options import LiveOptions, LiveSummary
@@ -230,6 +231,9 @@ class LiveFactory:
             store_scope=f"{self.scenario.name}|{self.scenario.run.seed}|{opts.replication}|"
                         f"{self._run_token}",
         )  # fmt: skip
+        # the run, for the gateways (every replica the same run id: .announce)
+        self.edge.announce(run_topic(self.group_id, self.edge_node_id),
+                           announcement(self.scenario.name, opts.replication, self._run_token))  # fmt: skip
         await self._move_devices(self.now)  # a resumed run: who is away at its start
         for device, metric, value, ts in self._restate_spb:  # in the first NBIRTH
             self.edge.set(device, metric, value, ts)
@@ -294,6 +298,8 @@ class LiveFactory:
         await self._deliver(float("inf"))
         self._finished = True
         await self._forget_resume()
+        if self.edge is not None:  # complete: a gateway started now waits for the next run
+            self.edge.announce(run_topic(self.group_id, self.edge_node_id), b"")
         self._fill_summary()
 
     # ------------------------------------------------------------------ resume
