@@ -530,7 +530,9 @@ def test_kpis_across_a_bad_gap_equal_compute_kpis(store_url: str) -> None:
     ]
     records = [*records, *gap]
     expected = compute_kpis(records, layout, start=0.0, end=7300.0)
-    naive = compute_kpis([r for r in records if r.quality is not Quality.Bad], layout, start=0.0, end=7300.0)
+    naive = compute_kpis(
+        [r for r in records if r.quality is not Quality.Bad], layout, start=0.0, end=7300.0
+    )
     st = expected.stations[m1]
     assert st["processed"] == naive.stations[m1]["processed"]
     assert st["performance"] < naive.stations[m1]["performance"]  # the gap's units left out

@@ -214,8 +214,14 @@ def test_resent_reordered_and_repeating_batches_store_each_sample_once(url: str)
     chunks = [pool[i : i + 60] for i in range(0, len(pool), 60)]
     batches: list[list[Sample]] = []
     for k, chunk in enumerate(chunks):
-        # new samples, one of them twice, every fifth batch
-        batches.append(chunk if k % 5 != 3 else [*chunk[:20], chunk[5], *chunk[20:]])
+        # new samples, one of them twice: after later ones (its series' time goes back),
+        # or right after itself (at the same t)
+        if k % 5 == 3:
+            batches.append([*chunk[:20], chunk[5], *chunk[20:]])
+        elif k % 5 == 1:
+            batches.append([*chunk[:6], chunk[5], *chunk[6:]])
+        else:
+            batches.append(chunk)
         if k % 3 == 1:
             batches.append(chunks[k - 1] + chunk[:10])  # a resend overlapping the new
         if k % 4 == 2:
