@@ -177,6 +177,8 @@ class PostgresStore(_sql.SqlStore):
         self._n_seq = "samples_n_seq"  # the sequence behind samples.n, read at open
         self._encoding = "utf-8"  # of text in COPY: the connection's, read at open
         self.timescale = False
+        # an older schema's samples carry a unique key: its direct COPY may meet it
+        self._unique_key = False
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -244,6 +246,12 @@ class PostgresStore(_sql.SqlStore):
         row = await cur.fetchone()
         if row is not None and row[0] is not None:
             self._n_seq = row[0]
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = 'samples'::regclass"
+            " AND indisunique)"
+        )
+        row = await cur.fetchone()
+        self._unique_key = bool(row and row[0])
         await conn.execute(_STAGING)
 
     async def _reopen_if_lost(self) -> None:
@@ -395,6 +403,9 @@ class PostgresStore(_sql.SqlStore):
         for sid, stored in await cur.fetchall():
             if stored is not None and stored >= first[sid]:
                 return None
+        if not self._unique_key:  # nothing but this writer adds samples of the run now
+            await self._copy(_COPY_SAMPLES, payload)
+            return count
         try:
             async with self._db.transaction():  # a savepoint: a duplicate undoes only this
                 await self._copy(_COPY_SAMPLES, payload)
