@@ -135,8 +135,10 @@ class SqliteStore(_sql.SqlStore):
             conn.execute("PRAGMA journal_mode=WAL")
             # with WAL, NORMAL keeps the file consistent; a power cut may lose the last commits
             conn.execute("PRAGMA synchronous=NORMAL")
-            # 64 MiB page cache: every series appends to its own leaf pages of the key
-            conn.execute("PRAGMA cache_size=-65536")
+            # 4 MiB page cache: every series appends to its own leaf page of the key, and
+            # rollups and KPI edges read recent pages; a larger cache only fills with old
+            # pages, growing the process by the size of the file until the cap is reached
+            conn.execute("PRAGMA cache_size=-4096")
             cols = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
             if "id" in cols or "run" in cols:
                 raise sqlite3.OperationalError(
