@@ -193,7 +193,8 @@ class Ingest(AsyncClosing):
         client_id: str | None = None,
         share: str | None = None,
         runs: Sequence[str] = (),
-        dedup_window: int = 500_000,
+        # ~230 B per id: the store deduplicates for good, this only spares it recent resends
+        dedup_window: int = 50_000,
         reorder_s: float = 5.0,
         reorder_wall_s: float = 1.0,
         clock: Callable[[], float] = time.time,
