@@ -67,12 +67,12 @@ def _retained_state(topic: str) -> dict[str, object]:
     return state
 
 
-@pytest.mark.parametrize("victim", ["newer", "older"])
-def test_one_of_two_hosts_dies_the_node_stays_with_the_survivor(victim: str) -> None:
-    asyncio.run(_one_dies(victim))
+@pytest.mark.parametrize(("victim", "grace"), [("newer", 0.0), ("older", 0.0), ("newer", 1.0)])
+def test_one_of_two_hosts_dies_the_node_stays_with_the_survivor(victim: str, grace: float) -> None:
+    asyncio.run(_one_dies(victim, grace))
 
 
-async def _one_dies(victim: str) -> None:
+async def _one_dies(victim: str, grace: float) -> None:
     group = f"r{victim[0]}{time.time_ns() % 10**9}"
     host_id = f"h-{group}"
     now = [MS]  # the node's clock: deaths and births dated with the data
@@ -84,6 +84,7 @@ async def _one_dies(victim: str) -> None:
         "mqtt://127.0.0.1:1883", group, "edge-1",
         devices={"line": [MetricDef("GoodCount", "UInt64")]},
         primary_host_id=host_id, client_id=f"edge-{group}", clock=lambda: now[0],
+        host_grace=grace,
     )  # fmt: skip
     n = 0
 
@@ -123,16 +124,18 @@ async def _one_dies(victim: str) -> None:
                 assert state["online"] is True
                 assert isinstance(state["timestamp"], int)
                 if victim == "newer":
+                    assert state["timestamp"] > b_ts  # newer than the dead one's online
+                else:  # its Will is older than the newest STATE: ignored; the survivor
+                    assert state["timestamp"] == b_ts  # restates its own timestamp
+                if victim == "newer" and not grace:
                     # the node took the Will (not older than the newest STATE seen): a new
                     # session, its births after the survivor's newer online, the gap forwarded
                     assert node.stats.births > births
-                    assert state["timestamp"] > b_ts  # newer than the dead one's
                     assert node.stats.forwarded > 0
                 else:
-                    # the Will of the older host is older than the newest STATE: ignored, the
-                    # session goes on; the survivor restates its own timestamp
+                    # ignored, or answered within the grace: the session goes on, no blip
                     assert node.stats.births == births
-                    assert state["timestamp"] == b_ts
+                    assert node.stats.forwarded == 0
                 assert node.born
     finally:
         for r in relays.values():
@@ -142,3 +145,50 @@ async def _one_dies(victim: str) -> None:
 
 def survivor_key(dead: str) -> str:
     return "a" if dead == "b" else "b"
+
+
+def test_a_lone_host_dies_the_node_ends_its_session_after_the_grace() -> None:
+    asyncio.run(_lone())
+
+
+async def _lone() -> None:
+    # no redundant host answers: after the grace the node ends its session (its NDEATH) and
+    # stores; what it sent within the grace, to no host, is in its resend window
+    group = f"rl{time.time_ns() % 10**9}"
+    now = [MS]
+    sink = ListSink()
+    relay = Relay(free_port(), 1883)
+    await relay.up()
+    node = SparkplugEdgeNode(
+        "mqtt://127.0.0.1:1883", group, "edge-1",
+        devices={"line": [MetricDef("GoodCount", "UInt64")]}, primary_host_id=f"h-{group}",
+        client_id=f"edge-{group}", clock=lambda: now[0], host_grace=1.0,
+    )  # fmt: skip
+    n = 0
+
+    async def produce(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            n += 1
+            now[0] = MS + n * 1000
+            node.set("line", "GoodCount", n, now[0])
+            await node.flush()
+            await asyncio.sleep(0.02)
+
+    try:
+        async with _host(relay.port, group, "a", sink) as host, node:
+            await until(lambda: node.born, what="births")
+            await produce(10)
+            await relay.down()
+            await produce(30)  # ~0.6 s of it within the grace, still live
+            await until(lambda: not node.born, what="the session ended after the grace")
+            await produce(10)
+            await relay.up()
+            await until(lambda: host.connected and node.born, what="births after the host")
+            await produce(5)
+            await until(lambda: set(range(1, n + 1)) <= {s.value for s in sink.all}, 10,
+                        what="every value")  # fmt: skip
+            assert node.stats.forwarded > 0
+    finally:
+        await relay.down()
+        await asyncio.to_thread(clear_retained, [f"spBv1.0/STATE/h-{group}"], 1883)

@@ -76,7 +76,10 @@ class SparkplugEdgeNode(MqttAdapter):
     :meth:`set` like any other change. ``store_limit`` bounds the store-and-forward store
     (metric values; 0 turns it off: a birth then carries only the latest value).
     ``store_path`` keeps that store on disk too, under ``store_scope`` (the run): rows of
-    another scope in the file are discarded, never replayed.
+    another scope in the file are discarded, never replayed. ``host_grace`` (s, at most
+    ``resend_window``): how long the Primary Host's offline may wait for a newer online (a
+    redundant host under its id) before the session ends; what the node sent meanwhile is in
+    the resend window, so stored and forwarded if it does end.
     """
 
     def __init__(
@@ -94,9 +97,12 @@ class SparkplugEdgeNode(MqttAdapter):
         use_aliases: bool = True,
         store_limit: int = 100_000,
         resend_window: float = 2.0,
+        host_grace: float = 0.0,
         store_path: Path | None = None,
         store_scope: str = "",
     ) -> None:
+        if not 0 <= host_grace <= resend_window:
+            raise ValueError(f"host_grace ({host_grace} s) must be in 0-{resend_window} s")
         if store_limit < 0 or resend_window < 0:
             raise ValueError(
                 f"store_limit ({store_limit}) and resend_window ({resend_window} s) must be >= 0"
@@ -143,6 +149,7 @@ class SparkplugEdgeNode(MqttAdapter):
         self._seq = 0
         self._born = False
         self._host_online = primary_host_id is None
+        self._host_grace = host_grace
         self._host_ts = -1
         self._tasks: set[asyncio.Task[None]] = set()
         self._announcement: tuple[str, bytes] | None = None
@@ -514,7 +521,7 @@ class SparkplugEdgeNode(MqttAdapter):
         self._host_online = online
         if online and not self._born:
             self._publish_births()
-        elif not online and self._born:
+        elif not online and self._born and not self._tasks:
             # The Primary Host went away: end this session (explicit NDEATH) and start a
             # new one, whose births wait for the host to come back online.
             # owned: close() cancels and awaits it; _reaped collects the outcome of a finished one
@@ -531,6 +538,10 @@ class SparkplugEdgeNode(MqttAdapter):
             log.error("session restart of %s failed: %r", self.edge_node_id, exc, exc_info=exc)
 
     async def _restart_session(self) -> None:
+        if self._host_grace:  # a redundant host under the id may answer with a newer online
+            await asyncio.sleep(self._host_grace)
+            if self._host_online or not self._born:
+                return  # it did: the session goes on (that host had every message)
         self._begin_store()  # the host is away: what it missed goes to it when back
         self._born = False
         with contextlib.suppress(Exception):

@@ -58,6 +58,9 @@ __all__ = ["LiveFactory", "run_live"]
 log = logging.getLogger(__name__)
 
 _RELIABLE: dict[str, bool] = {"opcua": True, "sparkplug": False, "vda5050": True}
+#: wall s the Primary Host's offline waits for a redundant host's newer online (gateway
+#: replicas under one host id) before the edge node ends its session; within its resend window
+_HOST_GRACE = 1.0
 
 
 class LiveFactory:
@@ -227,6 +230,7 @@ class LiveFactory:
             broker, self.group_id, self.edge_node_id, devices=self._sparkplug_devices(),
             primary_host_id=opts.primary_host, on_command=self.commands.on_dcmd,
             clock=self._clock_ms, client_id=f"iiotbed-{self.group_id}-{self.edge_node_id}",
+            host_grace=_HOST_GRACE,
             store_path=edge_store_path(opts.resume) if opts.resume is not None else None,
             store_scope=f"{self.scenario.name}|{self.scenario.run.seed}|{opts.replication}|"
                         f"{self._run_token}",
