@@ -6,7 +6,8 @@ job needs (IEC 62443 FR2, use control):
 =============  =====================================  =======================================
 role           writes                                 reads
 =============  =====================================  =======================================
-edge           its Sparkplug N/D BIRTH, DATA, DEATH   NCMD/DCMD to nodes, host STATE
+edge           its Sparkplug N/D BIRTH, DATA, DEATH,  NCMD/DCMD to nodes, host STATE
+               the run it announces
 amr (each)     its own VDA 5050 state, connection,    its own order, instantActions
                visualization, factsheet
 vda-master     every AMR's order, instantActions      every AMR's state, connection, ...
@@ -75,7 +76,9 @@ def testbed_users(amrs: Sequence[str], *, uns_root: str = "uns") -> list[User]:
             "edge",
             "edge",
             write=tuple(f"{sp}/+/{kind}/+" for kind in ("NBIRTH", "NDATA", "NDEATH"))
-            + tuple(f"{sp}/+/{kind}/+/+" for kind in ("DBIRTH", "DDATA", "DDEATH")),
+            + tuple(f"{sp}/+/{kind}/+/+" for kind in ("DBIRTH", "DDATA", "DDEATH"))
+            # the run the devices announce (retained), which gateway replicas adopt
+            + ("iiotbed/run/+/+",),
             read=(f"{sp}/+/NCMD/+", f"{sp}/+/DCMD/+/+", f"{sp}/STATE/+"),
         ),
     ]
@@ -105,7 +108,7 @@ def testbed_users(amrs: Sequence[str], *, uns_root: str = "uns") -> list[User]:
             "gateway",
             write=(f"{sp}/+/NCMD/+", f"{sp}/+/DCMD/+/+", f"{sp}/STATE/+", f"{uns_root}/#"),
             # the ingests' presence: the stream waits in the buffer while none is online
-            read=(f"{sp}/#", "uagv/#", f"{uns_root}/_ingest/+/status"),
+            read=(f"{sp}/#", "uagv/#", "iiotbed/run/+/+", f"{uns_root}/_ingest/+/status"),
         ),
         User(
             "ingest",
