@@ -5,14 +5,15 @@ Mosquitto on a free port (the fault suite's kit, ``tests/faults/kit.py``), sampl
 each process (``/proc/<pid>/status``) every ``--every`` seconds, and the lag: the devices'
 pacer lag (their progress lines) and the platform's ingest lag (``/api/health``).
 
-Pass: after the first 10 % of the run (warm-up), no process grows by 10 % or more over its
-RSS at that point, and the lag stays bounded (devices' pacer lag <= ``--max-lag`` s, ingest
+Pass: after the warm-up (the first 10 minutes, or the first third of a shorter run), no
+process grows by 10 % or more over its RSS at that point, and the lag stays bounded (devices' pacer lag <= ``--max-lag`` s, ingest
 lag <= ``--max-ingest-lag`` s, at every sample). At the end the counters are compared with
 the answer key (reported, exact when delivery kept up).
 
 Writes an SVG (RSS and lag over wall time) next to ``--out`` and prints a table; exit code 0
 on pass, 1 on fail, 2 for a bad option. Run: ``python bench/soak.py --minutes 5``
-(issue 10 asks for ``--minutes 60``; CI runs none).
+(issue 10 asks for ``--minutes 60``; CI runs ``--minutes 5`` after the test suites). The
+chart is SVG, as every picture of the project (no raster library is a dependency).
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ sys.path.insert(0, str(ROOT / "tests" / "faults"))  # the fault kit: processes, 
 
 from iiotbed.testbed._svg import Series, line_chart
 
-WARMUP = 0.10  # the share of the run before the RSS baseline is taken
+WARMUP_S = 600.0  # the issue's warm-up: growth counts after the first 10 minutes ...
+WARMUP_SHARE = 1 / 3  # ... or after the first third of a shorter run (CI's 5 minutes)
+
+
+def warmup_s(minutes: float) -> float:
+    """Wall seconds before the RSS baseline: the caches and the gateway's dedup memory fill
+    in the first minutes (a 60-minute run: 10 minutes; 5 minutes: 100 s)."""
+    return min(WARMUP_S, WARMUP_SHARE * minutes * 60.0)
 MAX_GROWTH = 0.10  # RSS growth allowed after the warm-up
 COLORS = {"devices": "#5b7aa6", "gateway": "#e08a1e", "platform": "#3a8f5c", "mosquitto": "#888"}
 
@@ -82,7 +90,7 @@ def devices_lag(log: str) -> float | None:
 
 def judge(readings: list[Reading], minutes: float, max_lag: float, max_ingest: float) -> Verdict:
     v = Verdict()
-    warm = [r for r in readings if r.wall_s >= WARMUP * minutes * 60.0]
+    warm = [r for r in readings if r.wall_s >= warmup_s(minutes)]
     if len(warm) < 2:
         v.problems.append(f"only {len(warm)} readings after the warm-up: use a smaller --every")
         return v
@@ -220,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     v = judge(readings, args.minutes, args.max_lag, args.max_ingest_lag)
     if readings:
         chart(readings, args.out)
-    first = next((r for r in readings if r.wall_s >= WARMUP * args.minutes * 60.0), None)
+    first = next((r for r in readings if r.wall_s >= warmup_s(args.minutes)), None)
     print()
     print(f"{'process':<10} {'RSS start':>10} {'after warm-up':>14} {'max after':>10} {'growth':>8}")
     for name in readings[0].rss_mb if readings else []:
