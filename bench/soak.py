@@ -48,6 +48,8 @@ def warmup_s(minutes: float) -> float:
     """Wall seconds before the RSS baseline: the caches and the gateway's dedup memory fill
     in the first minutes (a 60-minute run: 10 minutes; 5 minutes: 100 s)."""
     return min(WARMUP_S, WARMUP_SHARE * minutes * 60.0)
+
+
 MAX_GROWTH = 0.10  # RSS growth allowed after the warm-up
 COLORS = {"devices": "#5b7aa6", "gateway": "#e08a1e", "platform": "#3a8f5c", "mosquitto": "#888"}
 
