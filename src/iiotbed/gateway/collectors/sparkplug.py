@@ -1,9 +1,11 @@
 """Sparkplug B 3.0 host application: births, data, deaths → samples; rebirth on gaps.
 
 The host publishes its ``spBv1.0/STATE/<host_id>`` (retained JSON ``online``/``timestamp``,
-the Will says offline), learns each node's and device's metrics (names, aliases,
-datatypes, ``engUnit``) from NBIRTH/DBIRTH, checks ``seq`` (0-255) on every message and
-asks for a rebirth (NCMD ``Node Control/Rebirth``) on a gap or on data before a birth.
+the Will says offline) and follows it: an offline there while it is connected (the Will of
+another host under the same id: redundant gateways) is answered with online, under a newer
+timestamp when edge nodes took that offline. It learns each node's and device's metrics
+(names, aliases, datatypes, ``engUnit``) from NBIRTH/DBIRTH, checks ``seq`` (0-255) on every
+message and asks for a rebirth (NCMD ``Node Control/Rebirth``) on a gap or on data before a birth.
 NDEATH (with the bdSeq of the birth) and DDEATH mark the metrics stale: quality Bad, no value;
 so does losing the broker (Sparkplug 3.0: a host that loses its connection must consider every
 node's metrics stale), at the newest sim time seen from each node, and every node then needs a
