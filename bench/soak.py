@@ -223,11 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: {exc}\n{tb.logs()}", file=sys.stderr)
         return 1
     finally:
-        tb.close()
+        stopping: str | None = None
+        try:
+            tb.close()  # Ctrl-C to each process, in order; one that ignores it fails the soak
+        except OutcomeException as exc:
+            stopping = str(exc)
+            print(f"soak: {stopping}", file=sys.stderr)
         broker.kill()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     v = judge(readings, args.minutes, args.max_lag, args.max_ingest_lag)
+    if stopping:
+        v.problems.append(stopping.splitlines()[0])
     if readings:
         chart(readings, args.out)
     first = next((r for r in readings if r.wall_s >= warmup_s(args.minutes)), None)
