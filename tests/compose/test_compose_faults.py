@@ -103,7 +103,7 @@ def test_r5_ot_partition_marks_the_gap_and_heals(stack: Stack) -> None:
     healed = False
     try:
         # the gateway's OPC UA collector notices the lost session and marks its tags Bad
-        # (watchdog 1 s, request timeout 4 s), long before the partition heals
+        # (the watchdog probes every 4 s: within ~8 s), long before the partition heals
         lost = poll(lambda: (c := _collector(stack, "opcua"))["stale_marks"]
                     > opcua0["stale_marks"] and c, PARTITION_S - 5.0,
                     "the OPC UA session loss marked Bad", 1.0, stack)  # fmt: skip
