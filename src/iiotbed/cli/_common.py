@@ -369,6 +369,12 @@ def _serve(main: Callable[[], Coroutine[Any, Any, _T]]) -> _T | None:
     import asyncio
     import signal
 
+    # A shell that starts a command in the background without job control (a script's
+    # `cmd &`, nohup) leaves SIGINT ignored, and asyncio.run then installs no Ctrl-C handler:
+    # `kill -INT` (a supervisor's or a test kit's stop) would be ignored. A service stops on it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     async def guarded() -> _T:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
