@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from kit import SCENARIOS, Mosquitto, Testbed
+from redundancy import stored_keys
 
 
 def plant_file(path: Path, lines: int, template: Path = SCENARIOS / "single-machine.yaml") -> Path:
@@ -106,15 +107,4 @@ def stored_exact(store: str, run_id: str) -> Counter[tuple[str, str, float]]:
     stored. One source value may reach the store by two protocols (OPC UA stamps to 100 ns,
     Sparkplug to the ms: two ``t`` within a ms); a second gateway adds a row at the *same*
     ``t`` only (another value or quality), which this count shows."""
-    import psycopg
-
-    url, schema = store.split("?schema=")
-    with psycopg.connect(url) as db:
-        rows = db.execute(
-            f'SELECT s.asset, s.tag, x.t, count(*) FROM "{schema}".samples x '
-            f'JOIN "{schema}".series s ON s.id = x.series '
-            f'JOIN "{schema}".run_keys r ON r.id = s.run WHERE r.run_id = %s '
-            "GROUP BY s.asset, s.tag, x.t",
-            (run_id,),
-        ).fetchall()
-    return Counter({(a, tag, t): n for a, tag, t, n in rows})
+    return stored_keys(store, run_id, ms=False)

@@ -60,8 +60,9 @@ def pg_schema(prefix: str = "h_redundancy") -> Iterator[str]:
             db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def stored_keys(store: str, run_id: str) -> Counter[tuple[str, str, float]]:
-    """How many samples the PostgreSQL store holds per (asset, tag, t) of ``run_id``."""
+def stored_keys(store: str, run_id: str, *, ms: bool = True) -> Counter[tuple[str, str, float]]:
+    """How many samples the PostgreSQL store holds per (asset, tag, t) of ``run_id``; ``t``
+    rounded to the ms (``ms``) or as stored."""
     import psycopg
 
     url, schema = store.split("?schema=")
@@ -75,7 +76,7 @@ def stored_keys(store: str, run_id: str) -> Counter[tuple[str, str, float]]:
         ).fetchall()
     out: Counter[tuple[str, str, float]] = Counter()
     for a, tag, t, n in rows:
-        out[a, tag, round(t, 3)] += n  # times within 1 ms: one key, as in logged_keys
+        out[a, tag, round(t, 3) if ms else t] += n  # within 1 ms: one key, as in logged_keys
     return out
 
 
