@@ -429,11 +429,19 @@ class LiveFactory:
             batches = self._spb_ch.due(now)
             moves = self._moves
             self._due_moves(now)
-            for changes in batches:
-                for device, metric, value, ts in changes:
+            if moves:
+                # a device leaves or returns in this stretch: each change goes in on the
+                # right side of it, so in time order (a derived tag, e.g. Power, comes after
+                # the counters of later instants in a batch)
+                ordered = sorted((c for changes in batches for c in changes), key=_change_time)
+                for device, metric, value, ts in ordered:
                     if moves and moves[0][0] <= ts:
                         await self._move_devices(now, ts)
                     self.edge.set(device, metric, value, ts)
+            else:
+                for changes in batches:
+                    for device, metric, value, ts in changes:
+                        self.edge.set(device, metric, value, ts)
             if batches:
                 await self.edge.flush()
             await self._move_devices(now)
@@ -463,6 +471,10 @@ class LiveFactory:
 
     def _ms_of(self, t: float) -> int:
         return round((self._epoch_s + t) * 1000)
+
+
+def _change_time(change: tuple[str, str, object, int]) -> int:
+    return change[3]
 
 
 def _remove_store(path: Path) -> None:
