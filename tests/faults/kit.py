@@ -335,10 +335,24 @@ class Testbed:
         self.start_devices()
         self.start_gateway()
 
-    def close(self) -> None:
-        for p in self.procs.values():
+    def close(self, timeout: float = 20.0) -> None:
+        """Stop every process (each its ``timeout`` to obey Ctrl-C), even when one fails to
+        stop; then raise the first failure, naming every process that failed."""
+        failed: list[tuple[str, BaseException]] = []
+        for name, p in self.procs.items():
             if p.alive:
-                p.stop(20)
+                try:
+                    p.stop(timeout)
+                except BaseException as exc:  # pytest.fail raises a BaseException
+                    failed.append((name, exc))
+        if not failed:
+            return
+        names = ", ".join(n for n, _ in failed)
+        first = failed[0][1]
+        if isinstance(first, pytest.fail.Exception):
+            pytest.fail(f"{first.msg}\n(processes that did not stop cleanly: {names})")
+        first.add_note(f"processes that did not stop cleanly: {names}")
+        raise first
 
     def logs(self) -> str:
         """Every process's log tail, for a failure message."""
