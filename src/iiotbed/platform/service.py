@@ -34,6 +34,9 @@ __all__ = ["Platform"]
 
 log = logging.getLogger(__name__)
 
+#: seconds a stop waits for open HTTP responses before cancelling them
+GRACEFUL_SHUTDOWN_S = 5
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the process owner decides about Ctrl-C."""
@@ -121,7 +124,12 @@ class Platform(AsyncClosing):
         )
         self.view = PlatformView(self.store, catalog, self.ingest)
         app = create_app(self.view, broker=self.broker_url, api_token=self.api_token)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        # a client that stops reading (a dashboard tab left open, a stalled download) must
+        # not hold a stop forever: after this bound uvicorn cancels what still runs
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )  # fmt: skip
         self._server = server = _Server(config)
         # the TaskGroup is entered last, so it is left first: tasks stop before the store closes
         tg = await stack.enter_async_context(asyncio.TaskGroup())
