@@ -11,8 +11,10 @@ Two tables, maintained in the transaction that writes the samples:
   oldest one it touches when it brings late state samples, so arrival order never matters.
 * ``counter_buckets (series, bucket, vmax, texts)``: per hour bucket, the largest Good
   value of a counter (at least 0, as the engine's counters start at 0), and ``texts`` set
-  when a value came as text or Bad: a window over such a bucket is streamed through the
-  engine (rare: a number sent as text, or a gap in the telemetry).
+  when a value came as text, Bad or without a number: a window up to such a bucket replays
+  that counter's samples through the engine's :class:`Counter` (a number sent as text, or
+  a gap in the telemetry: every counter of an edge node that went away), the others' come
+  from the maxima.
 
 A KPI window then sums whole buckets and replays only its two partial edges from the
 samples. The stretches are integrated by the KPI engine's own rules and clocks
@@ -30,6 +32,7 @@ from iiotbed.platform._integrate import (
     LINE_COUNTERS,
     STATION_COUNTERS,
     UNKNOWN,
+    Counter,
     LineClock,
     Rates,
     StationClock,
@@ -241,8 +244,10 @@ def totals(
     layout: Layout,
     seconds: Mapping[tuple[str, str], float],
     counters: Mapping[tuple[str, str], tuple[float, float]],
+    gaps: Mapping[tuple[str, str], float] | None = None,
 ) -> KpiTotals:
-    """KpiTotals from summed seconds per (asset, name) and counter (base, last) values."""
+    """KpiTotals from summed seconds per (asset, name), counter (base, last) values and
+    the units counted across Bad gaps (:attr:`Counter.gap`) of the replayed counters."""
     out = KpiTotals()
     for st in layout.stations:
         p = st.path
@@ -258,6 +263,7 @@ def totals(
         seconds.get((layout.line, _HEADS + r), 0.0) for r in sorted(layout.counted_roles)
     )
     out.counters.update(counters)
+    out.counter_gaps.update(gaps or {})
     return out
 
 
@@ -278,9 +284,10 @@ def roll_bounds(
 def add_counter(
     maxima: dict[tuple[int, int], list[float]], sid: int, t: float, value: Any, quality: int
 ) -> None:
-    """Fold one counter sample into its bucket's [max Good value (>= 0), stream flag]: the
-    flag is set by a number sent as text or a Bad mark (the engine parses the one and tells
-    the units counted across the other's gap apart; the window is streamed)."""
+    """Fold one counter sample into its bucket's [max Good value (>= 0), replay flag]: the
+    flag is set by a number sent as text, a Bad mark or a sample without a number (the
+    engine parses the one and tells the units counted across the others' gaps apart; the
+    counter is replayed)."""
     key = (sid, math.floor(t / BUCKET_S))
     m = maxima.get(key)
     if m is None:
@@ -290,7 +297,7 @@ def add_counter(
     elif type(value) is float:
         if value > m[0]:
             m[0] = value
-    elif type(value) is str:
+    else:  # text, or no value (an Uncertain stale mark): the engine's Counter decides
         m[1] = 1.0
 
 
@@ -299,31 +306,39 @@ def counter_values(
     ids: Mapping[tuple[str, str], int],
     at_start: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]],
     at_end: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]],
-) -> dict[tuple[str, str], tuple[float, float]] | None:
-    """(base, last) per counter from (bucket rows, edge rows) at the window start and end;
-    None when a counter holds a number sent as text or a Bad mark (stream instead)."""
+) -> tuple[dict[tuple[str, str], tuple[float, float]], set[int]]:
+    """(base, last) per counter from (bucket rows, edge rows) at the window start and end,
+    and the series flagged up to the end (a number sent as text, a Bad mark): their values
+    here are not theirs, :func:`replay_counter` gives them."""
+    marked: set[int] = set()
 
     def maxima(rows: tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]) -> dict[int, float]:
         out: dict[int, float] = {}
         for part in rows:
             for sid, v, texts in part:
                 if texts:
-                    raise _TextValue
+                    marked.add(sid)
                 if v is not None and v > out.get(sid, 0.0):
                     out[sid] = float(v)
         return out
 
-    try:
-        base, last = maxima(at_start), maxima(at_end)
-    except _TextValue:
-        return None
+    base, last = maxima(at_start), maxima(at_end)
     result: dict[tuple[str, str], tuple[float, float]] = {}
     for pair in pairs:
         sid = ids.get(pair)
         if sid is not None:
             result[pair] = (base.get(sid, 0.0), last.get(sid, 0.0))
-    return result
+    return result, marked
 
 
-class _TextValue(Exception):
-    pass
+def replay_counter(rows: Iterable[Sequence[Any]], start: float) -> Counter:
+    """One counter's samples (t, value_num, value_text, quality) in (t, insertion) order up
+    to the window end, through the engine's own :class:`Counter` as the engine feeds it."""
+    c = Counter(start)
+    for t, num, text, quality in rows:
+        value = None if quality == _BAD else (num if num is not None else text)
+        try:
+            c.update(t, value)
+        except (TypeError, ValueError):  # a value that is no number: as good as Bad
+            c.update(t, None)
+    return c

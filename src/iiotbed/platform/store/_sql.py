@@ -347,6 +347,11 @@ STATE_SUMS = """
 
 DELETE_BUCKETS = "DELETE FROM state_buckets WHERE run = :rk AND bucket >= :lo AND bucket < :hi"
 
+# one counter's samples up to the window end, replayed when the rollups flagged it
+COUNTER_ROWS = """
+    SELECT t, value_num, value_text, quality FROM samples
+    WHERE series = :sid AND t <= :end ORDER BY t, n"""
+
 
 def counter_bucket_sql(ids: Sequence[int]) -> str:
     """Per series: the largest bucket maximum below bucket ``:k``, and any text value."""
@@ -383,7 +388,8 @@ def integrate_plan(
 def kpi_totals_plan(
     run_id: str, layout: Layout, start: float, end: float
 ) -> Plan[KpiTotals | None]:
-    """The totals of :meth:`Store.kpis` from the rollups; None to fall back to streaming."""
+    """The totals of :meth:`Store.kpis` from the rollups; None to fall back to streaming
+    (only when another asset than the layout's line sends a PlannedState)."""
     keys = yield "SELECT id, closed FROM run_keys WHERE run_id = :run", {"run": run_id}
     if not keys:
         return _rollup.totals(layout, {}, {})
@@ -412,7 +418,13 @@ def kpi_totals_plan(
         below = yield counter_bucket_sql(wanted), {"k": k}
         edge = yield counter_edge_sql(wanted), {"lo": k * _rollup.BUCKET_S, "x": x}
         at.append((below, edge))
-    counters = _rollup.counter_values(pairs, ids, at[0], at[1])
-    if counters is None:
-        return None
-    return _rollup.totals(layout, seconds, counters)
+    counters, marked = _rollup.counter_values(pairs, ids, at[0], at[1])
+    gaps: dict[tuple[str, str], float] = {}
+    for pair in pairs:  # a flagged counter: its own samples, not the whole run's
+        sid = ids.get(pair)
+        if sid is not None and sid in marked:
+            rows = yield COUNTER_ROWS, {"sid": sid, "end": end}
+            c = _rollup.replay_counter(rows, start)
+            counters[pair] = (c.base, c.last)
+            gaps[pair] = c.gap
+    return _rollup.totals(layout, seconds, counters, gaps)

@@ -229,6 +229,8 @@ class KpiTotals:
     # station path -> seconds planned with the item state unknown; the line's PlannedState
     station_unknown: dict[str, float] = field(default_factory=dict)
     line_unknown: float = 0.0
+    # (asset, tag) -> units counted across Bad gaps (``Counter.gap``), of replayed counters
+    counter_gaps: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def report(self, layout: Layout, start: float, end: float) -> KpiReport:
         # the engine's own derivation (not a copy of it) turns totals into KPIs, so every
@@ -241,10 +243,14 @@ class KpiTotals:
             path = st.layout.path
             for tag, c in st.counters.items():
                 c.base, c.last = self.counters.get((path, tag), (0.0, 0.0))
+                c.gap = self.counter_gaps.get((path, tag), 0.0)
             for product, c in st.products.items():
-                c.base, c.last = self.counters.get((path, f"ProcessedCount/{product}"), (0.0, 0.0))
+                key = (path, f"ProcessedCount/{product}")
+                c.base, c.last = self.counters.get(key, (0.0, 0.0))
+                c.gap = self.counter_gaps.get(key, 0.0)
         for tag, c in acc._line_counters.items():
             c.base, c.last = self.counters.get((layout.line, tag), (0.0, 0.0))
+            c.gap = self.counter_gaps.get((layout.line, tag), 0.0)
         acc._line.pbt = self.line_pbt
         acc._line.people_s = self.line_person_s
         acc._line.unknown_s = self.line_unknown
