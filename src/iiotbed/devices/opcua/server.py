@@ -31,6 +31,7 @@ from iiotbed.devices.opcua._nodes import (
     build_machine,
 )
 from iiotbed.devices.opcua._nodesets import load_companions
+from iiotbed.devices.opcua._queues import QueueGuard
 from iiotbed.devices.opcua._security import (
     RoleRuleset,
     Security,
@@ -106,11 +107,13 @@ class MachineServer(AsyncClosing):
         self.application_uri = f"{namespace}:opcua:{name}"
         self._controls: dict[str, StationControl] = dict(controls or {})
         self._server: Server | None = None
+        self._guard: QueueGuard | None = None
         self.started_at = 0.0  # sim s the initial values are dated (a resumed run: its time)
         self._ns = 0
         self._by_path: dict[str, MachineNodes] = {}
         self._speed_nodes: dict[ua.NodeId, str] = {}
         self._alarms: dict[str, tuple[EventGenerator, EventGenerator]] = {}
+        self._lost = 0  # changes dropped by full queues while the server ran before
 
     @classmethod
     def from_scenario(
@@ -200,11 +203,13 @@ class MachineServer(AsyncClosing):
                 f"choose another port or stop the process using it",
                 endpoint=self.endpoint,
             ) from exc
-        self._server = server
+        self._server, self._guard = server, QueueGuard(server)
         _log.info("OPC UA server %s up with %d machine(s)", self.endpoint, len(self.machines))
 
     async def close(self) -> None:
         server, self._server = self._server, None
+        if self._guard is not None:
+            self._lost, self._guard = self.lost, None
         if server is not None:
             await server.stop()
 
@@ -227,6 +232,12 @@ class MachineServer(AsyncClosing):
             return 0
         return len(self._server.iserver.subscription_service.subscriptions)
 
+    @property
+    def lost(self) -> int:
+        """Changes a client never got: dropped from its full queue after it took none of
+        its notifications for a while (:mod:`~iiotbed.devices.opcua._queues`); else 0."""
+        return self._lost + (self._guard.lost if self._guard is not None else 0)
+
     def attach(self, control: StationControl) -> None:
         """Route this station's method calls and setpoint writes to ``control``."""
         if control.path not in {m.path for m in self.machines}:
@@ -241,13 +252,14 @@ class MachineServer(AsyncClosing):
 
     async def apply_many(self, records: Iterable[Record]) -> int:
         """Show records in order; returns how many changed a node."""
-        server = self._server
-        if server is None:
+        guard = self._guard
+        if guard is None:
             raise ConnectorError(
                 f"server {self.endpoint} is not running; use it inside 'async with'",
                 endpoint=self.endpoint,
             )
-        write = server.write_attribute_value
+        guard.refresh()  # a client (re)subscribed since the last batch
+        write = guard.write  # waits for a publish rather than let a full queue drop a change
         epoch = self.epoch
         now = dt.datetime.now(dt.UTC)
         applied = 0
@@ -283,8 +295,8 @@ class MachineServer(AsyncClosing):
     async def _write_state(
         self, b: StateBinding, rec: Sample, ts: dt.datetime, now: dt.datetime
     ) -> None:
-        assert self._server is not None
-        write = self._server.write_attribute_value
+        assert self._guard is not None
+        write = self._guard.write
         if rec.quality == Quality.Bad or rec.value is None:
             for nid in (b.text, b.id, b.number):
                 await write(nid, _SharedValue(_NULL, _BAD, ts, now))
@@ -307,13 +319,12 @@ class MachineServer(AsyncClosing):
     async def _write_fault(
         self, nodes: MachineNodes, b: FaultBinding, rec: Sample, ts: dt.datetime, now: dt.datetime
     ) -> None:
-        assert self._server is not None
+        assert self._guard is not None
         if rec.quality == Quality.Bad or rec.value is None:
-            await self._server.write_attribute_value(b.nodeid, _SharedValue(_NULL, _BAD, ts, now))
+            await self._guard.write(b.nodeid, _SharedValue(_NULL, _BAD, ts, now))
             return
         active = bool(rec.value)
-        value = _SharedValue(_TRUE if active else _FALSE, _GOOD, ts, now)
-        await self._server.write_attribute_value(b.nodeid, value)
+        await self._guard.write(b.nodeid, _SharedValue(_TRUE if active else _FALSE, _GOOD, ts, now))
         if active != b.active:
             b.active = active
             await self._trigger_alarm(nodes, active, ts)
@@ -474,6 +485,11 @@ class MachineServers(AsyncClosing):
     def subscribed(self) -> bool:
         """Whether every server has at least one subscription (a collector listens)."""
         return all(s.subscriptions > 0 for s in self.servers)
+
+    @property
+    def lost(self) -> int:
+        """Changes a stalled client's full queues dropped, on all servers."""
+        return sum(s.lost for s in self.servers)
 
     def attach(self, control: StationControl) -> None:
         """Route a station's commands to ``control`` on whichever server hosts it."""
