@@ -133,43 +133,17 @@ class SqlStore(Store):
     async def iter_samples(
         self, run_id: str, start: float | None = None, end: float | None = None
     ) -> AsyncIterator[Sample]:
-        # keyset pages over time windows: each window reads its range of every series of the
-        # run by the key and sorts only that range; its width follows the samples' density
-        query = self._dialect.sql(iter_sql(self._dialect.sample_cols))
-        span = self._dialect.sql(SPAN_SQL)
-        lo, hi = (await self._rows(span, {"run": run_id}))[0]
-        if lo is None:
-            return
-        a = lo if start is None else max(float(start), lo)
-        width = 600.0
-        while True:
-            stop = hi if end is None else min(float(end), hi)
-            while a <= stop:
-                b = a + width
-                if b <= a:
-                    b = math.nextafter(a, math.inf)
-                params: dict[str, Any] = {
-                    "run": run_id, "after_t": a, "after_ins": -(2**62), "below": b,
-                    "end": stop, "limit": _PAGE,
-                }  # fmt: skip
-                got = 0
-                while True:
-                    rows = await self._rows(query, params)
-                    got += len(rows)
+        plan = iter_plan(self._dialect, run_id, start, end)
+        try:
+            query, params, page = next(plan)
+            while True:
+                rows = await self._rows(query, params)
+                if page:
                     for r in rows:
                         yield row_to_sample(r, run_id)
-                    if len(rows) < _PAGE:
-                        break
-                    params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
-                width *= min(4.0, max(0.25, _PAGE / (2 * got) if got else 4.0))
-                a = b
-            if end is not None and end <= hi:
-                return
-            # samples written meanwhile past the span: go on with them
-            new_hi = (await self._rows(span, {"run": run_id}))[0][1]
-            if new_hi is None or new_hi <= hi:
-                return
-            hi = new_hi
+                query, params, page = plan.send(rows)
+        except StopIteration:
+            return
 
     async def counts(self, run_id: str) -> Counts:
         rows = await self._rows(self._dialect.sql(counts_sql()), {"run": run_id})
@@ -302,6 +276,50 @@ def iter_sql(cols: str) -> str:
         WHERE se.run = {RUN_KEY} AND s.t >= :after_t AND (s.t > :after_t OR s.n > :after_ins)
           AND s.t < :below AND s.t <= :end
         ORDER BY s.t, s.n LIMIT :limit"""
+
+
+# the queries of SqlStore.iter_samples: yields (query in the dialect, params, whether its
+# rows are samples), is sent each query's rows
+Pages = Generator[tuple[str, dict[str, Any], bool], list[Any], None]
+
+
+def iter_plan(d: Dialect, run_id: str, start: float | None, end: float | None) -> Pages:
+    """A run's samples in ``[start, end]`` in (t, n) order, as the pages to read."""
+    # keyset pages over time windows: each window reads its range of every series of the
+    # run by the key and sorts only that range; its width follows the samples' density
+    query = d.sql(iter_sql(d.sample_cols))
+    span = d.sql(SPAN_SQL)
+    lo, hi = (yield span, {"run": run_id}, False)[0]
+    if lo is None:
+        return
+    a = lo if start is None else max(float(start), lo)
+    width = 600.0
+    while True:
+        stop = hi if end is None else min(float(end), hi)
+        while a <= stop:
+            b = a + width
+            if b <= a:
+                b = math.nextafter(a, math.inf)
+            params: dict[str, Any] = {
+                "run": run_id, "after_t": a, "after_ins": -(2**62), "below": b,
+                "end": stop, "limit": _PAGE,
+            }  # fmt: skip
+            got = 0
+            while True:
+                rows = yield query, dict(params), True
+                got += len(rows)
+                if len(rows) < _PAGE:
+                    break
+                params["after_t"], params["after_ins"] = rows[-1][2], rows[-1][-1]
+            width *= min(4.0, max(0.25, _PAGE / (2 * got) if got else 4.0))
+            a = b
+        if end is not None and end <= hi:
+            return
+        # samples written meanwhile past the span: go on with them
+        new_hi = (yield span, {"run": run_id}, False)[0][1]
+        if new_hi is None or new_hi <= hi:
+            return
+        hi = new_hi
 
 
 # first and last t of a run: two key probes per series

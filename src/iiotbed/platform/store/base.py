@@ -8,6 +8,7 @@ Times ``t`` are seconds since the scenario epoch, as in :mod:`iiotbed.telemetry`
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from abc import abstractmethod
@@ -205,14 +206,22 @@ class Store(AsyncClosing):
         totals = None if streaming else await self._kpi_totals(run_id, layout, start, end)
         if totals is not None:
             return totals.report(layout, start, end)
+        return await self._stream_kpis(run_id, layout, start, end)
+
+    async def _stream_kpis(
+        self, run_id: str, layout: Layout, start: float, end: float
+    ) -> KpiReport:
+        """:func:`~iiotbed.platform.kpi.compute_kpis` over :meth:`iter_samples` up to ``end``:
+        every sample of the run, seconds of work on a long one. The engine runs in a worker
+        thread, batch by batch, so the event loop only fetches."""
         acc = KpiAccumulator(layout, start=start, end=end)
         batch: list[Sample] = []
         async for s in self.iter_samples(run_id, None, end):
             batch.append(s)
             if len(batch) >= 10_000:
-                acc.feed_many(batch)
-                batch.clear()
-        acc.feed_many(batch)
+                await asyncio.to_thread(acc.feed_many, batch)
+                batch = []
+        await asyncio.to_thread(acc.feed_many, batch)
         return acc.report(end)
 
 

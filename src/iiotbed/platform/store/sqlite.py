@@ -2,7 +2,10 @@
 
 WAL journal, one transaction and one ``executemany`` per batch. sqlite3 calls block, so
 every call runs on one dedicated thread: the event loop never waits on the disk, and one
-thread owning the connection serialises writes without a lock.
+thread owning the connection serialises writes without a lock. KPIs, whose reads last
+long on a long run (a window of days, a counter replayed, a whole run streamed through the
+engine), run on a second thread with a read-only connection of its own, each in one read
+transaction (a snapshot, as WAL gives readers): they hold up neither the loop nor the writes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from iiotbed.errors import StorageError
+from iiotbed.platform.kpi import KpiAccumulator, KpiReport
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup, _sql
 from iiotbed.platform.store.base import (
@@ -99,6 +103,9 @@ class SqliteStore(_sql.SqlStore):
         self.url = url if url is not None and "://" in url else f"sqlite:///{self.path}"
         self._conn: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None  # the KPI reads, started on first use
+        self._rconn: sqlite3.Connection | None = None
+        self._ro_uri = ""
         self._dialect = _D
         self._epochs: dict[str, float] = {}
         # run -> asset -> tag -> (series id, kind, unit): resolved without SQL per sample
@@ -129,6 +136,33 @@ class SqliteStore(_sql.SqlStore):
                 url=self.url,
             ) from exc.__cause__
 
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(connection, *args)`` on the reader thread, in one read transaction."""
+        if self._thread is None:
+            raise StorageError(f"store {self.url} is not open; use `async with`", url=self.url)
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iiotbed-kpi")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reader, self._in_snapshot, fn, args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite store {self.path}: {exc}", url=self.url) from exc
+
+    def _in_snapshot(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        db = self._rconn
+        if db is None:
+            db = sqlite3.connect(
+                self._ro_uri, uri=True, check_same_thread=False, isolation_level=None
+            )
+            db.execute("PRAGMA cache_size=-4096")
+            _math_functions(db)
+            self._rconn = db
+        db.execute("BEGIN")
+        try:
+            return fn(db, *args)
+        finally:
+            db.execute("COMMIT")  # ends the read transaction: nothing was written
+
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
@@ -147,20 +181,22 @@ class SqliteStore(_sql.SqlStore):
                     " into a new file"
                 )
             conn.executescript(_SCHEMA)
-            try:
-                conn.execute("SELECT floor(1.5)")
-            except sqlite3.OperationalError:  # built without math functions
-                conn.create_function("floor", 1, _floor, deterministic=True)
+            _math_functions(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
+        self._ro_uri = self.path.absolute().as_uri() + "?mode=ro"  # the file opened, read-only
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
         if thread is None:
             return
         loop = asyncio.get_running_loop()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await loop.run_in_executor(reader, self._close_reader)
+            reader.shutdown(wait=False)
         await loop.run_in_executor(thread, self._close)
         thread.shutdown(wait=False)  # its last job has run: the thread ends on its own
 
@@ -168,6 +204,11 @@ class SqliteStore(_sql.SqlStore):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _close_reader(self) -> None:
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -270,12 +311,13 @@ class SqliteStore(_sql.SqlStore):
     ) -> dict[tuple[int, str, str], float]:
         return self._drive(_sql.integrate_plan(rk, lo, hi, size))
 
-    def _drive(self, plan: _sql.Plan[_T]) -> _T:
-        """Run a plan's queries on the connection (on the store's thread)."""
+    def _drive(self, plan: _sql.Plan[_T], db: sqlite3.Connection | None = None) -> _T:
+        """Run a plan's queries on a connection (the store's, on its thread, by default)."""
+        db = self._db if db is None else db
         try:
             query, params = next(plan)
             while True:
-                query, params = plan.send(self._db.execute(query, params).fetchall())
+                query, params = plan.send(db.execute(query, params).fetchall())
         except StopIteration as stop:
             result: _T = stop.value
             return result
@@ -349,12 +391,33 @@ class SqliteStore(_sql.SqlStore):
     async def _kpi_totals(
         self, run_id: str, layout: Layout, start: float, end: float
     ) -> KpiTotals | None:
-        return await self._call(self._kpi_totals_sync, run_id, layout, float(start), float(end))
+        return await self._read(self._kpi_totals_sync, run_id, layout, float(start), float(end))
+
+    async def _stream_kpis(
+        self, run_id: str, layout: Layout, start: float, end: float
+    ) -> KpiReport:
+        return await self._read(self._stream_kpis_sync, run_id, layout, start, end)
+
+    def _stream_kpis_sync(
+        self, db: sqlite3.Connection, run_id: str, layout: Layout, start: float, end: float
+    ) -> KpiReport:
+        acc = KpiAccumulator(layout, start=start, end=end)
+        plan = _sql.iter_plan(_D, run_id, None, end)
+        try:
+            query, params, page = next(plan)
+            while True:
+                rows = db.execute(query, params).fetchall()
+                if page:
+                    acc.feed_many([_sql.row_to_sample(r, run_id) for r in rows])
+                query, params, page = plan.send(rows)
+        except StopIteration:
+            pass
+        return acc.report(end)
 
     def _kpi_totals_sync(
-        self, run_id: str, layout: Layout, start: float, end: float
+        self, db: sqlite3.Connection, run_id: str, layout: Layout, start: float, end: float
     ) -> KpiTotals | None:
-        return self._drive(_sql.kpi_totals_plan(run_id, layout, start, end))
+        return self._drive(_sql.kpi_totals_plan(run_id, layout, start, end), db)
 
 
 class _transaction:
@@ -372,6 +435,13 @@ class _transaction:
 
 def _floor(x: float | None) -> float | None:
     return None if x is None else float(math.floor(x))
+
+
+def _math_functions(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("SELECT floor(1.5)")
+    except sqlite3.OperationalError:  # built without math functions
+        db.create_function("floor", 1, _floor, deterministic=True)
 
 
 def _iso(d: dt.datetime | None) -> str | None:
