@@ -19,6 +19,7 @@ from iiotbed.devices.opcua import MachineServer, _queues
 from iiotbed.platform.broker import free_port
 from iiotbed.scenario import load_scenario
 from iiotbed.telemetry import Sample, Tag
+from iiotbed.testbed.agreement import lost_warnings
 
 SINGLE = Path(__file__).resolve().parents[2] / "scenarios" / "single-machine.yaml"
 QUEUE = 100
@@ -69,6 +70,7 @@ def test_a_burst_longer_than_the_queue_arrives_whole() -> None:
     assert handler.values[0] == 0  # the value at subscription time
     assert handler.values[1:] == list(range(1, BURST + 1))
     assert server.lost == 0
+    assert lost_warnings(server.lost) == []
 
 
 def test_a_client_taking_nothing_loses_changes_and_they_are_counted(
@@ -79,3 +81,6 @@ def test_a_client_taking_nothing_loses_changes_and_they_are_counted(
     assert handler.values == []
     # the value at subscription time and 250 changes into a queue of 100
     assert server.lost == 1 + BURST - QUEUE
+    # the run's report says so next to the agreement table
+    (warning,) = lost_warnings(server.lost)
+    assert warning.startswith("telemetry lost: 151 changes never reached the gateway")

@@ -16,7 +16,7 @@ from iiotbed._json import finite
 if TYPE_CHECKING:
     from iiotbed.platform.kpi import KpiReport
 
-__all__ = ["COUNTERS", "REL_TOLERANCE", "Agreement", "agreement", "line_view"]
+__all__ = ["COUNTERS", "REL_TOLERANCE", "Agreement", "agreement", "line_view", "lost_warnings"]
 
 #: counts that must be equal exactly on both paths (station totals for processed/failures)
 COUNTERS = ("good_count", "scrap_count", "processed", "failures")
@@ -73,3 +73,18 @@ def agreement(
             "counter" if counter else "time", finite(got), finite(truth), diff, tol, ok
         )
     return out
+
+
+def lost_warnings(lost: int) -> list[str]:
+    """Say so when telemetry was lost on the way, so a disagreement is not a silent one.
+
+    ``lost``: changes the devices know a client never got (the OPC UA servers' count of
+    values dropped from a stalled client's full queues, ``MachineServers.lost``).
+    """
+    if lost <= 0:
+        return []
+    return [
+        f"telemetry lost: {lost} changes never reached the gateway (an OPC UA client took "
+        f"none of its notifications for a while and its full queues dropped them); KPIs "
+        f"from telemetry may disagree with the answer key for that reason"
+    ]
