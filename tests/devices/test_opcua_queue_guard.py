@@ -84,3 +84,39 @@ def test_a_client_taking_nothing_loses_changes_and_they_are_counted(
     # the run's report says so next to the agreement table
     (warning,) = lost_warnings(server.lost)
     assert warning.startswith("telemetry lost: 151 changes never reached the gateway")
+
+
+def test_a_dead_clients_subscription_neither_stops_the_devices_nor_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """asyncua keeps a subscription after its client's connection dies; the collector's
+    new session gets every change, so nothing is lost and nobody is waited for."""
+
+    async def body() -> tuple[MachineServer, Handler]:
+        scenario = load_scenario(SINGLE)
+        ((_stage, station, path),) = scenario.station_paths()
+        async with MachineServer.from_scenario(scenario, port=free_port()) as server:
+            nodeid = ua.NodeId(
+                f"{station}/OperationCounters/{Tag.PROCESSED}", server.namespace_index
+            )
+            dead = Client(server.endpoint)
+            await dead.connect()
+            sub = await dead.create_subscription(_params(True), Handler())
+            await sub.subscribe_data_change(dead.get_node(nodeid), queuesize=QUEUE)
+            assert dead.uaclient.protocol is not None and dead.uaclient.protocol.transport
+            dead.uaclient.protocol.transport.abort()  # the gateway process killed
+            async with Client(server.endpoint) as client:
+                handler = Handler()
+                sub = await client.create_subscription(_params(True), handler)
+                await sub.subscribe_data_change(client.get_node(nodeid), queuesize=QUEUE)
+                assert server.subscriptions == 2  # the dead one is kept for a reconnect
+                records = [Sample(float(i), path, Tag.PROCESSED, i) for i in range(1, BURST + 1)]
+                await server.apply_many(records)
+                await asyncio.wait_for(handler.last.wait(), 30)
+            return server, handler
+
+    server, handler = asyncio.run(body())
+    assert handler.values[1:] == list(range(1, BURST + 1))
+    assert server.lost == 0
+    # given up on at once, not after waiting for it to take its notifications
+    assert not [r for r in caplog.records if "took no notifications" in r.getMessage()]

@@ -10,8 +10,10 @@ write, whether a queue of that node is full; if so it publishes now and waits fo
 
 A client that asked for a queue of 1 wants the newest value only (sampling): not
 guarded. A subscription whose client does not take its notifications within
-``wait_s`` is left to discard (the devices must not stop for a stalled client); each
-value it then discards is counted in :attr:`QueueGuard.lost`.
+``wait_s``, or whose connection is gone (asyncua keeps it for a possible reconnect), is
+left to discard: the devices must not stop for it. A change it then drops that no
+healthy subscription got either (a collector's new session) counts in
+:attr:`QueueGuard.lost`.
 
 This reaches into asyncua's server internals (subscriptions, their queues); the pinned
 version's behaviour is tested in ``tests/devices/test_opcua_queue_guard.py``.
@@ -45,10 +47,10 @@ class QueueGuard:
         self._server = server
         self._subs: dict[int, Any] = server.iserver.subscription_service.subscriptions
         self.wait_s = WAIT_S if wait_s is None else wait_s
-        self.lost = 0  # values asyncua discarded from a full queue (a stalled client)
+        self.lost = 0  # changes dropped from full queues that no healthy subscription got
         self.waits = 0  # times a write waited for a publish
         self._items: dict[ua.NodeId, list[_Item]] = {}
-        self._seen: tuple[tuple[int, int], ...] = ()
+        self._seen: tuple[tuple[int, int, int], ...] = ()
         self._stalled: set[int] = set()  # ids of subscriptions given up on until drained
 
     def refresh(self) -> None:
@@ -59,7 +61,9 @@ class QueueGuard:
                 s for s in self._stalled if s in subs and subs[s]._triggered_datachanges
             }
         seen = tuple(
-            (sid, len(sub.monitored_item_srv._monitored_items)) for sid, sub in self._subs.items()
+            (sid, mis._monitored_item_counter, len(mis._monitored_items))
+            for sid, sub in self._subs.items()
+            for mis in (sub.monitored_item_srv,)
         )
         if seen == self._seen:
             return
@@ -88,11 +92,20 @@ class QueueGuard:
         await self._make_room(full)
         heads = [(q, q[0]) for q in _queues(full) if q]
         await self._server.write_attribute_value(nodeid, value)
-        # a queue's head changes only when asyncua drops it (still full: a stalled client)
-        self.lost += sum(1 for q, head in heads if q[0] is not head)
+        # a queue's head changes only when asyncua drops it (still full: a stalled client);
+        # lost when no healthy subscription (a collector's new session) got the change
+        stalled = self._stalled
+        if all(it[0].data.SubscriptionId in stalled for it in items):
+            self.lost += int(any(q[0] is not head for q, head in heads))
 
     async def _make_room(self, full: list[_Item]) -> None:
-        waiting = [it for it in full if it[0].data.SubscriptionId not in self._stalled]
+        waiting = []
+        for it in full:
+            sid = it[0].data.SubscriptionId
+            if _orphaned(it[0]):  # its client's connection is gone: nobody takes them now
+                self._stalled.add(sid)
+            elif sid not in self._stalled:
+                waiting.append(it)
         if not waiting:
             return
         self.waits += 1
@@ -102,9 +115,11 @@ class QueueGuard:
             await sub.publish_results()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_s
-        while any(len(q) >= it[2] for it, q in zip(waiting, _queues(waiting), strict=True)):
+        while still := [
+            it for it, q in zip(waiting, _queues(waiting), strict=True) if len(q) >= it[2]
+        ]:
             if loop.time() >= deadline:
-                for it in waiting:
+                for it in still:  # not the others: they took theirs
                     self._stalled.add(it[0].data.SubscriptionId)
                 _log.warning(
                     "an OPC UA client took no notifications for %.1f s: its full queues now "
@@ -112,6 +127,12 @@ class QueueGuard:
                 )  # fmt: skip
                 return
             await asyncio.sleep(_POLL_S)
+
+
+def _orphaned(sub: Any) -> bool:
+    """asyncua keeps a subscription for a while after its client's connection is lost."""
+    processor = getattr(sub.pub_request_callback, "__self__", None)
+    return bool(getattr(processor, "_closing", False))
 
 
 def _queues(items: list[_Item]) -> list[list[Any]]:
