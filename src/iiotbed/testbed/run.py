@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING
 
-from iiotbed.testbed.agreement import agreement, line_view
+from iiotbed.testbed.agreement import agreement, line_view, lost_warnings
 from iiotbed.testbed.plan import RunOptions, base_scenario, plan_run
 from iiotbed.testbed.progress import Progress, run_progress
 from iiotbed.testbed.record import RunRecord
@@ -76,6 +76,9 @@ async def run_all(
              f"at {end:.0f} s of sim time; draining the gateway")  # fmt: skip
         settle = await tb.settle()
         telemetry = line_view(await tb.store.kpis(plan.run_id, layout, start, end))
+        servers = tb.live.servers
+        # changes a stalled OPC UA client's full queues dropped (the devices count them)
+        lost = servers.lost if servers is not None else 0
         # the window is read: stop collecting, close the devices (and the event log)
         await tb.close_factory()
         # reading and replaying the event log: file I/O and CPU work, in a worker thread
@@ -94,6 +97,7 @@ async def run_all(
             settle=settle, improvement=v.improvement, verdict=v.verdict,
             verdict_basis=v.basis, live_improvement=v.live_improvement,
             baseline_run_id=plan.baseline_run_id, store=tb.store.url, run_dir=str(plan.run_dir),
-            warnings=[*settle_warnings(settle, opts.settle_timeout), *v.warnings],
+            warnings=[*settle_warnings(settle, opts.settle_timeout), *lost_warnings(lost),
+                      *v.warnings],
             live=live_figures(tb.live.summary, opts.speed),
         )  # fmt: skip
