@@ -6,7 +6,6 @@ see; a batch of the other writer still uncommitted then must not be left out of 
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from kpi_compare import assert_same_report
 
 from iiotbed.platform import Layout, StationLayout, compute_kpis
-from iiotbed.platform.kpi import KpiReport
 from iiotbed.platform.store import RunInfo, open_store
 from iiotbed.telemetry import ItemState, OperationMode, PlannedState, Sample, Tag
 
@@ -51,20 +50,6 @@ def _layout() -> Layout:
         inspection_stages=frozenset(),
         mix={"a": 1.0},
     )
-
-
-def _assert_same(a: KpiReport, b: KpiReport) -> None:
-    def walk(x: Any, y: Any, where: str) -> None:
-        if isinstance(x, dict):
-            assert x.keys() == y.keys(), where
-            for k in x:
-                walk(x[k], y[k], f"{where}/{k}")
-        elif x is None or y is None:
-            assert x == y, where
-        else:
-            assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9), f"{where}: {x} != {y}"
-
-    walk(a.to_dict(), b.to_dict(), "")
 
 
 async def _waiting(conn: psycopg.AsyncConnection[Any], pid: int) -> bool:
@@ -122,7 +107,7 @@ def test_a_batch_closing_an_hour_while_another_writer_holds_samples_of_it(url: s
             with_late = compute_kpis(first + closing, layout, start=0.0, end=4000.0)
             assert with_late.stations[M1] != expected.stations[M1]  # B's sample does count
             for store in (a, b):
-                _assert_same(await store.kpis(RUN, layout, 0.0, 4000.0), expected)
+                assert_same_report(await store.kpis(RUN, layout, 0.0, 4000.0), expected)
 
     asyncio.run(main())
 
@@ -155,6 +140,6 @@ def test_two_writers_taking_alternate_batches_of_a_run_roll_up_every_sample(url:
             for start in (0.0, 1800.0):
                 expected = compute_kpis(records, layout, start=start, end=end)
                 assert expected.line["pbt_h"] > 0
-                _assert_same(await store.kpis(RUN, layout, start, end), expected)
+                assert_same_report(await store.kpis(RUN, layout, start, end), expected)
 
     asyncio.run(main())

@@ -6,35 +6,22 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import math
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from kpi_compare import assert_same_report
 
 from iiotbed.errors import StorageError
 from iiotbed.platform import Layout, StationLayout, compute_kpis
-from iiotbed.platform.kpi import KpiReport
 from iiotbed.platform.store import AssetInfo, Point, RunInfo, Store, open_store
 from iiotbed.telemetry import Event, ItemState, OperationMode, PlannedState, Quality, Sample, Tag
 
 PG = "postgresql://127.0.0.1:5432/test"
 RUN = "run-1"
 Body = Callable[[Store], Awaitable[None]]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.network)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?schema={schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
 
 
 def run(url: str, body: Body) -> None:
@@ -291,22 +278,6 @@ def test_source_ts_is_absolute_when_the_run_epoch_is_known(store_url: str) -> No
 # --------------------------------------------------------------------------- KPIs
 
 
-def _assert_same(a: KpiReport, b: KpiReport) -> None:
-    da, db = a.to_dict(), b.to_dict()
-
-    def walk(x: Any, y: Any, where: str) -> None:
-        if isinstance(x, dict):
-            assert x.keys() == y.keys(), where
-            for k in x:
-                walk(x[k], y[k], f"{where}/{k}")
-        elif x is None or y is None:
-            assert x == y, where
-        else:
-            assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9), f"{where}: {x} != {y}"
-
-    walk(da, db, "")
-
-
 def _small_line() -> tuple[Layout, list[Sample]]:
     line = "p/l"
     m1, m2 = f"{line}/st/m1", f"{line}/st/m2"
@@ -377,8 +348,8 @@ def test_kpis_from_the_store_equal_compute_kpis(
         await store.write_samples(records[15:], RUN)
         await store.write_samples(records[:15], RUN)
         await store.write_samples([s(10, Tag.ITEM_STATE, 0, layout.stations[0].path)], "other")
-        _assert_same(await store.kpis(RUN, layout, start, end), expected)
-        _assert_same(await store.kpis(RUN, layout, start, end, streaming=True), expected)
+        assert_same_report(await store.kpis(RUN, layout, start, end), expected)
+        assert_same_report(await store.kpis(RUN, layout, start, end, streaming=True), expected)
 
     run(store_url, body)
 
@@ -392,7 +363,7 @@ def test_kpis_parse_numbers_sent_as_text_like_the_engine(store_url: str) -> None
 
     async def body(store: Store) -> None:
         await store.write_samples(records, RUN)
-        _assert_same(await store.kpis(RUN, layout, 0.0, 400.0), expected)
+        assert_same_report(await store.kpis(RUN, layout, 0.0, 400.0), expected)
 
     run(store_url, body)
 
@@ -412,10 +383,10 @@ def test_kpis_of_a_simulated_day_equal_the_answer_key(store_url: str) -> None:
         for start, end in [(0.0, 86400.0), (8 * 3600.0, 12 * 3600.0)]:
             expected = compute_kpis(records, layout, start=start, end=end)
             assert expected.line["good_count"] > 0
-            _assert_same(await store.kpis(RUN, layout, start, end), expected)
+            assert_same_report(await store.kpis(RUN, layout, start, end), expected)
         # end defaults to the last stored sample
         last = max(x.t for x in samples)
-        _assert_same(
+        assert_same_report(
             await store.kpis(RUN, layout), compute_kpis(records, layout, start=0.0, end=last)
         )
 
@@ -450,7 +421,7 @@ def test_kpis_of_windows_that_cut_hour_buckets_equal_compute_kpis(store_url: str
         await store.write_samples(samples[:500], RUN)  # a resend changes nothing
         for start, end in windows:
             expected = compute_kpis(records, layout, start=start, end=end)
-            _assert_same(await store.kpis(RUN, layout, start, end), expected)
+            assert_same_report(await store.kpis(RUN, layout, start, end), expected)
         assert compute_kpis(records, layout, start=1234.5, end=97217.25).line["pbt_h"] > 0
         # a late state sample deep in the past: the rolled-up hours after it change too
         late = Sample(t=10 * 3600.0 + 60.0, asset=layout.stations[0].path, tag=Tag.ITEM_STATE,
@@ -462,7 +433,7 @@ def test_kpis_of_windows_that_cut_hour_buckets_equal_compute_kpis(store_url: str
         assert after.line["availability"] < before.line["availability"]
         for start, end in windows[:2]:
             expected = compute_kpis(ordered, layout, start=start, end=end)
-            _assert_same(await store.kpis(RUN, layout, start, end), expected)
+            assert_same_report(await store.kpis(RUN, layout, start, end), expected)
 
     run(store_url, body)
 
@@ -475,7 +446,7 @@ def test_kpis_ignore_a_calendar_of_another_asset(store_url: str) -> None:
 
     async def body(store: Store) -> None:
         await store.write_samples(other, RUN)
-        _assert_same(await store.kpis(RUN, layout, 0.0, 400.0), expected)
+        assert_same_report(await store.kpis(RUN, layout, 0.0, 400.0), expected)
 
     run(store_url, body)
 
@@ -541,7 +512,7 @@ def test_kpis_across_a_bad_gap_equal_compute_kpis(store_url: str) -> None:
     async def body(store: Store) -> None:
         await store.write_samples(records, RUN)
         await store.write_samples([s(7400, Tag.GOOD, 70, layout.line)], RUN)  # close the buckets
-        _assert_same(await store.kpis(RUN, layout, 0.0, 7300.0), expected)
+        assert_same_report(await store.kpis(RUN, layout, 0.0, 7300.0), expected)
         assert await store._kpi_totals(RUN, layout, 0.0, 7300.0) is not None  # not streamed
 
     run(store_url, body)

@@ -4,16 +4,13 @@ reads kept off the event loop and the writes (a window of days takes seconds to 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
-import uuid
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+from kpi_compare import assert_same_report
 
 from iiotbed.platform import Layout, compute_kpis
 from iiotbed.platform.kpi import KpiAccumulator, KpiReport
@@ -23,17 +20,6 @@ from iiotbed.telemetry import PlannedState, Quality, Record, Sample, Tag
 PG = "postgresql://127.0.0.1:5432/test"
 RUN = "run-long"
 HOURS = 30.0
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.network)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?schema={schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
 
 
 @cache
@@ -47,20 +33,6 @@ def _line() -> tuple[Layout, tuple[Record, ...]]:
 
 def _samples(records: tuple[Record, ...] | list[Record]) -> list[Sample]:
     return [r for r in records if isinstance(r, Sample)]
-
-
-def _assert_same(a: KpiReport, b: KpiReport) -> None:
-    def walk(x: Any, y: Any, where: str) -> None:
-        if isinstance(x, dict):
-            assert x.keys() == y.keys(), where
-            for k in x:
-                walk(x[k], y[k], f"{where}/{k}")
-        elif x is None or y is None:
-            assert x == y, where
-        else:
-            assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9), f"{where}: {x} != {y}"
-
-    walk(a.to_dict(), b.to_dict(), "")
 
 
 async def _write(store: Store, samples: list[Sample]) -> None:
@@ -102,7 +74,7 @@ def test_kpis_over_counter_marks_replay_those_counters(store_url: str, quality: 
             await _write(store, _samples(marked))
             for start, end in windows:
                 assert await store._kpi_totals(RUN, layout, start, end) is not None  # rollups
-                _assert_same(
+                assert_same_report(
                     await store.kpis(RUN, layout, start, end),
                     compute_kpis(marked, layout, start=start, end=end),
                 )
@@ -161,7 +133,7 @@ def test_streamed_kpis_leave_the_loop_and_the_writes_free(
             report = await kpis
             assert gate.saw_write
             assert gate.threads and threading.main_thread().name not in gate.threads
-            _assert_same(report, expected)  # what the engine gives over the records
+            assert_same_report(report, expected)  # what the engine gives over the records
 
     asyncio.run(main())
 
@@ -186,6 +158,6 @@ def test_kpis_replaying_counters_leave_the_writes_free(
             await _write_while_held(store, gate, kpis)
             report = await kpis
             assert gate.saw_write
-            _assert_same(report, compute_kpis(marked, layout, start=0.0, end=HOURS * 3600))
+            assert_same_report(report, compute_kpis(marked, layout, start=0.0, end=HOURS * 3600))
 
     asyncio.run(main())
