@@ -136,6 +136,7 @@ class LiveRun:
     state_since: dict[str, float] = field(default_factory=dict)  # asset -> its ItemState's start
     last_t: float = 0.0  # newest sample time seen
     fed_t: float = 0.0  # newest sample time fed to the accumulator
+    late: int = 0  # samples that came after the live view had moved past them (stored)
     _held: list[tuple[float, int, Sample]] = field(default_factory=list, repr=False)
     # (wall time of arrival, newest sample time then), one per batch: the wall hold-back
     _marks: deque[tuple[float, float]] = field(default_factory=deque, repr=False)
@@ -568,6 +569,7 @@ class Ingest(AsyncClosing):
                 continue
             if t < live.fed_t:
                 self.metrics.late += 1  # the live view has moved on; the store has it
+                live.late += 1
                 continue
             acc.feed(s)
             if timeline is not None:

@@ -7,6 +7,7 @@ HTTP API is a thin layer over them. They raise :class:`NotFound` for unknown thi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from iiotbed.platform.ingest import Ingest, LiveRun
 from iiotbed.platform.kpi import KPI_INFO, KpiReport
 from iiotbed.platform.stats import Summary, compare_paired
 from iiotbed.platform.store.base import AssetInfo, RunInfo, Store, epoch_seconds
+from iiotbed.platform.timeline import TIMELINE_TAGS, StateTimeline
 from iiotbed.telemetry import Event, EventName, Sample
 
 __all__ = [
@@ -110,6 +112,9 @@ class PlatformView:
         self._units: dict[str, _UnitIndex] = {}
         # an ended run's KPIs over its answer key's window (they do not change any more)
         self._ended: dict[str, tuple[tuple[float, float], KpiReport]] = {}
+        # an ended run's state timeline from the store: (window, late samples then, timeline)
+        self._timelines: dict[str, tuple[tuple[float, float], int, StateTimeline]] = {}
+        self._timeline_locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ runs
 
@@ -132,6 +137,39 @@ class PlatformView:
 
     def live(self, run_id: str) -> LiveRun | None:
         return self.ingest.live(run_id) if self.ingest is not None else None
+
+    async def timeline(
+        self, run: RunInfo, live: LiveRun | None, window: tuple[float, float] | None
+    ) -> StateTimeline | None:
+        """The state timeline the dashboard draws.
+
+        While a run goes: the live view's (a sample that arrives after the view has moved
+        past it is stored but not drawn). Once the run has ended (``window``): rebuilt from
+        the store's state samples, the source of the run's KPIs, so that its executing
+        share is the availability the page shows, whatever arrived late or before this
+        platform was up; built once, again only if a sample arrives late afterwards.
+        """
+        if window is None:
+            return live.timeline if live is not None else None
+        layout = await self.catalog.layout(run.run_id)
+        if layout is None:
+            return None
+        lock = self._timeline_locks.setdefault(run.run_id, asyncio.Lock())
+        async with lock:  # one rebuild at a time; the others wait for it
+            late = live.late if live is not None else 0
+            cached = self._timelines.get(run.run_id)
+            if cached is not None and cached[:2] == (window, late):
+                return cached[2]
+            timeline = StateTimeline(layout)
+            batch: list[Sample] = []
+            async for s in self.store.iter_samples(run.run_id, None, window[1], TIMELINE_TAGS):
+                batch.append(s)
+                if len(batch) >= 10_000:
+                    await asyncio.to_thread(timeline.feed_many, batch)
+                    batch = []
+            timeline.feed_many(batch)
+            self._timelines[run.run_id] = (window, late, timeline)
+            return timeline
 
     async def run_detail(self, run_id: str) -> dict[str, Any]:
         run = await self.run(run_id)

@@ -54,7 +54,7 @@ async def snapshot(view: PlatformView, run_id: str | None) -> dict[str, Any]:
     if scenario is not None:
         report, source = await view.report(run)
     every = column_width(t)
-    timeline = live.timeline if live is not None else None
+    timeline = await view.timeline(run, live, window)
 
     def val(asset: str, tag: str) -> Any:
         s = latest.get((asset, tag))

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from iiotbed.platform._integrate import LineClock, Rates, StationClock
 from iiotbed.platform.layout import Layout
 from iiotbed.telemetry import Quality, Sample, Tag
 
-__all__ = ["StateTimeline", "StationTimeline"]
+__all__ = ["TIMELINE_TAGS", "StateTimeline", "StationTimeline"]
+
+#: the tags a timeline reads (of the stations, and the line's PlannedState)
+TIMELINE_TAGS: tuple[str, ...] = (Tag.ITEM_STATE, Tag.OPERATION_MODE, Tag.FAULT, Tag.PLANNED_STATE)
 
 _Handler = Callable[[float, Any], None]
 
@@ -93,6 +96,11 @@ class StateTimeline:
             handler(s.t, value)
         except (TypeError, ValueError):  # no number: as good as Bad, as in the engine
             handler(s.t, None)
+
+    def feed_many(self, samples: Iterable[Sample]) -> None:
+        """:meth:`feed` each of ``samples`` (in time order)."""
+        for s in samples:
+            self.feed(s)
 
     def columns(self, path: str, end: float, every: float) -> list[list[float]]:
         """``[t, span, pbt, apt, fault]`` (s) per column of ``every`` s over ``[0, end]``.

@@ -131,9 +131,13 @@ class SqlStore(Store):
         return to_points(rows, agg if every is not None else "last")
 
     async def iter_samples(
-        self, run_id: str, start: float | None = None, end: float | None = None
+        self,
+        run_id: str,
+        start: float | None = None,
+        end: float | None = None,
+        tags: Sequence[str] | None = None,
     ) -> AsyncIterator[Sample]:
-        plan = iter_plan(self._dialect, run_id, start, end)
+        plan = iter_plan(self._dialect, run_id, start, end, tags)
         try:
             query, params, page = next(plan)
             while True:
@@ -269,11 +273,16 @@ def query_sql(
     return text, params
 
 
-def iter_sql(cols: str) -> str:
-    """One page of a run's samples in ``[after, below)``, ``t <= :end``, in (t, n) order."""
+def iter_sql(cols: str, tags: int = 0) -> str:
+    """One page of a run's samples in ``[after, below)``, ``t <= :end``, in (t, n) order;
+    with ``tags`` > 0, only the series whose tag is one of ``:tag0`` .. ``:tag<tags-1>``."""
+    only = ""
+    if tags:
+        only = f"AND se.tag IN ({', '.join(f':tag{i}' for i in range(tags))})"
     return f"""
         SELECT {cols}, s.n FROM series se JOIN samples s ON s.series = se.id
-        WHERE se.run = {RUN_KEY} AND s.t >= :after_t AND (s.t > :after_t OR s.n > :after_ins)
+        WHERE se.run = {RUN_KEY} {only}
+          AND s.t >= :after_t AND (s.t > :after_t OR s.n > :after_ins)
           AND s.t < :below AND s.t <= :end
         ORDER BY s.t, s.n LIMIT :limit"""
 
@@ -283,11 +292,19 @@ def iter_sql(cols: str) -> str:
 Pages = Generator[tuple[str, dict[str, Any], bool], list[Any], None]
 
 
-def iter_plan(d: Dialect, run_id: str, start: float | None, end: float | None) -> Pages:
-    """A run's samples in ``[start, end]`` in (t, n) order, as the pages to read."""
+def iter_plan(
+    d: Dialect,
+    run_id: str,
+    start: float | None,
+    end: float | None,
+    tags: Sequence[str] | None = None,
+) -> Pages:
+    """A run's samples in ``[start, end]`` in (t, n) order (of ``tags`` only, when given),
+    as the pages to read."""
     # keyset pages over time windows: each window reads its range of every series of the
     # run by the key and sorts only that range; its width follows the samples' density
-    query = d.sql(iter_sql(d.sample_cols))
+    only = {f"tag{i}": tag for i, tag in enumerate(tags or ())}
+    query = d.sql(iter_sql(d.sample_cols, len(only)))
     span = d.sql(SPAN_SQL)
     lo, hi = (yield span, {"run": run_id}, False)[0]
     if lo is None:
@@ -302,7 +319,7 @@ def iter_plan(d: Dialect, run_id: str, start: float | None, end: float | None) -
                 b = math.nextafter(a, math.inf)
             params: dict[str, Any] = {
                 "run": run_id, "after_t": a, "after_ins": -(2**62), "below": b,
-                "end": stop, "limit": _PAGE,
+                "end": stop, "limit": _PAGE, **only,
             }  # fmt: skip
             got = 0
             while True:

@@ -163,9 +163,14 @@ class Store(AsyncClosing):
 
     @abstractmethod
     def iter_samples(
-        self, run_id: str, start: float | None = None, end: float | None = None
+        self,
+        run_id: str,
+        start: float | None = None,
+        end: float | None = None,
+        tags: Sequence[str] | None = None,
     ) -> AsyncIterator[Sample]:
-        """Samples of a run in ``[start, end]`` in (t, insertion) order, fetched in pages."""
+        """Samples of a run in ``[start, end]`` in (t, insertion) order, fetched in pages;
+        with ``tags``, only the samples of those tags."""
 
     @abstractmethod
     async def events(
