@@ -1,18 +1,21 @@
 """The PostgreSQL store (``postgresql://user@host:5432/db[?schema=name]``), via psycopg 3.
 
-A batch that cannot collide with stored samples goes in by one binary COPY straight into
-``samples``; one that may (or whose COPY meets a duplicate) goes by COPY into a temporary
-staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new rows:
-bulk speed with idempotent resends. Where the TimescaleDB extension is available, ``samples`` becomes a
-hypertable on ``source_ts``. psycopg's async connection keeps the event loop free.
+A batch goes in by one binary COPY straight into ``samples``, packed and sent in chunks
+(the server takes in one while the next is packed) as long as its samples cannot collide
+with stored ones or each other; from the first chunk that may (or when that COPY meets a
+duplicate), by COPY into a temporary staging table, then ``INSERT ... SELECT ... WHERE NOT
+EXISTS`` moves the new rows: bulk speed with idempotent resends. Where the TimescaleDB
+extension is available, ``samples`` becomes a hypertable on ``source_ts``. psycopg's async
+connection keeps the event loop free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,7 +27,7 @@ from psycopg.types.json import Jsonb
 from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup, _sql
-from iiotbed.platform.store._pgcopy import build_payload
+from iiotbed.platform.store._pgcopy import COPY_HEAD, COPY_TAIL, Folded, build_payload, pack_rows
 from iiotbed.platform.store.base import (
     AssetInfo,
     KpiTotals,
@@ -96,12 +99,12 @@ CREATE TEMP TABLE IF NOT EXISTS stage_events (
     fields text, id text
 ) ON COMMIT DELETE ROWS;
 """
-# COPY columns, in the order of the binary rows build_payload writes: run and series (the same
+# COPY columns, in the order of the binary rows pack_rows writes: run and series (the same
 # for all rows of a series), n (reserved from the identity's sequence in the batch's
-# order), t, value_num, value_text, unit, quality, gateway_ts, seq, and source_ts as binary
-# timestamptz (int64 microseconds since 2000-01-01, the wire format of an int8)
+# order), t, source_ts as binary timestamptz (int64 microseconds since 2000-01-01, the
+# wire format of an int8), value_num, gateway_ts, seq, value_text, unit, quality
 _SAMPLE_COLS: Final = (
-    "run, series, n, t, value_num, value_text, unit, quality, gateway_ts, seq, source_ts"
+    "run, series, n, t, source_ts, value_num, gateway_ts, seq, value_text, unit, quality"
 )
 # a batch's start: the run's key and rollup frontier (none yet: NULLs), and ``count``
 # values of the insertion order, one range when no other writer drew some meanwhile
@@ -131,8 +134,21 @@ _INSERT_STAGED: Final = f"""
 _STORED_MAX: Final = """
     SELECT s.id, (SELECT max(x.t) FROM samples x WHERE x.series = s.id)
     FROM unnest(%s::integer[]) AS s(id)"""
+# a batch's rollups, one statement each (by arrays: one row per parameter set would cost
+# a statement per row)
+_UPSERT_COUNTERS: Final = """
+    INSERT INTO counter_buckets
+    SELECT * FROM unnest(%s::integer[], %s::bigint[], %s::float8[], %s::smallint[])
+    ON CONFLICT (series, bucket) DO UPDATE SET
+      vmax = greatest(counter_buckets.vmax, excluded.vmax),
+      texts = greatest(counter_buckets.texts, excluded.texts)"""
+_INSERT_STATE_BUCKETS: Final = """
+    INSERT INTO state_buckets
+    SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[])"""
 # a batch's rollups: the run's frontier, its row locked until the batch's transaction ends
 _LOCK_RUN: Final = "SELECT closed FROM run_keys WHERE id = %s FOR UPDATE"
+# samples per COPY chunk: ~100 kB of rows, so the server has the first in hand early
+_CHUNK: Final = 1000
 _EVENT_TYPES: Final = ["text", "text", "float8", "text", "text"]
 
 
@@ -308,9 +324,9 @@ class PostgresStore(_sql.SqlStore):
                 raise
 
     async def _write(self, samples: Sequence[Sample], run_id: str, epoch: float) -> int:
-        """One batch in one transaction: by one COPY straight into samples when it cannot
-        repeat a stored sample, else (or when that COPY meets a duplicate) by the staging
-        table and ``ON CONFLICT DO NOTHING``."""
+        """One batch in one transaction: streamed by COPY straight into samples while it
+        cannot repeat a stored sample or one of its own, the rest (from the first chunk
+        that may) by the staging table and NOT EXISTS."""
         db = self._db
         async with db.transaction():
             rk, closed, ns = await self._begin_batch(run_id, len(samples))
@@ -318,7 +334,7 @@ class PostgresStore(_sql.SqlStore):
             if ids is None:
                 ids = await self._load_series(run_id, rk)
             try:
-                built = build_payload(samples, ids, rk, epoch, ns, self._encoding)
+                sids = {ids[s.asset][s.tag][0] for s in samples}
             except KeyError:  # a series seen for the first time
                 await db.cursor().executemany(
                     "INSERT INTO series (run, asset, tag, kind) VALUES (%s, %s, %s, %s)"
@@ -327,32 +343,34 @@ class PostgresStore(_sql.SqlStore):
                      sorted({(s.asset, s.tag) for s in samples})],
                 )  # fmt: skip
                 ids = await self._load_series(run_id, rk)
-                built = build_payload(samples, ids, rk, epoch, ns, self._encoding)
-            payload, first, counters, state_min_t, max_t = built
+                sids = {ids[s.asset][s.tag][0] for s in samples}
             # one writer of a run at a time from here: the run's key row stays locked until
             # this transaction ends. Each statement below sees every earlier writer's
             # samples and rollups (committed before it let go), so the probe of stored
             # times and the rollups' re-reads miss nothing, and the frontier is read again
-            # under the lock. Building the payload above stays concurrent.
+            # under the lock
             cur = await db.execute(_LOCK_RUN, (rk,))
             locked = await cur.fetchone()
             assert locked is not None
             closed = locked[0]
+            folded = Folded()
+            inserted = await self._copy_direct(samples, ids, sids, rk, epoch, ns, folded) or 0
             cur = db.cursor()
-            inserted = await self._copy_direct(payload, len(samples), first)
-            if inserted is None:
+            if inserted < len(samples):
+                rest, rest_ns = samples[inserted:], ns[inserted:]
+                payload = build_payload(rest, ids, rk, epoch, rest_ns, folded, self._encoding)
                 await self._copy(_COPY_STAGE, payload)
                 await cur.execute(_INSERT_STAGED)
-                inserted = max(cur.rowcount, 0)
-            if counters:
-                await cur.executemany(
-                    "INSERT INTO counter_buckets VALUES (%s, %s, %s, %s) ON CONFLICT"
-                    " (series, bucket) DO UPDATE SET"
-                    " vmax = greatest(counter_buckets.vmax, excluded.vmax),"
-                    " texts = greatest(counter_buckets.texts, excluded.texts)",
-                    [(sid, k, m[0], int(m[1])) for (sid, k), m in counters.items()],
-                )
-            lo, hi, closed_new = _rollup.roll_bounds(closed, state_min_t, max_t)
+                inserted += max(cur.rowcount, 0)
+            if folded.counters:
+                keys = folded.counters.keys()
+                await cur.execute(
+                    _UPSERT_COUNTERS,
+                    ([sid for sid, _ in keys], [k for _, k in keys],
+                     [m[0] for m in folded.counters.values()],
+                     [int(m[1]) for m in folded.counters.values()]),
+                )  # fmt: skip
+            lo, hi, closed_new = _rollup.roll_bounds(closed, folded.state_min_t, folded.max_t)
             if lo < hi:
                 await self._roll(rk, lo, hi)
             if closed_new != closed:
@@ -388,30 +406,43 @@ class PostgresStore(_sql.SqlStore):
         return rk, closed, sorted(r[0] for r in await cur.fetchall())
 
     async def _copy_direct(
-        self, payload: bytes, count: int, first: dict[int, float] | None
+        self,
+        samples: Sequence[Sample],
+        ids: dict[str, dict[str, tuple[int, int]]],
+        sids: set[int],
+        rk: int,
+        epoch: float,
+        ns: Sequence[int],
+        folded: Folded,
     ) -> int | None:
-        """COPY a batch straight into samples when none of its rows can equal another or a
-        stored sample (``first``: each series' earliest t in the batch, later than its
-        stored ones; None: the batch may repeat a sample of its own, see build_payload);
-        None when one may, or when the COPY meets a duplicate (a unique key of an older
-        schema, a writer outside the run's lock): the caller goes by the staging table.
-        The caller holds the run's lock, so no writer of the store adds samples between
-        the probe and the COPY."""
-        if first is None:
-            return None
-        cur = await self._db.execute(_STORED_MAX, (list(first),))
-        for sid, stored in await cur.fetchall():
-            if stored is not None and stored >= first[sid]:
-                return None
+        """COPY the batch's leading samples straight into samples, packed and sent chunk
+        by chunk, as long as none can equal another or a stored sample (see pack_rows);
+        how many went, None for none. The caller holds the run's lock, so no writer of the
+        store adds samples between the probe and the COPY. A unique key (an older schema)
+        that the COPY meets undoes it: none went."""
+        # the server takes in each chunk while the next is packed here: the wall time of
+        # a batch is about the longer of the two, not their sum
+        cur = await self._db.execute(_STORED_MAX, (sorted(sids),))
+        after = {sid: (-math.inf if t is None else t) for sid, t in await cur.fetchall()}
+        chunks = pack_rows(samples, ids, rk, epoch, ns, folded, self._encoding, after, _CHUNK)
         if not self._unique_key:  # nothing but this writer adds samples of the run now
-            await self._copy(_COPY_SAMPLES, payload)
-            return count
+            return await self._stream(chunks) or None
         try:
             async with self._db.transaction():  # a savepoint: a duplicate undoes only this
-                await self._copy(_COPY_SAMPLES, payload)
+                return await self._stream(chunks) or None
         except psycopg.errors.UniqueViolation:
             return None
-        return count
+
+    async def _stream(self, chunks: Iterator[tuple[int, bytes]]) -> int:
+        """COPY the chunks into samples until they end; how many samples went."""
+        sent = 0
+        async with self._db.cursor().copy(_COPY_SAMPLES) as copy:
+            await copy.write(COPY_HEAD)
+            for end, data in chunks:
+                await copy.write(data)
+                sent = end
+            await copy.write(COPY_TAIL)
+        return sent
 
     async def _load_series(self, run_id: str, rk: int) -> dict[str, dict[str, tuple[int, int]]]:
         ids: dict[str, dict[str, tuple[int, int]]] = {}
@@ -430,10 +461,11 @@ class PostgresStore(_sql.SqlStore):
         cur = self._db.cursor()
         await cur.execute(_D.sql(_sql.DELETE_BUCKETS), {"rk": rk, "lo": lo, "hi": hi})
         if seconds:
-            await cur.executemany(
-                "INSERT INTO state_buckets VALUES (%s, %s, %s, %s, %s)",
-                [(rk, k, asset, name, v) for (k, asset, name), v in seconds.items()],
-            )
+            await cur.execute(
+                _INSERT_STATE_BUCKETS,
+                (rk, [k for k, _, _ in seconds], [a for _, a, _ in seconds],
+                 [n for _, _, n in seconds], list(seconds.values())),
+            )  # fmt: skip
 
     async def _integrate(
         self, rk: int, lo: float, hi: float, size: float | None
