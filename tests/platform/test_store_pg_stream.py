@@ -116,3 +116,45 @@ def test_kpis_of_batches_split_between_copy_and_staging_equal_the_engines(url: s
                 )
 
     asyncio.run(main())
+
+
+def test_n_drawn_ahead_keeps_the_write_order_across_batches_sizes_and_a_lost_side_link(
+    url: str,
+) -> None:
+    # every sample at one t: reads order them by n alone, so n must grow batch after batch
+    # whether it was drawn ahead (a batch no larger than the one before), drawn at the
+    # batch's start (a larger one), or drawn again after the side connection was lost
+    sizes = [3, 5, 2, 2, 7, 1, 1, 1]
+    batches: list[list[Sample]] = []
+    k = 0
+    for size in sizes:
+        batches.append([Sample(1.0, "p/a", "X", float(k + i)) for i in range(size)])
+        k += size
+
+    async def main() -> None:
+        async with open_store(url) as store:
+            ahead = store._ahead  # type: ignore[attr-defined]
+            take = ahead.take
+            taken: list[bool] = []
+
+            async def spy(count: int) -> Any:
+                got = await take(count)
+                taken.append(got is not None)
+                return got
+
+            ahead.take = spy
+            for i, batch in enumerate(batches):
+                if i == 4:  # the server ends the side connection's session
+                    side = store._ahead._conn  # type: ignore[attr-defined]
+                    assert side is not None
+                    pid = side.info.backend_pid
+                    async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as c:
+                        await c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                assert await store.write_samples(batch, RUN) == len(batch)
+            got = [x.value async for x in store.iter_samples(RUN)]
+            assert got == [float(v) for v in range(k)]
+            # drawn ahead: batches 3 and 4; not 5 (larger) nor 6 (its draw met the ended
+            # session); 7 and 8 on a new side connection
+            assert taken == [False, False, True, True, False, False, True, True]
+
+    asyncio.run(main())

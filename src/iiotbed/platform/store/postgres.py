@@ -28,6 +28,7 @@ from iiotbed.errors import StorageError
 from iiotbed.platform.layout import Layout
 from iiotbed.platform.store import _rollup, _sql
 from iiotbed.platform.store._pgcopy import COPY_HEAD, COPY_TAIL, Folded, build_payload, pack_rows
+from iiotbed.platform.store._pgdraw import AheadDraw, draw
 from iiotbed.platform.store.base import (
     AssetInfo,
     KpiTotals,
@@ -113,7 +114,6 @@ _BEGIN_BATCH: Final = """
         SELECT min(v) AS lo, max(v) AS hi
         FROM (SELECT nextval(%(seq)s::regclass) AS v FROM generate_series(1, %(count)s)) x
     ) r LEFT JOIN run_keys k ON k.run_id = %(run)s"""
-_RESERVE_ALL: Final = "SELECT nextval(%s::regclass) FROM generate_series(1, %s)"
 _COPY_SAMPLES: Final = f"COPY samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGE: Final = f"COPY stage_samples ({_SAMPLE_COLS}) FROM STDIN (FORMAT BINARY)"
 # the staged rows new to samples, in key order; of equal samples in one batch the first.
@@ -190,6 +190,9 @@ class PostgresStore(_sql.SqlStore):
         self._epochs: dict[str, float] = {}
         # run -> asset -> tag -> (series id, kind): resolved without SQL per sample
         self._series: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}
+        self._run_keys: dict[str, int] = {}  # run -> its key, once a batch of it committed
+        # the next batch's values of samples.n, drawn while a batch ends
+        self._ahead = AheadDraw(self._conninfo, self.schema)
         self._n_seq = "samples_n_seq"  # the sequence behind samples.n, read at open
         self._encoding = "utf-8"  # of text in COPY: the connection's, read at open
         self.timescale = False
@@ -285,6 +288,7 @@ class PostgresStore(_sql.SqlStore):
             raise
 
     async def close(self) -> None:
+        await self._ahead.aclose()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -318,7 +322,9 @@ class PostgresStore(_sql.SqlStore):
             try:
                 return await self._write(samples, run_id, epoch)
             except BaseException as exc:
-                self._series.pop(run_id, None)  # series made in a rolled-back transaction
+                # series (and a run key) made in a rolled-back transaction
+                self._series.pop(run_id, None)
+                self._run_keys.pop(run_id, None)
                 if isinstance(exc, psycopg.Error):
                     raise self._error("cannot write samples", exc) from exc
                 raise
@@ -329,7 +335,7 @@ class PostgresStore(_sql.SqlStore):
         that may) by the staging table and NOT EXISTS."""
         db = self._db
         async with db.transaction():
-            rk, closed, ns = await self._begin_batch(run_id, len(samples))
+            rk, ns = await self._begin_batch(run_id, len(samples))
             ids = self._series.get(run_id)
             if ids is None:
                 ids = await self._load_series(run_id, rk)
@@ -355,6 +361,9 @@ class PostgresStore(_sql.SqlStore):
             closed = locked[0]
             folded = Folded()
             inserted = await self._copy_direct(samples, ids, sids, rk, epoch, ns, folded) or 0
+            # the next batch's n values, drawn while this one ends: from here on one process
+            # at a time is busy (the COPY kept both cores so)
+            self._ahead.start(self._n_seq, len(samples))
             cur = db.cursor()
             if inserted < len(samples):
                 rest, rest_ns = samples[inserted:], ns[inserted:]
@@ -382,28 +391,35 @@ class PostgresStore(_sql.SqlStore):
         async with self._db.cursor().copy(statement) as copy:
             await copy.write(payload)
 
-    async def _begin_batch(self, run_id: str, count: int) -> tuple[int, int | None, Sequence[int]]:
-        """The run's key and rollup frontier, and ``count`` new values of samples.n in
-        increasing order (the batch's insertion order), in one round trip."""
+    async def _begin_batch(self, run_id: str, count: int) -> tuple[int, Sequence[int]]:
+        """The run's key and ``count`` new values of samples.n in increasing order (the
+        batch's insertion order): drawn ahead while the previous batch ended when it drew
+        enough and the key is known, else in one round trip."""
         db = self._db
+        ns = await self._ahead.take(count)
+        rk = self._run_keys.get(run_id)
+        if ns is not None and rk is not None:
+            return rk, ns
         cur = await db.execute(_BEGIN_BATCH, {"seq": self._n_seq, "count": count, "run": run_id})
         row = await cur.fetchone()
         assert row is not None
-        rk, closed, lo, hi = row
+        rk, _, lo, hi = row
         if rk is None:
             cur = await db.execute(
                 "INSERT INTO run_keys (run_id) VALUES (%s) ON CONFLICT (run_id)"
-                " DO UPDATE SET run_id = excluded.run_id RETURNING id, closed",
+                " DO UPDATE SET run_id = excluded.run_id RETURNING id",
                 (run_id,),
             )
             key = await cur.fetchone()
             assert key is not None
-            rk, closed = key
+            rk = key[0]
+        self._run_keys[run_id] = rk
+        if ns is not None:  # drawn ahead after all (the key was not known yet)
+            return rk, ns
         if hi - lo + 1 == count:
-            return rk, closed, range(lo, hi + 1)
-        # another writer drew values meanwhile: a fresh set, each value as drawn
-        cur = await db.execute(_RESERVE_ALL, (self._n_seq, count))
-        return rk, closed, sorted(r[0] for r in await cur.fetchall())
+            return rk, range(lo, hi + 1)
+        # another writer drew values meanwhile: a fresh set
+        return rk, await draw(db, self._n_seq, count)
 
     async def _copy_direct(
         self,
