@@ -86,7 +86,7 @@ class OutputSettings(_Model):
     batch_size: int = Field(1000, gt=0, le=100_000)
     max_rows: int = Field(1_000_000, gt=0)
     current_values: bool = True
-    flush_interval: Seconds = 0.05
+    flush_interval: Seconds = 0.02  # with publishing 0.05 s: p99 device -> stored < 100 ms
     backoff: Backoff = Backoff(initial=0.2, max=10.0)
     ingest: Literal["auto", "require", "off"] = Field(
         default_factory=_ingest_default, validate_default=True
@@ -124,7 +124,7 @@ class OpcUaSettings(_Model):
 
     endpoints: list[Annotated[str, Field(pattern=r"^opc\.tcp://")]] = Field(min_length=1)
     sampling_interval: float = Field(0.0, ge=0, description="s; 0 = as fast as the server can")
-    publishing_interval: Seconds = 0.1
+    publishing_interval: Seconds = 0.05
     queue_size: int = Field(100, gt=0)
     events: bool = True
     user: str | None = None

@@ -180,7 +180,7 @@ class OpcUaCollector:
         assets: Mapping[str, str] | None = None,
         name: str = "opcua",
         sampling_interval: float = 0.0,
-        publishing_interval: float = 0.1,
+        publishing_interval: float = 0.05,
         queue_size: int = 100,
         events: bool = True,
         user: str | None = None,
