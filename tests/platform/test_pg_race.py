@@ -6,8 +6,6 @@ see; a batch of the other writer still uncommitted then must not be left out of 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,6 @@ RUN = "run-1"
 EPOCH = "2026-01-05T00:00:00+08:00"
 LINE = "p/l"
 M1 = f"{LINE}/st/m1"
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?schema={schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
 
 
 def s(t: float, tag: str, value: Any, asset: str = M1) -> Sample:
@@ -58,7 +48,7 @@ async def _waiting(conn: psycopg.AsyncConnection[Any], pid: int) -> bool:
     return bool(row and row[0])
 
 
-def test_a_batch_closing_an_hour_while_another_writer_holds_samples_of_it(url: str) -> None:
+def test_a_batch_closing_an_hour_while_another_writer_holds_samples_of_it(pg_url: str) -> None:
     # writer B's batch (a state change late in hour 0) is written but not committed when
     # writer A's next batch (hour 1) closes hour 0: A's rollup of hour 0 cannot see B's
     # sample, and B's batch closes no bucket. B is held mid-transaction by a row lock a
@@ -75,10 +65,10 @@ def test_a_batch_closing_an_hour_while_another_writer_holds_samples_of_it(url: s
     late = [s(3000.0, Tag.ITEM_STATE, ne), s(3000.0, Tag.PROCESSED, 10)]  # writer B
     closing = [s(4000.0, Tag.ITEM_STATE, ex), s(4000.0, Tag.PROCESSED, 11)]  # writer A
     records = first + late + closing
-    schema = url.split("schema=")[1]
+    schema = pg_url.split("schema=")[1]
 
     async def main() -> None:
-        async with open_store(url) as a, open_store(url) as b:
+        async with open_store(pg_url) as a, open_store(pg_url) as b:
             await a.upsert_run(RunInfo(RUN, "race", epoch=EPOCH))
             assert await a.write_samples(first, RUN) == len(first)
             pid = b._db.info.backend_pid  # type: ignore[attr-defined]
@@ -112,7 +102,7 @@ def test_a_batch_closing_an_hour_while_another_writer_holds_samples_of_it(url: s
     asyncio.run(main())
 
 
-def test_two_writers_taking_alternate_batches_of_a_run_roll_up_every_sample(url: str) -> None:
+def test_two_writers_taking_alternate_batches_of_a_run_roll_up_every_sample(pg_url: str) -> None:
     # a shared subscription hands each ingest process every other batch; both write at once
     from iiotbed.devices.sim import simulate
     from iiotbed.scenario import load_scenario
@@ -124,7 +114,7 @@ def test_two_writers_taking_alternate_batches_of_a_run_roll_up_every_sample(url:
     batches = [samples[i : i + 40] for i in range(0, len(samples), 40)]
 
     async def writer(k: int) -> int:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             await store.upsert_run(RunInfo(RUN, "race", epoch=EPOCH))
             n = 0
             for batch in batches[k::2]:
@@ -132,10 +122,10 @@ def test_two_writers_taking_alternate_batches_of_a_run_roll_up_every_sample(url:
             return n
 
     async def main() -> None:
-        async with open_store(url):  # the tables first
+        async with open_store(pg_url):  # the tables first
             pass
         assert sum(await asyncio.gather(writer(0), writer(1))) == len(samples)
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             end = 12 * 3600.0
             for start in (0.0, 1800.0):
                 expected = compute_kpis(records, layout, start=start, end=end)

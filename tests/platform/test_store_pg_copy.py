@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -22,25 +20,17 @@ PG = "postgresql://127.0.0.1:5432/test"
 RUN = "run-1"
 
 
-@pytest.fixture
-def url() -> Iterator[str]:
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?schema={schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
-
-
 def s(t: float, tag: str, value: Any, asset: str = "p/a", **kw: Any) -> Sample:
     return Sample(t=t, asset=asset, tag=tag, value=value, **kw)
 
 
-def test_insertion_order_is_the_batchs_across_series_written_in_key_order(url: str) -> None:
+def test_insertion_order_is_the_batchs_across_series_written_in_key_order(pg_url: str) -> None:
     # series ids follow (asset, tag) order: "z" after "a"; the batch sends z first at each t
     batch = [s(float(t), "X", float(10 * t + k), asset=a) for t in range(50)
              for k, a in enumerate(("p/z", "p/m", "p/a"))]  # fmt: skip
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             assert await store.write_samples(batch, RUN) == len(batch)
             got = [(x.asset, x.t, x.value) async for x in store.iter_samples(RUN)]
             assert got == [(x.asset, x.t, x.value) for x in batch]
@@ -50,7 +40,7 @@ def test_insertion_order_is_the_batchs_across_series_written_in_key_order(url: s
     asyncio.run(main())
 
 
-def test_a_batch_repeating_its_own_sample_stores_it_once_the_first_wins(url: str) -> None:
+def test_a_batch_repeating_its_own_sample_stores_it_once_the_first_wins(pg_url: str) -> None:
     batch = [
         s(1.0, "X", 1.0, unit="CEL"),
         s(2.0, "X", 2.0, unit="CEL"),
@@ -60,7 +50,7 @@ def test_a_batch_repeating_its_own_sample_stores_it_once_the_first_wins(url: str
     ]
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             assert await store.write_samples(batch, RUN) == 4
             got = [x async for x in store.iter_samples(RUN)]
             assert [(x.t, x.value, x.unit, x.seq) for x in got] == [
@@ -77,7 +67,7 @@ def test_a_batch_repeating_its_own_sample_stores_it_once_the_first_wins(url: str
     asyncio.run(main())
 
 
-def test_two_writers_racing_on_one_run_store_each_sample_once(url: str) -> None:
+def test_two_writers_racing_on_one_run_store_each_sample_once(pg_url: str) -> None:
     # both send every batch (a resend racing the original); each probes before the other
     # commits, so one COPY meets the other's rows and the batch goes again by staging
     batches = [
@@ -87,7 +77,7 @@ def test_two_writers_racing_on_one_run_store_each_sample_once(url: str) -> None:
     ]  # fmt: skip
 
     async def writer(name: str) -> int:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             await store.upsert_run(RunInfo(RUN, "race", epoch="2026-01-05T00:00:00+08:00"))
             n = 0
             for batch in batches:
@@ -96,12 +86,12 @@ def test_two_writers_racing_on_one_run_store_each_sample_once(url: str) -> None:
             return n
 
     async def main() -> None:
-        async with open_store(url):  # the tables first: the race here is the samples'
+        async with open_store(pg_url):  # the tables first: the race here is the samples'
             pass
         a, b = await asyncio.gather(writer("a"), writer("b"))
         total = sum(len(x) for x in batches)
         assert a + b == total
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             got = [(x.asset, x.tag, x.t) async for x in store.iter_samples(RUN)]
             assert len(got) == total
             assert len(set(got)) == total
@@ -112,14 +102,14 @@ def test_two_writers_racing_on_one_run_store_each_sample_once(url: str) -> None:
     asyncio.run(main())
 
 
-def test_a_sample_stored_by_another_writer_meanwhile_is_not_stored_twice(url: str) -> None:
+def test_a_sample_stored_by_another_writer_meanwhile_is_not_stored_twice(pg_url: str) -> None:
     # another writer of the run (its key row locked, as a store's batch locks it) holds the
     # same sample uncommitted: the batch waits for it, then its probe sees the sample and
     # the batch goes by staging, storing the rest
-    schema = url.split("schema=")[1]
+    schema = pg_url.split("schema=")[1]
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             assert await store.write_samples([s(0.0, "X", 0.0)], RUN) == 1
             pid = store._db.info.backend_pid
             async with await psycopg.AsyncConnection.connect(PG) as other:
@@ -151,7 +141,7 @@ def test_a_sample_stored_by_another_writer_meanwhile_is_not_stored_twice(url: st
     asyncio.run(main())
 
 
-def test_rows_packed_for_copy_read_back_as_sent(url: str) -> None:
+def test_rows_packed_for_copy_read_back_as_sent(pg_url: str) -> None:
     # every field kind the packer writes: NULLs, NaN, ints, bools, text, non-ASCII text
     # and units, gateway time and sequence numbers, times before the epoch and fractional
     batch = [
@@ -172,7 +162,7 @@ def test_rows_packed_for_copy_read_back_as_sent(url: str) -> None:
     ]
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             await store.upsert_run(RunInfo(RUN, "packed", epoch="2026-01-05T00:00:00+08:00"))
             assert await store.write_samples(batch, RUN) == len(batch)
             got = [
@@ -180,8 +170,8 @@ def test_rows_packed_for_copy_read_back_as_sent(url: str) -> None:
                 async for x in store.iter_samples(RUN)
             ]
             assert got == want
-        with psycopg.connect(url.split("?")[0]) as conn:
-            schema = url.split("schema=")[1]
+        with psycopg.connect(pg_url.split("?")[0]) as conn:
+            schema = pg_url.split("schema=")[1]
             rows = conn.execute(
                 f"SELECT s.t, s.source_ts = to_timestamp(1767542400 + s.t) FROM {schema}.samples s"  # type: ignore[arg-type]
             ).fetchall()
@@ -195,7 +185,7 @@ def _key(x: Sample) -> tuple[Any, ...]:
     return (x.asset, x.tag, x.t, float(v) if isinstance(v, int | float) else v, x.quality)
 
 
-def test_resent_reordered_and_repeating_batches_store_each_sample_once(url: str) -> None:
+def test_resent_reordered_and_repeating_batches_store_each_sample_once(pg_url: str) -> None:
     # a batch goes by one plain COPY only when no row can equal another or a stored one
     # (each series' times strictly later than its stored ones, no equal samples at one t);
     # every other batch by staging. Batches here: in order, with several samples of one
@@ -233,7 +223,7 @@ def test_resent_reordered_and_repeating_batches_store_each_sample_once(url: str)
 
     async def main() -> None:
         nonlocal direct
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             copy_direct = store._copy_direct  # type: ignore[attr-defined]
 
             async def counted(*args: Any) -> int | None:
@@ -256,13 +246,13 @@ def test_resent_reordered_and_repeating_batches_store_each_sample_once(url: str)
     assert 0 < direct < len(late)  # both paths were taken
 
 
-def test_a_schema_with_the_unique_sample_key_keeps_it_and_stays_idempotent(url: str) -> None:
+def test_a_schema_with_the_unique_sample_key_keeps_it_and_stays_idempotent(pg_url: str) -> None:
     # schemas made before the key became a plain (series, t) index hold a unique key
-    schema = url.split("schema=")[1]
+    schema = pg_url.split("schema=")[1]
     batch = [s(float(t), "X", float(t)) for t in range(20)]
 
     async def main() -> None:
-        async with open_store(url):
+        async with open_store(pg_url):
             pass
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f"SET search_path TO {schema}")  # type: ignore[arg-type]
@@ -271,7 +261,7 @@ def test_a_schema_with_the_unique_sample_key_keeps_it_and_stays_idempotent(url: 
                 "ALTER TABLE samples ADD UNIQUE NULLS NOT DISTINCT"
                 " (series, t, value_num, value_text, quality)"
             )
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             assert await store.write_samples(batch, RUN) == 20
             assert await store.write_samples([*batch[10:], s(20.0, "X", 1.0)], RUN) == 1
             assert (await store.counts(RUN)).samples == 21

@@ -6,8 +6,6 @@ once, in the batch's order, and keep the rollups' KPIs equal to the in-memory en
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +24,6 @@ PG = "postgresql://127.0.0.1:5432/test"
 RUN = "run-1"
 
 
-@pytest.fixture
-def url() -> Iterator[str]:
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    yield f"{PG}?schema={schema}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
-
-
 def _spy(store: Store) -> list[int | None]:
     """What each batch's direct COPY took (leading samples; None: none)."""
     took: list[int | None] = []
@@ -49,7 +39,7 @@ def _spy(store: Store) -> list[int | None]:
 
 
 def test_batches_split_by_a_repeat_or_bringing_a_series_store_each_sample_once_in_order(
-    url: str,
+    pg_url: str,
 ) -> None:
     n = 2 * _CHUNK + _CHUNK // 2
     a = [Sample(float(i), "p/a", "X", float(i % 11)) for i in range(3 * n)]
@@ -64,7 +54,7 @@ def test_batches_split_by_a_repeat_or_bringing_a_series_store_each_sample_once_i
     second = [*a[n : n + 2 * _CHUNK + 10], a[7], *a[n + 2 * _CHUNK + 10 : 2 * n]]
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             assert await store.write_samples(a[:5], RUN) == 5
             took = _spy(store)
             assert await store.write_samples(first, RUN) == len(first)
@@ -83,7 +73,7 @@ def test_batches_split_by_a_repeat_or_bringing_a_series_store_each_sample_once_i
     asyncio.run(main())
 
 
-def test_kpis_of_batches_split_between_copy_and_staging_equal_the_engines(url: str) -> None:
+def test_kpis_of_batches_split_between_copy_and_staging_equal_the_engines(pg_url: str) -> None:
     from iiotbed.devices.sim import simulate
     from iiotbed.scenario import load_scenario
 
@@ -95,7 +85,7 @@ def test_kpis_of_batches_split_between_copy_and_staging_equal_the_engines(url: s
     assert len(samples) > 4 * size, "the run is too short to give several batches"
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             took = _spy(store)
             for i in range(0, len(samples), size):
                 # after its first chunk each batch resends the previous batch's tail (its
@@ -119,7 +109,7 @@ def test_kpis_of_batches_split_between_copy_and_staging_equal_the_engines(url: s
 
 
 def test_n_drawn_ahead_keeps_the_write_order_across_batches_sizes_and_a_lost_side_link(
-    url: str,
+    pg_url: str,
 ) -> None:
     # every sample at one t: reads order them by n alone, so n must grow batch after batch
     # whether it was drawn ahead (a batch no larger than the one before), drawn at the
@@ -132,7 +122,7 @@ def test_n_drawn_ahead_keeps_the_write_order_across_batches_sizes_and_a_lost_sid
         k += size
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with open_store(pg_url) as store:
             ahead = store._ahead  # type: ignore[attr-defined]
             take = ahead.take
             taken: list[bool] = []
